@@ -1,0 +1,201 @@
+"""Optimizers for the embedded trainer: T5's Adafactor, the paper's AdamW, any optax one.
+
+Every optimizer the trainer builds goes through :func:`make_optimizer`, which
+
+1. wraps the base optimizer in ``optax.inject_hyperparams`` so the learning rate
+   *actually applied* at each update sits in the optimizer state (read it with
+   :func:`applied_learning_rate`), and
+2. chains the norm hook ``tracking.track_norms`` LAST, so it sees the final
+   update ``delta_t = theta_{t+1} - theta_t`` (paper filter and per-layer groups
+   by default).
+
+Schedules follow T5X's naming: ``rsqrt_schedule`` is T5X's
+``constant * rsqrt_decay``: ``lr_t = base / sqrt(max(t, warmup_steps))`` with
+``t`` the 0-based update count (T5: base 1.0, warmup 10,000).
+
+Example:
+  >>> import jax.numpy as jnp
+  >>> tx = make_optimizer(adafactor_t5, rsqrt_schedule(warmup_steps=100))
+  >>> params = {"encoder": {"layers_0": {"mlp": {"wo": {"kernel": jnp.ones((4, 4))}}}}}
+  >>> state = tx.init(params)
+  >>> updates, state = tx.update(params, state, params)
+  >>> float(applied_learning_rate(state))  # 1 / sqrt(100)
+  0.1
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import gin
+import jax
+import jax.numpy as jnp
+import optax
+
+from normgrowth_jax import norms, tracking
+
+Schedule = Callable[[jax.Array], jax.Array]
+
+
+@gin.configurable
+def rsqrt_schedule(base_learning_rate: float = 1.0,
+                   warmup_steps: int = 10_000) -> Schedule:
+  """T5's inverse-square-root schedule, ``base / sqrt(max(t, warmup_steps))``.
+
+  Args:
+    base_learning_rate: the constant factor (T5: 1.0).
+    warmup_steps: steps of constant learning rate ``base / sqrt(warmup)``.
+
+  Returns:
+    An optax schedule ``count -> learning rate`` (float32).
+
+  Example:
+    >>> float(rsqrt_schedule(warmup_steps=4)(16))
+    0.25
+  """
+  if warmup_steps < 1:
+    raise ValueError(f"rsqrt_schedule: warmup_steps must be >= 1, got {warmup_steps}.")
+
+  def schedule(count):
+    t = jnp.maximum(jnp.asarray(count, jnp.float32), float(warmup_steps))
+    return base_learning_rate / jnp.sqrt(t)
+
+  return schedule
+
+
+@gin.configurable
+def constant_schedule(value: float = 1e-3) -> Schedule:
+  """A constant learning rate (the paper's AdamW runs use 1e-3)."""
+  return optax.constant_schedule(value)
+
+
+@gin.configurable
+def adafactor_t5(learning_rate: Any,
+                 decay_rate: float = 0.8,
+                 clipping_threshold: float | None = 1.0,
+                 min_dim_size_to_factor: int = 128,
+                 multiply_by_parameter_scale: bool = True,
+                 momentum: float | None = None,
+                 eps: float = 1e-30) -> optax.GradientTransformation:
+  """T5's Adafactor setting (as in T5X's default recipe) through ``optax.adafactor``.
+
+  Factored second moments for matrices with both dims >= ``min_dim_size_to_factor``,
+  second-moment decay ``1 - (t+1)^-0.8``, update clipping at RMS 1.0, no momentum,
+  step scaled by ``max(RMS(param), 1e-3)``.
+
+  Example:
+    >>> tx = adafactor_t5(learning_rate=0.01)
+  """
+  return optax.adafactor(
+      learning_rate=learning_rate,
+      min_dim_size_to_factor=min_dim_size_to_factor,
+      decay_rate=decay_rate,
+      multiply_by_parameter_scale=multiply_by_parameter_scale,
+      clipping_threshold=clipping_threshold,
+      momentum=momentum,
+      eps=eps)
+
+
+@gin.configurable
+def adamw_paper(learning_rate: Any = 1e-3,
+                weight_decay: float = 1e-2,
+                b1: float = 0.9,
+                b2: float = 0.999,
+                eps: float = 1e-8) -> optax.GradientTransformation:
+  """AdamW with PyTorch's defaults, the paper's small-LM optimizer.
+
+  PyTorch's ``torch.optim.AdamW``: lr 1e-3, betas (0.9, 0.999), eps 1e-8 (added
+  to the bias-corrected sqrt of v), decoupled weight decay 1e-2 on every parameter
+  (``p -= lr * wd * p``), which is exactly ``optax.adamw``'s rule.
+
+  Example:
+    >>> tx = adamw_paper()
+  """
+  return optax.adamw(learning_rate=learning_rate, b1=b1, b2=b2, eps=eps,
+                     weight_decay=weight_decay)
+
+
+# Any optax optimizer can be named in gin, e.g. `make_optimizer.base = @optax.sgd`.
+for _name in ("adafactor", "adamw", "adam", "sgd", "lion", "adagrad", "rmsprop",
+              "lamb", "lars", "adabelief", "nadamw"):
+  if hasattr(optax, _name):
+    gin.external_configurable(getattr(optax, _name), name=_name, module="optax")
+for _name in ("warmup_cosine_decay_schedule", "linear_schedule", "cosine_decay_schedule"):
+  gin.external_configurable(getattr(optax, _name), name=_name, module="optax")
+
+
+def _layer_groups_or_none(groups):
+  """Maps the gin-friendly names "layers"/None to a hook grouping argument."""
+  if groups == "layers":
+    return norms.layer_groups
+  if isinstance(groups, dict):
+    return norms.regex_groups(groups)
+  return groups
+
+
+@gin.configurable
+def make_optimizer(base: Callable[..., optax.GradientTransformation] = adafactor_t5,
+                   learning_rate: Any = None,
+                   param_filter: Any = "paper",
+                   groups: Any = "layers",
+                   track_every: int = 1,
+                   sink: Any = None,
+                   **track_kwargs) -> optax.GradientTransformation:
+  """``chain(inject_hyperparams(base)(learning_rate), track_norms(...))``.
+
+  Args:
+    base: an optax factory taking ``learning_rate`` as keyword (``adafactor_t5``,
+      ``adamw_paper``, ``optax.sgd``, ...); its other arguments come from gin.
+    learning_rate: a float or an optax schedule; None means
+      ``rsqrt_schedule()`` (T5's) for Adafactor and 1e-3 otherwise.
+    param_filter: the hook's parameter filter ("paper" = App. A convention).
+    groups: "layers" (per-layer groups, ``norms.layer_groups``), a dict
+      ``{name: regex}`` (``norms.regex_groups``), a callable, or None.
+    track_every: record the trajectory every this many steps.
+    sink: optional sink streaming the trajectory (``sinks.JsonlSink`` ...).
+    **track_kwargs: further ``track_norms`` arguments (``history_size``, ...).
+
+  Returns:
+    An optax GradientTransformation whose state holds the applied learning rate
+    and the norm trace (``tracking.read_trace(state)``).
+  """
+  if learning_rate is None:
+    learning_rate = rsqrt_schedule() if base is adafactor_t5 else 1e-3
+
+  def base_with_lr(learning_rate):
+    return base(learning_rate=learning_rate)
+
+  tx = optax.inject_hyperparams(base_with_lr, hyperparam_dtype=jnp.float32)(
+      learning_rate=learning_rate)
+  hook = tracking.track_norms(param_filter=param_filter,
+                              groups=_layer_groups_or_none(groups),
+                              every=track_every, sink=sink, **track_kwargs)
+  return optax.chain(tx, hook)
+
+
+def applied_learning_rate(opt_state) -> jax.Array:
+  """The learning rate used by the most recent update (before any: the first one).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> tx = make_optimizer(adamw_paper, 0.5, groups=None)
+    >>> float(applied_learning_rate(tx.init({"w": jnp.ones(3)})))
+    0.5
+  """
+  found = [hp["learning_rate"] for hp in _find_hyperparams(opt_state)
+           if "learning_rate" in hp]
+  if len(found) != 1:
+    raise ValueError(
+        f"applied_learning_rate: expected exactly one injected learning_rate in the "
+        f"optimizer state, found {len(found)}; build the optimizer with make_optimizer.")
+  return found[0]
+
+
+def _find_hyperparams(state):
+  """Yields the ``hyperparams`` dicts of every inject_hyperparams state inside ``state``."""
+  if isinstance(state, optax.InjectStatefulHyperparamsState):
+    yield state.hyperparams
+    yield from _find_hyperparams(state.inner_state)
+  elif isinstance(state, (tuple, list)):
+    for s in state:
+      yield from _find_hyperparams(s)

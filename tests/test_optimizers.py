@@ -1,0 +1,151 @@
+"""Optimizers against float64 NumPy references of T5's recipe."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from normgrowth_jax import optimizers, tracking
+
+
+def _np_rsqrt(t, base=1.0, warmup=10_000):
+  return base / np.sqrt(np.maximum(np.float64(t), warmup))
+
+
+def test_rsqrt_schedule_matches_float64_reference():
+  sched = optimizers.rsqrt_schedule(base_learning_rate=1.0, warmup_steps=10_000)
+  for t in [0, 1, 9_999, 10_000, 10_001, 40_000, 2**19]:
+    np.testing.assert_allclose(float(sched(t)), _np_rsqrt(t), rtol=1e-6)
+  sched = optimizers.rsqrt_schedule(base_learning_rate=0.5, warmup_steps=3)
+  np.testing.assert_allclose(float(sched(12)), 0.5 / np.sqrt(12.0), rtol=1e-6)
+  with pytest.raises(ValueError, match="warmup_steps"):
+    optimizers.rsqrt_schedule(warmup_steps=0)
+
+
+def _np_adafactor(params, grads_seq, lrs, factor, clip=1.0, decay=0.8,
+                  eps1=1e-30, eps2=1e-3):
+  """T5's Adafactor (Shazeer & Stern 2018, Alg. 4 + T5 settings) in float64."""
+  p = params.astype(np.float64)
+  vr = vc = v = None
+  out = []
+  for t, (g, lr) in enumerate(zip(grads_seq, lrs)):
+    g = g.astype(np.float64)
+    beta2 = 1.0 - (t + 1.0) ** (-decay)
+    g2 = g * g + eps1
+    if factor:
+      r, c = g2.mean(axis=1), g2.mean(axis=0)
+      vr = r * (1 - beta2) if vr is None else beta2 * vr + (1 - beta2) * r
+      vc = c * (1 - beta2) if vc is None else beta2 * vc + (1 - beta2) * c
+      vhat = np.outer(vr, vc) / vr.mean()
+    else:
+      v = g2 * (1 - beta2) if v is None else beta2 * v + (1 - beta2) * g2
+      vhat = v
+    u = g / np.sqrt(vhat)
+    u = u / max(1.0, np.sqrt(np.mean(u * u)) / clip)
+    step = lr * max(np.sqrt(np.mean(p * p)), eps2) * u
+    p = p - step
+    out.append(p.copy())
+  return out
+
+
+@pytest.mark.parametrize("factor", [True, False])
+def test_adafactor_t5_matches_float64_reference(factor):
+  rng = np.random.default_rng(0)
+  p0 = rng.normal(size=(6, 5)).astype(np.float32)
+  # Large gradients in step 0 make the RMS clipping bind (the first Adafactor
+  # update has RMS exactly 1 for a single entry; spread values so it exceeds 1).
+  grads = [rng.normal(size=(6, 5)).astype(np.float32) * s for s in (30.0, 1.0, 0.01)]
+  sched = optimizers.rsqrt_schedule(warmup_steps=2)
+  tx = optax.inject_hyperparams(
+      lambda learning_rate: optimizers.adafactor_t5(
+          learning_rate, min_dim_size_to_factor=2 if factor else 128))(
+              learning_rate=sched)
+  params = jnp.asarray(p0)
+  state = tx.init(params)
+  ref = _np_adafactor(p0, grads, [_np_rsqrt(t, warmup=2) for t in range(3)], factor)
+  for t, g in enumerate(grads):
+    upd, state = tx.update(jnp.asarray(g), state, params)
+    params = optax.apply_updates(params, upd)
+    np.testing.assert_allclose(np.asarray(params), ref[t], rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(float(optimizers.applied_learning_rate(state)),
+                               _np_rsqrt(t, warmup=2), rtol=1e-6)
+
+
+def test_adafactor_clipping_caps_update_rms():
+  # One step: the unclipped factored update of a rank-1-ish gradient has RMS > 1.
+  g = np.zeros((4, 4), np.float32)
+  g[0, 0] = 1.0
+  g[1:, 1:] = 1e-3
+  tx = optimizers.adafactor_t5(learning_rate=1.0, multiply_by_parameter_scale=False,
+                               min_dim_size_to_factor=2)
+  upd, _ = tx.update(jnp.asarray(g), tx.init(jnp.zeros((4, 4))), jnp.zeros((4, 4)))
+  np.testing.assert_allclose(np.sqrt(np.mean(np.asarray(upd, np.float64) ** 2)), 1.0,
+                             rtol=1e-5)
+  tx_off = optimizers.adafactor_t5(learning_rate=1.0, multiply_by_parameter_scale=False,
+                                   min_dim_size_to_factor=2, clipping_threshold=None)
+  upd_off, _ = tx_off.update(jnp.asarray(g), tx_off.init(jnp.zeros((4, 4))),
+                             jnp.zeros((4, 4)))
+  assert np.sqrt(np.mean(np.asarray(upd_off) ** 2)) > 1.5
+
+
+def test_adamw_paper_matches_pytorch_rule():
+  rng = np.random.default_rng(1)
+  p0 = rng.normal(size=(5,))
+  grads = [rng.normal(size=(5,)) for _ in range(3)]
+  tx = optimizers.adamw_paper()
+  params = jnp.asarray(p0, jnp.float32)
+  state = tx.init(params)
+  p, m, v = p0.copy(), np.zeros(5), np.zeros(5)
+  for t, g in enumerate(grads, start=1):
+    upd, state = tx.update(jnp.asarray(g, jnp.float32), state, params)
+    params = optax.apply_updates(params, upd)
+    # torch.optim.AdamW: decay first, then the Adam step.
+    p = p * (1 - 1e-3 * 1e-2)
+    m = 0.9 * m + 0.1 * g
+    v = 0.999 * v + 0.001 * g * g
+    mhat, vhat = m / (1 - 0.9**t), v / (1 - 0.999**t)
+    p = p - 1e-3 * mhat / (np.sqrt(vhat) + 1e-8)
+    np.testing.assert_allclose(np.asarray(params), p, rtol=1e-5, atol=1e-7)
+
+
+def _tiny_tree():
+  k = jax.random.split(jax.random.PRNGKey(0), 4)
+  return {
+      "token_embedder": {"embedding": jax.random.normal(k[0], (8, 4))},
+      "encoder": {
+          "layers_0": {"mlp": {"wo": {"kernel": jax.random.normal(k[1], (4, 4))}}},
+          "layers_1": {"mlp": {"wo": {"kernel": jax.random.normal(k[2], (4, 4))}}},
+          "encoder_norm": {"scale": jnp.ones((4,))},
+      },
+      "decoder": {"logits_dense": {"kernel": jax.random.normal(k[3], (4, 8))}},
+  }
+
+
+def test_make_optimizer_puts_hook_last_with_paper_filter():
+  params = _tiny_tree()
+  tx = optimizers.make_optimizer(optimizers.adamw_paper, 1e-2)
+  state = tx.init(params)
+  assert isinstance(state, tuple) and len(state) == 2
+  grads = jax.tree.map(jnp.ones_like, params)
+  upd, state = tx.update(grads, state, params)
+  new = optax.apply_updates(params, upd)
+  trace = tracking.read_trace(state)
+  enc = [new["encoder"]["layers_0"]["mlp"]["wo"]["kernel"],
+         new["encoder"]["layers_1"]["mlp"]["wo"]["kernel"],
+         new["encoder"]["encoder_norm"]["scale"]]
+  enc_old = [params["encoder"]["layers_0"]["mlp"]["wo"]["kernel"],
+             params["encoder"]["layers_1"]["mlp"]["wo"]["kernel"],
+             params["encoder"]["encoder_norm"]["scale"]]
+  # The hook sees the final update (incl. weight decay) and only encoder, non-embedding leaves.
+  want_upd = np.sqrt(sum(np.sum((np.asarray(a, np.float64) - np.asarray(b)) ** 2)
+                         for a, b in zip(enc, enc_old)))
+  np.testing.assert_allclose(trace["update_norm"][-1], want_upd, rtol=1e-4)
+  assert any(k.startswith("param_norm/") and "layers_1" in k for k in trace)
+  np.testing.assert_allclose(float(optimizers.applied_learning_rate(state)), 1e-2, rtol=1e-6)
+
+
+def test_make_optimizer_defaults_to_t5_recipe():
+  tx = optimizers.make_optimizer()
+  state = tx.init(_tiny_tree())
+  np.testing.assert_allclose(float(optimizers.applied_learning_rate(state)), 0.01, rtol=1e-6)
