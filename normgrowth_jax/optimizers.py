@@ -124,15 +124,6 @@ for _name in ("warmup_cosine_decay_schedule", "linear_schedule", "cosine_decay_s
   gin.external_configurable(getattr(optax, _name), name=_name, module="optax")
 
 
-def _layer_groups_or_none(groups):
-  """Maps the gin-friendly names "layers"/None to a hook grouping argument."""
-  if groups == "layers":
-    return norms.layer_groups
-  if isinstance(groups, dict):
-    return norms.regex_groups(groups)
-  return groups
-
-
 @gin.configurable
 def make_optimizer(base: Callable[..., optax.GradientTransformation] = adafactor_t5,
                    learning_rate: Any = None,
@@ -168,7 +159,7 @@ def make_optimizer(base: Callable[..., optax.GradientTransformation] = adafactor
   tx = optax.inject_hyperparams(base_with_lr, hyperparam_dtype=jnp.float32)(
       learning_rate=learning_rate)
   hook = tracking.track_norms(param_filter=param_filter,
-                              groups=_layer_groups_or_none(groups),
+                              groups=norms.resolve_groups(groups),
                               every=track_every, sink=sink, **track_kwargs)
   return optax.chain(tx, hook)
 
