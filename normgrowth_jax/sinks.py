@@ -112,10 +112,10 @@ class _ThreadedSink:
       finally:
         self._queue.task_done()
 
-  def _write_block(self, block):
+  def _write_block(self, block, backfill=False):
     for row in _rows(block):
       if self.last_step is not None and row["step"] <= self.last_step:
-        if not self._warned and row["step"] < self.last_step:
+        if not (self._warned or backfill) and row["step"] < self.last_step:
           self._warned = True
           warnings.warn(f"{type(self).__name__}: dropping rows at or before step "
                         f"{self.last_step} already written; call resume(step) after restoring "
@@ -135,7 +135,7 @@ class _ThreadedSink:
     self._drain()
     with self._lock:
       if opt_state is not None:
-        self._write_block(tracking.read_trace(opt_state))
+        self._write_block(tracking.read_trace(opt_state), backfill=True)
       self._flush()
 
   def truncate_after(self, step: int) -> None:
@@ -158,15 +158,17 @@ class _ThreadedSink:
                         f"file ends at {self.last_step}: the rows between are lost (history "
                         "ring buffer too small for the streaming block).")
       with self._lock:
-        self._write_block({k: v[keep] for k, v in trace.items()})
+        self._write_block({k: v[keep] for k, v in trace.items()}, backfill=True)
         self._flush()
 
   def close(self, opt_state=None) -> None:
     """Flushes (see :meth:`flush`), stops the writer thread and closes the output."""
     if self._closed:
       return
-    self.flush(opt_state)
-    self._closed = True
+    try:
+      self.flush(opt_state)
+    finally:
+      self._closed = True
     self._queue.put(None)
     self._thread.join()
     with self._lock:
