@@ -131,7 +131,9 @@ def make_optimizer(base: Callable[..., optax.GradientTransformation] = adafactor
                    groups: Any = "layers",
                    track_every: int = 1,
                    sink: Any = None,
-                   **track_kwargs) -> optax.GradientTransformation:
+                   history_size: int = 8192,
+                   anchor_every: int | None = None,
+                   stream_every_rows: int = 1) -> optax.GradientTransformation:
   """``chain(inject_hyperparams(base)(learning_rate), track_norms(...))``.
 
   Args:
@@ -144,7 +146,7 @@ def make_optimizer(base: Callable[..., optax.GradientTransformation] = adafactor
       ``{name: regex}`` (``norms.regex_groups``), a callable, or None.
     track_every: record the trajectory every this many steps.
     sink: optional sink streaming the trajectory (``sinks.JsonlSink`` ...).
-    **track_kwargs: further ``track_norms`` arguments (``history_size``, ...).
+    history_size, anchor_every, stream_every_rows: passed to ``track_norms``.
 
   Returns:
     An optax GradientTransformation whose state holds the applied learning rate
@@ -160,7 +162,9 @@ def make_optimizer(base: Callable[..., optax.GradientTransformation] = adafactor
       learning_rate=learning_rate)
   hook = tracking.track_norms(param_filter=param_filter,
                               groups=norms.resolve_groups(groups),
-                              every=track_every, sink=sink, **track_kwargs)
+                              every=track_every, sink=sink,
+                              history_size=history_size, anchor_every=anchor_every,
+                              stream_every_rows=stream_every_rows)
   return optax.chain(tx, hook)
 
 

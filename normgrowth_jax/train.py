@@ -1,0 +1,447 @@
+"""The embedded single-machine trainer: gin-configured, resumable bit for bit, norm-tracked.
+
+Command line (T5X style; string values may be given without quotes):
+
+  python -m normgrowth_jax.train \\
+    --gin_file=gin_configs/local/t5_tiny_bbc_adafactor.gin \\
+    --gin.MODEL_DIR=runs/t5_tiny --gin.TRAIN_STEPS=2000
+
+What a run writes under ``MODEL_DIR``:
+
+* ``checkpoints/<step>/``  orbax checkpoints (params, opt_state incl. the norm trace and
+  the applied learning rate, step) with a manifest holding the data iterator position;
+* ``norms.jsonl``         the hook's trajectory, one row per recorded step;
+* ``metrics.jsonl``       loss, z_loss, accuracy, learning_rate, tokens_per_s per logged step;
+* ``tb/``                 TensorBoard events of both;
+* ``config.gin``          the operative gin config.
+
+Step convention (T5X's): the metrics row with ``step = s`` belongs to the update that turned
+state s-1 into state s (its loss is the loss of state s-1). A checkpoint at step s holds state
+s and is written only after the loss of state s was seen to be finite, so the newest
+checkpoint is always "good"; rerunning the same command resumes from it, and truncates the
+JSONL/TensorBoard streams to step s so that they have no duplicates and no gaps.
+
+Example (Python):
+  >>> from normgrowth_jax import train
+  >>> train.parse_gin(["gin_configs/local/t5_tiny_bbc_adafactor.gin"],
+  ...                 ["MODEL_DIR='/tmp/t5_tiny'", "TRAIN_STEPS=20"])  # doctest: +SKIP
+  >>> summary = train.train()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import sys
+import time
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from normgrowth_jax import checkpoints, optimizers, sinks
+from normgrowth_jax.models import t5
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# T5X's names for the model pieces.
+gin.external_configurable(t5.T5Config, module="network")
+gin.external_configurable(t5.Transformer, module="network")
+
+
+class NonFiniteLossError(RuntimeError):
+  """The training loss became NaN/inf; ``step`` names the update at which it happened."""
+
+  def __init__(self, step: int, message: str):
+    super().__init__(message)
+    self.step = step
+
+
+class GinConfigError(ValueError):
+  """A gin file or binding is invalid (unknown name, missing required macro...)."""
+
+
+# ------------------------------------------------------------------------------ model adapters
+
+
+@gin.configurable
+def encoder_decoder_loss(model: t5.Transformer, z_loss: float = 1e-4,
+                         loss_normalizing_factor: Optional[float] = None,
+                         enable_dropout: bool = True):
+  """T5's loss on T5X batches: cross-entropy + z-loss summed over target tokens.
+
+  Returns:
+    ``(init_fn(rng, batch) -> params, loss_fn(params, batch, rng) -> (loss, metrics))``.
+  """
+  loss_fn = t5.make_loss_fn(model, z_loss=z_loss, loss_normalizing_factor=loss_normalizing_factor,
+                            enable_dropout=enable_dropout)
+
+  def init_fn(rng, batch):
+    return model.init(rng, batch["encoder_input_tokens"], batch["decoder_input_tokens"],
+                      batch["decoder_target_tokens"])["params"]
+
+  return init_fn, loss_fn
+
+
+def dummy_batch(feature_lengths: Mapping[str, int], batch_size: int) -> dict:
+  """All-ones int32 batch with T5X feature names, for shape-only initialisation."""
+  ones = lambda n: np.ones((batch_size, n), np.int32)  # noqa: E731
+  if "inputs" in feature_lengths:
+    return {"encoder_input_tokens": ones(feature_lengths["inputs"]),
+            "decoder_input_tokens": ones(feature_lengths["targets"]),
+            "decoder_target_tokens": ones(feature_lengths["targets"]),
+            "decoder_loss_weights": ones(feature_lengths["targets"])}
+  return {"decoder_target_tokens": ones(feature_lengths["targets"])}
+
+
+def _batch_tokens(batch: Mapping[str, np.ndarray]) -> int:
+  """Token slots per batch, T5X's tokens/s convention: batch x (inputs + targets)."""
+  keys = ("encoder_input_tokens", "decoder_target_tokens")
+  return int(sum(np.prod(batch[k].shape) for k in keys if k in batch))
+
+
+# ------------------------------------------------------------------------------ steps
+
+
+def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation):
+  """A pure ``train_step(state, batch, rng) -> (new_state, metrics)`` (to be jitted).
+
+  ``state`` is ``{"params", "opt_state", "step"}``; the dropout rng is
+  ``fold_in(rng, step)`` so a resumed run draws the same masks. ``metrics`` hold the
+  per-token ``loss`` and ``z_loss``, ``accuracy``, the ``learning_rate`` this update applied,
+  and ``finite`` (loss and update both finite).
+  """
+
+  def train_step(state, batch, rng):
+    step_rng = jax.random.fold_in(rng, state["step"])
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state["params"], batch, step_rng)
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    finite = jnp.isfinite(loss) & jnp.all(jnp.array(
+        [jnp.all(jnp.isfinite(u)) for u in jax.tree.leaves(updates)]))
+    denom = jnp.maximum(aux["weight_sum"], 1.0)
+    metrics = {"loss": aux["loss"] / denom, "z_loss": aux["z_loss"] / denom,
+               "accuracy": aux["accuracy"],
+               "learning_rate": optimizers.applied_learning_rate(opt_state),
+               "finite": finite}
+    new_state = {"params": params, "opt_state": opt_state, "step": state["step"] + 1}
+    return new_state, metrics
+
+  return train_step
+
+
+def make_eval_step(loss_fn: Callable):
+  """A pure ``eval_step(params, batch) -> metrics`` (deterministic rng, no update)."""
+
+  def eval_step(params, batch):
+    _, aux = loss_fn(params, batch, jax.random.PRNGKey(0))
+    denom = jnp.maximum(aux["weight_sum"], 1.0)
+    return {"loss": aux["loss"] / denom, "accuracy": aux["accuracy"]}
+
+  return eval_step
+
+
+# ------------------------------------------------------------------------------ data
+
+
+@gin.configurable
+def batch_iterator(task_name: str, split: str, feature_lengths: Mapping[str, int],
+                   batch_size: int, seed: int, start_batch: int = 0):
+  """The seqio-backed, resumable iterator of ``normgrowth_jax.data.pipeline``.
+
+  Imported lazily (it pulls TensorFlow). Raises a clear error for a missing/empty corpus.
+  """
+  from normgrowth_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  return pipeline.make_batch_iterator(task_name, split, dict(feature_lengths), batch_size,
+                                      seed, start_batch=start_batch)
+
+
+def _check_batch(batch: Mapping[str, np.ndarray], step: int, task: str):
+  weights = batch.get("decoder_loss_weights", batch.get("decoder_target_tokens"))
+  if weights is None or not np.any(np.asarray(weights) > 0):
+    raise ValueError(f"Batch {step} of task {task!r} has no target tokens: the corpus is empty "
+                     "or the feature lengths are too short. Prepare the data (see README, "
+                     "`python -m normgrowth_jax.data ...`) or pick another MIXTURE_OR_TASK_NAME.")
+
+
+# ------------------------------------------------------------------------------ the loop
+
+
+def _mesh() -> Mesh:
+  return Mesh(np.array(jax.local_devices()), ("data",))
+
+
+@gin.configurable(denylist=["progress"])
+def train(model_dir: str = gin.REQUIRED,
+          model: Any = gin.REQUIRED,
+          task_name: str = gin.REQUIRED,
+          train_steps: int = gin.REQUIRED,
+          batch_size: int = gin.REQUIRED,
+          feature_lengths: Mapping[str, int] = gin.REQUIRED,
+          split: str = "train",
+          seed: int = 0,
+          adapter: Callable = encoder_decoder_loss,
+          data_fn: Callable = batch_iterator,
+          save_every: int = 1000,
+          keep_checkpoints: int = 2,
+          log_every: int = 10,
+          track_every: int = 1,
+          progress: bool = True) -> dict:
+  """Trains ``model`` on ``task_name`` for ``train_steps`` updates, resuming if possible.
+
+  Args:
+    model_dir: output directory (MODEL_DIR); rerunning with the same one resumes.
+    model: a Flax module (``%MODEL``).
+    task_name: seqio task or mixture (``%MIXTURE_OR_TASK_NAME``).
+    train_steps: total number of updates (``%TRAIN_STEPS``).
+    batch_size: global batch size (``%BATCH_SIZE``), split over the local devices.
+    feature_lengths: ``{"inputs": .., "targets": ..}`` (``%TASK_FEATURE_LENGTHS``).
+    split: dataset split to train on.
+    seed: seeds the parameters, dropout and data order.
+    adapter: ``adapter(model) -> (init_fn, loss_fn)``.
+    data_fn: ``data_fn(task, split, lengths, batch_size, seed, start_batch)`` -> iterator.
+    save_every: checkpoint period in steps (a final checkpoint is always written).
+    keep_checkpoints: how many checkpoints to keep.
+    log_every: metrics period in steps.
+    track_every: the norm hook's recording period.
+    progress: show a tqdm progress bar.
+
+  Returns:
+    ``{"step", "loss", "accuracy", "learning_rate", "tokens_per_s", "param_norm",
+    "resumed_from"}`` of the last step.
+  """
+  model_dir = os.path.abspath(os.path.expanduser(model_dir))
+  os.makedirs(model_dir, exist_ok=True)
+  mesh = _mesh()
+  n_dev = mesh.devices.size
+  if batch_size % n_dev:
+    raise ValueError(f"BATCH_SIZE={batch_size} is not divisible by the {n_dev} local devices; "
+                     f"use a multiple of {n_dev}.")
+  replicated = NamedSharding(mesh, P())
+  batch_sharding = NamedSharding(mesh, P("data"))
+
+  norm_sink = sinks.MultiSink(sinks.JsonlSink(os.path.join(model_dir, "norms.jsonl")),
+                              sinks.TensorBoardSink(os.path.join(model_dir, "tb", "norms"),
+                                                    prefix="norms"))
+  metric_sink = sinks.MultiSink(sinks.JsonlSink(os.path.join(model_dir, "metrics.jsonl")),
+                                sinks.TensorBoardSink(os.path.join(model_dir, "tb", "train"),
+                                                      prefix="train"))
+  tx = optimizers.make_optimizer(sink=norm_sink, track_every=track_every)
+  init_fn, loss_fn = adapter(model)
+  rng = jax.random.PRNGKey(seed)
+  init_rng, step_rng = jax.random.split(rng)
+
+  params = jax.jit(init_fn)(init_rng, dummy_batch(feature_lengths, batch_size))
+  state = {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
+  state = jax.device_put(state, replicated)
+
+  ckpt = checkpoints.Checkpointer(os.path.join(model_dir, "checkpoints"), save_every=save_every,
+                                  keep=keep_checkpoints)
+  start = 0
+  resumed_from = None
+  if ckpt.latest_step() is not None:
+    state, manifest = ckpt.restore(state)
+    if manifest["seed"] != seed:
+      raise ValueError(f"{model_dir} holds a run with seed {manifest['seed']}, not {seed}; "
+                       "use another MODEL_DIR or the same seed.")
+    start = resumed_from = int(manifest["step"])
+  norm_sink.resume(start, state["opt_state"])
+  metric_sink.truncate_after(start)
+  with open(os.path.join(model_dir, "config.gin"), "w") as f:
+    f.write(gin.operative_config_str())
+
+  data = data_fn(task_name, split, feature_lengths, batch_size, seed, start_batch=start)
+  train_step = jax.jit(make_train_step(loss_fn, tx),
+                       out_shardings=(replicated, replicated))
+
+  bar = None
+  if progress:
+    from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+    bar = tqdm(total=train_steps, initial=start, unit="step", dynamic_ncols=True)
+  last = {"step": start, "resumed_from": resumed_from}
+  t_log, tokens_since = time.perf_counter(), 0
+  step = start
+  try:
+    while step < train_steps:
+      try:
+        batch = next(data)
+      except StopIteration:
+        raise ValueError(f"Task {task_name!r} split {split!r} ran out of data at batch {step}; "
+                         "its iterator must repeat (or lower TRAIN_STEPS).") from None
+      if step == start:
+        _check_batch(batch, step, task_name)
+      tokens_since += _batch_tokens(batch)
+      batch = jax.device_put({k: np.asarray(v) for k, v in batch.items()}, batch_sharding)
+      new_state, metrics = train_step(state, batch, step_rng)
+      metrics = jax.device_get(metrics)
+      if not metrics["finite"]:
+        raise NonFiniteLossError(
+            step + 1, f"Non-finite loss ({metrics['loss']}) or update at step {step + 1} "
+            f"(the update from state {step}); stopped. The last good checkpoint is step "
+            f"{ckpt.latest_step()} in {ckpt.directory}. Lower the learning rate or check the data.")
+      # State `step` had a finite loss: it may be checkpointed now.
+      if step > start:
+        ckpt.save(step, state, data_position=step, seed=seed)
+      state = new_state
+      step += 1
+      if step % log_every == 0 or step == train_steps:
+        now = time.perf_counter()
+        tok_s = tokens_since / max(now - t_log, 1e-9)
+        t_log, tokens_since = now, 0
+        row = {"step": np.array([step]), "tokens_per_s": np.array([tok_s], np.float32)}
+        row.update({k: np.array([v], np.float32) for k, v in metrics.items() if k != "finite"})
+        metric_sink.write_rows(row)
+        last.update(step=step, loss=float(metrics["loss"]), accuracy=float(metrics["accuracy"]),
+                    learning_rate=float(metrics["learning_rate"]), tokens_per_s=tok_s)
+        if bar is not None:
+          bar.set_postfix(loss=f"{metrics['loss']:.3f}", lr=f"{metrics['learning_rate']:.2e}",
+                          tok_s=f"{tok_s:,.0f}")
+      if bar is not None:
+        bar.update(1)
+    ckpt.save(step, state, data_position=step, seed=seed, force=True)
+  finally:
+    if bar is not None:
+      bar.close()
+    ckpt.close()
+    norm_sink.close(state["opt_state"])
+    metric_sink.close()
+  from normgrowth_jax import tracking  # pylint: disable=g-import-not-at-top
+  trace = tracking.read_trace(state["opt_state"])
+  if len(trace["step"]):
+    last["param_norm"] = float(trace["param_norm"][-1])
+  return last
+
+
+# ------------------------------------------------------------------------------ gin + CLI
+
+
+def _gin_search_paths() -> list[str]:
+  return [os.getcwd(), REPO_ROOT, os.path.join(REPO_ROOT, "gin_configs")]
+
+
+def _quote_bare(binding: str) -> str:
+  """``KEY=value`` -> ``KEY = 'value'`` when value is a bare word/path (T5X needs quotes)."""
+  key, sep, value = binding.partition("=")
+  if not sep:
+    raise GinConfigError(f"--gin.{binding}: expected --gin.KEY=VALUE.")
+  value = value.strip()
+  try:
+    import ast  # pylint: disable=g-import-not-at-top
+    ast.literal_eval(value)
+    return f"{key.strip()} = {value}"
+  except (ValueError, SyntaxError):
+    pass
+  if value[:1] in "@%'\"[({" or value in ("True", "False", "None"):
+    return f"{key.strip()} = {value}"
+  return f"{key.strip()} = {value!r}"
+
+
+def _explain_gin_error(err: Exception) -> str:
+  """Adds the valid names to gin's message for an unknown configurable or parameter."""
+  msg = str(err).strip()
+  registry = gin.config._REGISTRY  # pylint: disable=protected-access
+  lines = [msg]
+  import re  # pylint: disable=g-import-not-at-top
+  m = re.search(r"No configurable matching '([^']+)'", msg)
+  if m:
+    names = sorted(registry.minimal_selector(sel) for sel, _ in registry.items()
+                   if not sel.startswith("gin."))
+    close = difflib.get_close_matches(m.group(1), names, n=5, cutoff=0.5)
+    lines.append(f"Unknown configurable '{m.group(1)}'." +
+                 (f" Did you mean: {', '.join(close)}?" if close else ""))
+    lines.append("Valid configurables: " + ", ".join(names))
+  m = re.search(r"Configurable '([^']+)' doesn't have a parameter named '([^']+)'", msg)
+  if m:
+    import inspect  # pylint: disable=g-import-not-at-top
+    fn = registry.get_match(m.group(1)).wrapped
+    target = fn.__init__ if inspect.isclass(fn) else fn
+    params = [p for p in inspect.signature(target).parameters if p not in ("self",)]
+    close = difflib.get_close_matches(m.group(2), params, n=3)
+    lines.append(f"Unknown parameter '{m.group(2)}' of '{m.group(1)}'." +
+                 (f" Did you mean: {', '.join(close)}?" if close else "") +
+                 f" Valid parameters: {', '.join(params)}.")
+  if "macro" in msg.lower() or "Required bindings" in msg:
+    lines.append("gin_configs/local/runs/pretrain.gin lists the required macros (MODEL_DIR, "
+                 "MIXTURE_OR_TASK_NAME, TRAIN_STEPS, BATCH_SIZE, TASK_FEATURE_LENGTHS); set "
+                 "them in your gin file or with --gin.NAME=VALUE.")
+  return "\n".join(lines)
+
+
+def parse_gin(gin_files: Sequence[str], bindings: Sequence[str]) -> None:
+  """Parses gin files then ``KEY=VALUE`` bindings (later wins), with readable errors.
+
+  Raises:
+    GinConfigError: naming the bad file/binding and listing valid names where possible.
+  """
+  for path in _gin_search_paths():
+    if path not in gin.config._LOCATION_PREFIXES:  # pylint: disable=protected-access
+      gin.add_config_file_search_path(path)
+  for f in gin_files:
+    found = os.path.exists(f) or any(os.path.exists(os.path.join(p, f))
+                                     for p in _gin_search_paths())
+    if not found:
+      raise GinConfigError(f"--gin_file={f} not found (searched {', '.join(_gin_search_paths())}).")
+  try:
+    gin.parse_config_files_and_bindings(list(gin_files), [_quote_bare(b) for b in bindings],
+                                        finalize_config=False)
+  except GinConfigError:
+    raise
+  except Exception as e:  # gin raises ValueError/KeyError/TypeError/ParseError...
+    raise GinConfigError(_explain_gin_error(e)) from e
+
+
+def run_from_gin() -> dict:
+  """Calls :func:`train` with the parsed config, translating gin's late errors."""
+  try:
+    return train(progress=sys.stderr.isatty() or bool(os.environ.get("NORMGROWTH_PROGRESS")))
+  except (ValueError, TypeError) as e:
+    if any(s in str(e) for s in ("macro", "Required bindings", "gin")) and \
+        not isinstance(e, (checkpoints.CheckpointMismatchError,)):
+      raise GinConfigError(_explain_gin_error(e)) from e
+    raise
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+  """Parses ``--gin_file``/``--gin.KEY=VALUE`` (T5X flags) and trains."""
+  parser = argparse.ArgumentParser(
+      prog="normgrowth-train", description=__doc__.split("\n\n")[0],
+      epilog="Any --gin.KEY=VALUE adds a gin binding, e.g. --gin.TRAIN_STEPS=100.")
+  parser.add_argument("--gin_file", action="append", default=[],
+                      help="gin file (repeatable), e.g. gin_configs/local/t5_tiny_bbc_adafactor.gin")
+  parser.add_argument("--gin_bindings", action="append", default=[],
+                      help="a gin binding 'KEY = VALUE' (repeatable)")
+  args, rest = parser.parse_known_args(argv)
+  bindings = list(args.gin_bindings)
+  for a in rest:
+    if a.startswith("--gin."):
+      bindings.append(a[len("--gin."):])
+    else:
+      parser.error(f"unrecognised argument {a!r} (use --gin_file=... or --gin.KEY=VALUE)")
+  if not args.gin_file:
+    parser.error("at least one --gin_file is required, e.g. "
+                 "--gin_file=gin_configs/local/t5_tiny_bbc_adafactor.gin")
+  parse_gin(args.gin_file, bindings)
+  summary = run_from_gin()
+  print(" ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
+                 for k, v in summary.items()), flush=True)
+  return summary
+
+
+def console_main():
+  """Entry point of the ``normgrowth-train`` console script."""
+  try:
+    main()
+  except (GinConfigError, NonFiniteLossError, checkpoints.CheckpointMismatchError,
+          FileNotFoundError) as e:
+    print(f"normgrowth-train: error: {e}", file=sys.stderr)
+    sys.exit(2 if isinstance(e, GinConfigError) else 1)
+
+
+if __name__ == "__main__":
+  console_main()
