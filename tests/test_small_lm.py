@@ -251,3 +251,80 @@ def test_adamw_steps_reduce_the_loss(norm):
         losses.append(float(loss))
     assert all(b < a for a, b in zip(losses[:5], losses[1:6])), losses
     assert losses[-1] < 0.8 * losses[0], losses
+
+
+# ---------------------------------------------------------------- the exact saturated limit
+def scaled(params, rho):
+    return jax.tree_util.tree_map(lambda p: p * rho, params)
+
+
+def min_token_cosine(a, b, mask):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    cos = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+    return float(cos[np.asarray(mask)].min())
+
+
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_finite_rho_float64_converges_to_saturated_limit(norm, use_bias):
+    with jax.enable_x64(True):
+        cfg = tiny(norm=norm, use_bias=use_bias, dtype=jnp.float64, param_dtype=jnp.float64)
+        model, params = init(cfg, TOKENS)
+        apply = jax.jit(model.apply)
+        limit = model.apply({"params": params}, TOKENS, saturated=True)
+        assert limit.logits.dtype == jnp.float64
+        mask = np.asarray(limit.mask)
+        gaps = []
+        for rho in (1e2, 1e3, 1e4, 1e5):
+            out = apply({"params": scaled(params, rho)}, TOKENS)
+            pairs = list(zip(out.hidden_states, limit.hidden_states))
+            pairs.append((out.logits, limit.logits))
+            gaps.append(max(1.0 - min_token_cosine(f, s, mask) for f, s in pairs))
+            for f, s in zip(out.attention_weights, limit.attention_weights):
+                real_queries = np.asarray(f - s).transpose(0, 2, 1, 3)[mask]
+                assert np.abs(real_queries).max() < 1e-9
+        # 1 - cos shrinks like rho^-2 (biases: relative corrections ~ 1/rho) or faster.
+        assert gaps[-1] < 1e-8, gaps
+        for a, b in zip(gaps, gaps[1:]):
+            assert b <= a * 0.05 or b < 1e-13, gaps
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_saturated_attention_is_hard_and_causal(norm):
+    model, params = init(tiny(norm=norm), TOKENS)
+    out = model.apply({"params": params}, TOKENS, saturated=True)
+    mask = np.asarray(out.mask)
+    for weights in out.attention_weights:
+        np.testing.assert_array_equal(np.triu(np.asarray(weights), k=1), 0.0)
+        w = np.asarray(weights).transpose(0, 2, 1, 3)[mask]  # [real queries, heads, keys]
+        np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-6)
+        top = np.broadcast_to(w.max(-1, keepdims=True), w.shape)
+        np.testing.assert_allclose(np.where(w > 0, w, top), top, rtol=1e-6)  # uniform support
+    # The padded keys of row 1 (positions 5..7) are never attended.
+    for w in out.attention_weights:
+        np.testing.assert_array_equal(np.asarray(w)[1, :, :, 5:], 0.0)
+    assert all(np.all(np.isfinite(h)) for h in out.hidden_states)
+
+
+def test_saturated_with_dropout_needs_deterministic():
+    model, params = init(tiny(dropout=0.1), TOKENS)
+    with pytest.raises(ValueError, match="deterministic=True"):
+        model.apply({"params": params}, TOKENS, saturated=True, deterministic=False,
+                    rngs={"dropout": jax.random.PRNGKey(0)})
+
+
+def test_paper_prenorm_is_closer_to_its_limit_than_postnorm_at_init():
+    """Paper Fig. 4 ordering at c = 1: pre-norm (~0.73 in the paper) >> post-norm (~0.08)."""
+    cfg = dict(vocab_size=100, num_layers=3, d_model=32, d_ff=32, num_heads=4, max_len=12)
+    tokens = jax.random.randint(jax.random.PRNGKey(7), (4, 12), 1, 100)
+    sims = {}
+    for norm in ("prenorm_paper", "postnorm"):
+        model, params = init(SmallLMConfig(norm=norm, **cfg), tokens, seed=3)
+        finite = model.apply({"params": params}, tokens).hidden_states[-1]
+        limit = model.apply({"params": params}, tokens, saturated=True).hidden_states[-1]
+        a, b = np.asarray(finite, np.float64), np.asarray(limit, np.float64)
+        sims[norm] = float(np.mean((a * b).sum(-1) / (np.linalg.norm(a, axis=-1)
+                                                       * np.linalg.norm(b, axis=-1))))
+    assert sims["prenorm_paper"] > 0.6, sims
+    assert sims["postnorm"] < 0.4, sims
+    assert sims["prenorm_paper"] > sims["postnorm"] + 0.3, sims

@@ -30,41 +30,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from normgrowth_jax import asymptotic as asy
 from normgrowth_jax.models.outputs import ModelOutput
-
-
-def _masked_softmax(scores, mask=None, axis=-1):
-    """Softmax with -inf at masked positions; fully masked rows give zeros."""
-    if mask is not None:
-        scores = jnp.where(mask, scores, -jnp.inf)
-    top = jnp.max(scores, axis=axis, keepdims=True)
-    top = jax.lax.stop_gradient(jnp.where(jnp.isfinite(top), top, 0.0))
-    e = jnp.exp(scores - top)
-    total = jnp.sum(e, axis=axis, keepdims=True)
-    return e / jnp.where(total == 0, 1.0, total)
-
-
-# TEMPORARY plain-mode ops (same signatures as normgrowth_jax.asymptotic, which another helper
-# is writing); replaced by `from normgrowth_jax import asymptotic as asy` when it lands.
-class asy:  # noqa: N801
-    add = staticmethod(jnp.add)
-    param = staticmethod(lambda p, like: p)
-    dense = staticmethod(lambda x, k: x @ k)
-    mul = staticmethod(jnp.multiply)
-    einsum = staticmethod(jnp.einsum)
-    relu = staticmethod(jax.nn.relu)
-    gelu = staticmethod(jax.nn.gelu)
-    softmax = staticmethod(_masked_softmax)
-    layer_norm = staticmethod(lambda x, scale, bias, eps: (
-        (x - x.mean(-1, keepdims=True)) * jax.lax.rsqrt(x.var(-1, keepdims=True) + eps) * scale
-        + (0 if bias is None else bias)))
-    is_asymptotic = staticmethod(lambda x: False)
-    leading = staticmethod(lambda x: x)
-
-    @staticmethod
-    def lift(x, power):
-        raise NotImplementedError("saturated=True needs normgrowth_jax.asymptotic (not yet "
-                                  "committed).")
 
 NORMS = ("prenorm_paper", "postnorm", "preln")
 ACTIVATIONS = ("relu", "gelu")
