@@ -223,12 +223,28 @@ def acc_dtype(x) -> jnp.dtype:
   return jnp.promote_types(jnp.result_type(x), jnp.float32)
 
 
+def upcast(x, dtype=None):
+  """``x`` as float32-or-better, holding exactly the values of ``x``'s own dtype.
+
+  Inside jit XLA may keep excess precision for a bf16 value computed in the same program
+  (e.g. an update feeding this reduction); ``reduce_precision`` pins it to what the bf16 array
+  stores, so the statistics describe the arrays the program outputs.
+  """
+  x = jnp.asarray(x)
+  dt = x.dtype
+  acc = acc_dtype(x) if dtype is None else dtype
+  if jnp.issubdtype(dt, jnp.floating) and jnp.finfo(dt).bits < jnp.finfo(acc).bits:
+    fi = jnp.finfo(dt)
+    x = jax.lax.reduce_precision(x, exponent_bits=fi.nexp, mantissa_bits=fi.nmant)
+  return x.astype(acc)
+
+
 def _reduce(fn, xs, axis):
   """Sum of ``fn(*xs_upcast)`` over all axes, or over all but ``axis`` (shape [n_layers])."""
   dt = acc_dtype(xs[0])
   for y in xs[1:]:
     dt = jnp.promote_types(dt, acc_dtype(y))
-  v = fn(*[jnp.asarray(y).astype(dt) for y in xs])
+  v = fn(*[upcast(y, dt) for y in xs])
   if axis is None:
     return jnp.sum(v)
   axes = tuple(a for a in range(v.ndim) if a != axis % v.ndim)

@@ -11,7 +11,8 @@ recorded steps, computes from the current params theta_t and the final update de
                       component orthogonal to theta (accurate for 1e-7 relative updates),
                       and ``direction_cos`` = cos(direction_angle);
 * ``param_norm/<g>``  and ``direction_angle/<g>`` per group g;
-* ``nonfinite``       1.0 when a NaN/inf occurred in the update or in the recorded numbers;
+* ``nonfinite``       1.0 when the update or the params (filtered or not) hold a NaN/inf, or a
+                      recorded number is not finite;
 * with ``anchor_every=K``: ``anchor_cos`` / ``anchor_angle`` between theta_{t+1} and the anchor
   theta_a (a = the last multiple of K before t+1; so with every=K these are checkpoint-to-
   checkpoint values) and ``anchor_step`` = a. This holds a copy of the filtered params.
@@ -122,6 +123,21 @@ def _any_nonfinite(tree) -> jax.Array:
   return bad
 
 
+def _applied(p, u):
+  """optax.apply_updates for one leaf, rounded to p's dtype even inside jit.
+
+  XLA may keep excess precision for a bf16 add that feeds a float32 reduction; reduce_precision
+  forces the rounding the stored params get. Returns the float32-or-better value.
+  """
+  dt = jnp.result_type(p)
+  acc = jnp.promote_types(norms.acc_dtype(p), norms.acc_dtype(u))
+  x = norms.upcast(p, acc) + norms.upcast(u, acc)
+  if jnp.issubdtype(dt, jnp.floating) and jnp.finfo(dt).bits < jnp.finfo(acc).bits:
+    fi = jnp.finfo(dt)
+    x = jax.lax.reduce_precision(x, exponent_bits=fi.nexp, mantissa_bits=fi.nmant)
+  return x
+
+
 def _split(stats: norms.PairStats, n: int) -> list[norms.PairStats]:
   return [norms.PairStats(*(f[i] for f in stats)) for i in range(n)]
 
@@ -130,7 +146,7 @@ def _row_values(params, updates, units, anchor, with_groups: bool):
   """Computes every recorded quantity; returns {column: scalar}."""
   leaves = jax.tree_util.tree_leaves(params)
   uleaves = jax.tree_util.tree_leaves(updates)
-  new_leaves = jax.tree_util.tree_leaves(optax.apply_updates(params, updates))
+  new_leaves = [_applied(p, u) for p, u in zip(leaves, uleaves)]
   parts, new_ss = [], []          # per unit (leaf or stacked slice)
   by_group: dict[str, list] = {}
   anchor_parts = []
@@ -140,8 +156,7 @@ def _row_values(params, updates, units, anchor, with_groups: bool):
     ss = norms._reduce(norms._sq, (new_leaves[j],), axis)
     if anchor:
       a = anchor[k]
-      a_st = norms.unit_pair_stats(a, new_leaves[j].astype(norms.acc_dtype(a)) - a.astype(
-          norms.acc_dtype(a)), axis)
+      a_st = norms.unit_pair_stats(a, new_leaves[j] - norms.upcast(a, new_leaves[j].dtype), axis)
     if axis is None:
       pieces = [(st, ss, g)] if not anchor else [(st, ss, g, a_st)]
     else:
@@ -245,7 +260,9 @@ def track_norms(param_filter="all", groups=None, every: int = 1, history_size: i
 
     def record(history, num_rows):
       row = _row_values(params, updates, units, anchor, group_fn is not None)
-      nonfinite = bad_update
+      kept = {j for j, _ in units}
+      nonfinite = bad_update | _any_nonfinite(   # filtered params are covered by the row
+          [x for j, x in enumerate(jax.tree_util.tree_leaves(params)) if j not in kept])
       for v in row.values():
         nonfinite = nonfinite | ~jnp.isfinite(v)
       row["step"] = step

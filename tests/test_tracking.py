@@ -1,0 +1,267 @@
+"""track_norms / read_trace against an independent float64 NumPy reference."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from normgrowth_jax import norms, tracking
+
+
+def _params(seed=0, dtype=jnp.float32):
+  r = np.random.default_rng(seed)
+  f = lambda *s: jnp.asarray(r.normal(size=s), dtype)
+  return {"encoder": {"layers_0": {"w": f(6, 5), "b": f(5)}, "layers_1": {"w": f(5, 5)},
+                      "token_embedder": {"embedding": f(7, 5)}},
+          "decoder": {"layers": {"w": f(3, 4, 2)}}}   # scanned stack of 3 layers
+
+
+def _f64(tree):
+  return [np.asarray(x, np.float64).ravel() for x in jax.tree_util.tree_leaves(tree)]
+
+
+def _angle(theta, delta):
+  """Kahan's 2*atan2(|u - v|, |u + v|), float64: independent of the hook's method."""
+  u = theta / np.linalg.norm(theta)
+  w = theta + delta
+  v = w / np.linalg.norm(w)
+  return 2 * np.arctan2(np.linalg.norm(u - v), np.linalg.norm(u + v))
+
+
+def _ref_row(theta, delta, new, mask=None):
+  """theta, delta, new: lists of float64 leaves; mask: which leaves count."""
+  mask = mask or [True] * len(theta)
+  t = np.concatenate([x for x, m in zip(theta, mask) if m])
+  d = np.concatenate([x for x, m in zip(delta, mask) if m])
+  n = np.concatenate([x for x, m in zip(new, mask) if m])
+  ang = _angle(t, d)
+  return {"param_norm": np.linalg.norm(n), "update_norm": np.linalg.norm(d),
+          "alignment": t @ d / np.linalg.norm(t) / np.linalg.norm(d),
+          "direction_angle": ang, "direction_cos": np.cos(ang)}
+
+
+def _run(opt, params, grads_fn, steps, jit=True):
+  """Trains; returns final state and the per-step (theta, delta, new) in float64."""
+  state = opt.init(params)
+  step = jax.jit(opt.update) if jit else opt.update
+  seen = []
+  for t in range(steps):
+    updates, state = step(grads_fn(t, params), state, params)
+    new = optax.apply_updates(params, updates)
+    seen.append((_f64(params), _f64(updates), _f64(new)))
+    params = new
+  return state, seen, params
+
+
+def _grads(t, params):
+  r = np.random.default_rng(100 + t)
+  return jax.tree.map(lambda x: jnp.asarray(r.normal(size=x.shape), x.dtype), params)
+
+
+def _check(trace, seen, steps, mask=None, rtol=1e-5):
+  assert trace["step"].tolist() == steps
+  for i, s in enumerate(steps):
+    ref = _ref_row(*seen[s - 1], mask)
+    for k in ("param_norm", "update_norm", "direction_angle"):
+      np.testing.assert_allclose(trace[k][i], ref[k], rtol=rtol, err_msg=f"{k} at step {s}")
+    for k in ("alignment", "direction_cos"):
+      np.testing.assert_allclose(trace[k][i], ref[k], rtol=0, atol=1e-5, err_msg=k)
+    assert not trace["nonfinite"][i]
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_matches_float64_reference_over_steps(dtype):
+  params = _params(0, dtype)
+  opt = optax.chain(optax.adamw(1e-2, weight_decay=0.1), tracking.track_norms())
+  state, seen, _ = _run(opt, params, _grads, 6)
+  trace = tracking.read_trace(state)
+  _check(trace, seen, [1, 2, 3, 4, 5, 6])
+  assert trace["param_norm"].dtype == np.float32
+
+
+def test_paper_filter_and_layer_groups():
+  params = _params(1)
+  paths = norms.leaf_paths(params)
+  mask = [norms.paper_filter(p, x) for p, x in norms.named_leaves(params)]
+  opt = optax.chain(optax.sgd(0.05, momentum=0.9),
+                    tracking.track_norms(param_filter="paper", groups="layers", every=2))
+  state, seen, _ = _run(opt, params, _grads, 6)
+  trace = tracking.read_trace(state)
+  _check(trace, seen, [2, 4, 6], mask)
+  assert sorted(k for k in trace if k.startswith("param_norm/")) == [
+      "param_norm/encoder/layers_0", "param_norm/encoder/layers_1"]
+  # all params, layer groups incl. the scanned decoder stack split along axis 0
+  opt = optax.chain(optax.sgd(0.05), tracking.track_norms(groups="layers"))
+  state, seen, _ = _run(opt, params, _grads, 3)
+  trace = tracking.read_trace(state)
+  stack = paths.index("decoder/layers/w")
+  for i, s in enumerate(trace["step"]):
+    theta, delta, new = seen[s - 1]
+    for layer in range(3):
+      t = theta[stack].reshape(3, 8)[layer]
+      d = delta[stack].reshape(3, 8)[layer]
+      n = new[stack].reshape(3, 8)[layer]
+      np.testing.assert_allclose(trace[f"param_norm/decoder/layers_{layer}"][i],
+                                 np.linalg.norm(n), rtol=1e-5)
+      np.testing.assert_allclose(trace[f"direction_angle/decoder/layers_{layer}"][i],
+                                 _angle(t, d), rtol=1e-5)
+    enc0 = [j for j, p in enumerate(paths) if p.startswith("encoder/layers_0/")]
+    np.testing.assert_allclose(trace["param_norm/encoder/layers_0"][i],
+                               np.linalg.norm(np.concatenate([new[j] for j in enc0])), rtol=1e-5)
+
+
+def test_tiny_relative_update_angle():
+  """||delta|| = 1e-7 ||theta||: float32 1 - cos is 0 here, the recorded angle is not."""
+  params = _params(2)
+  norm = float(norms.global_norm(params))
+
+  def grads(t, p):
+    g = _grads(t, p)
+    return jax.tree.map(lambda x: x * (1e-7 * norm / float(norms.global_norm(g))), g)
+
+  hook = tracking.track_norms()
+  state = hook.init(params)
+  seen = []
+  for t in range(3):
+    delta = grads(t, params)
+    _, state = jax.jit(hook.update)(delta, state, params)
+    seen.append((_f64(params), _f64(delta), _f64(optax.apply_updates(params, delta))))
+    params = optax.apply_updates(params, delta)
+  trace = tracking.read_trace(state)
+  for i in range(3):
+    ref = _ref_row(*seen[i])
+    np.testing.assert_allclose(trace["direction_angle"][i], ref["direction_angle"], rtol=1e-5)
+    np.testing.assert_allclose(trace["update_norm"][i], ref["update_norm"], rtol=1e-5)
+    assert 5e-8 < trace["direction_angle"][i] < 2e-7
+
+
+def test_nested_inject_hyperparams_and_multisteps():
+  params = _params(3)
+  inner = optax.inject_hyperparams(
+      lambda learning_rate: optax.chain(optax.adam(learning_rate), tracking.track_norms()))(
+          learning_rate=1e-2)
+  opt = optax.MultiSteps(optax.chain(optax.clip_by_global_norm(1.0), inner),
+                         every_k_schedule=2)
+  state = opt.init(params)
+  seen = []
+  step = jax.jit(opt.update)
+  for t in range(6):
+    updates, state = step(_grads(t, params), state, params)
+    new = optax.apply_updates(params, updates)
+    if t % 2 == 1:   # MultiSteps applies the inner update every 2nd call
+      seen.append((_f64(params), _f64(updates), _f64(new)))
+    params = new
+  trace = tracking.read_trace(state)
+  _check(trace, seen, [1, 2, 3])
+
+
+def test_ring_buffer_wrap_returns_last_rows_in_step_order():
+  params = _params(4)
+  opt = optax.chain(optax.sgd(0.1), tracking.track_norms(every=2, history_size=3))
+  state, seen, _ = _run(opt, params, _grads, 11)
+  trace = tracking.read_trace(state)
+  _check(trace, seen, [6, 8, 10])
+
+
+def test_nonfinite_flagged_at_first_step():
+  params = _params(5)
+
+  def grads(t, p):
+    g = _grads(t, p)
+    if t == 3:   # update of step 4 holds a NaN in an excluded (embedding) leaf
+      g["encoder"]["token_embedder"]["embedding"] = g["encoder"]["token_embedder"][
+          "embedding"].at[0, 0].set(jnp.nan)
+    return g
+
+  opt = optax.chain(optax.sgd(0.1), tracking.track_norms(param_filter="paper", every=3))
+  state, _, _ = _run(opt, params, grads, 7)
+  trace = tracking.read_trace(state)
+  assert trace["step"].tolist() == [3, 4, 6]
+  assert trace["nonfinite"].tolist() == [False, True, True]
+  assert np.isfinite(trace["param_norm"][0])
+  assert tracking.first_nonfinite_step(state) == 4
+
+  opt = optax.chain(optax.sgd(0.1), tracking.track_norms())
+  state, _, _ = _run(opt, params, _grads, 2)
+  assert tracking.first_nonfinite_step(state) is None
+
+
+def test_anchor_cosine_checkpoint_to_checkpoint():
+  params = _params(6)
+  opt = optax.chain(optax.adam(3e-2), tracking.track_norms(every=3, anchor_every=3))
+  state, seen, _ = _run(opt, params, _grads, 9)
+  trace = tracking.read_trace(state)
+  assert trace["anchor_step"].tolist() == [0, 3, 6]
+  for i, s in enumerate(trace["step"]):
+    a = np.concatenate(seen[s - 3][0])      # theta_{s-3}
+    n = np.concatenate(seen[s - 1][2])      # theta_s
+    np.testing.assert_allclose(trace["anchor_angle"][i], _angle(a, n - a), rtol=1e-5)
+    np.testing.assert_allclose(trace["anchor_cos"][i], a @ n / np.linalg.norm(a) /
+                               np.linalg.norm(n), atol=1e-6)
+  # without the anchor option the state holds no copy of the params
+  plain = tracking.track_norms().init(params)
+  assert plain.anchor == ()
+  assert sum(x.size for x in jax.tree_util.tree_leaves(plain)) < 8192 * 10
+
+
+def test_float32_cast_and_orbax_round_trip(tmp_path):
+  import orbax.checkpoint as ocp
+  params = _params(7)
+  opt = optax.chain(optax.sgd(0.05, momentum=0.9), tracking.track_norms(every=2))
+  step = jax.jit(opt.update)
+  state = opt.init(params)
+  p = params
+  for t in range(4):
+    u, state = step(_grads(t, p), state, p)
+    p = optax.apply_updates(p, u)
+  ckpt = ocp.StandardCheckpointer()
+  ckpt.save(tmp_path / "ckpt", state)
+  ckpt.wait_until_finished()
+  restored = ckpt.restore(tmp_path / "ckpt", state)
+  cast = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), restored)   # what T5X does
+  full = state
+  p_full, p_cast = p, p
+  for t in range(4, 8):
+    u, full = step(_grads(t, p_full), full, p_full)
+    p_full = optax.apply_updates(p_full, u)
+    u, cast2 = step(_grads(t, p_cast), cast, p_cast)
+    assert cast2[1].count.dtype == jnp.float32 == cast[1].count.dtype   # dtype kept
+    p_cast = optax.apply_updates(p_cast, u)
+    cast = cast2
+  a, b = tracking.read_trace(full), tracking.read_trace(cast)
+  assert a["step"].tolist() == b["step"].tolist() == [2, 4, 6, 8]
+  for k in a:
+    np.testing.assert_allclose(np.asarray(a[k], float), np.asarray(b[k], float), rtol=1e-6)
+  # a restore without a target (plain dicts) is still found
+  raw = ckpt.restore(tmp_path / "ckpt")
+  np.testing.assert_array_equal(tracking.read_trace(raw)["step"], [2, 4])
+
+
+def test_real_small_lm_training_matches_reference():
+  from normgrowth_jax.models.small_lm import SmallLM, SmallLMConfig, lm_loss
+  cfg = SmallLMConfig(vocab_size=32, num_layers=2, d_model=16, d_ff=32, num_heads=2, max_len=8)
+  model = SmallLM(cfg)
+  tokens = jnp.asarray(np.random.default_rng(0).integers(1, 32, size=(4, 8)))
+  params = model.init(jax.random.PRNGKey(0), tokens)["params"]
+  opt = optax.chain(optax.adamw(1e-2, weight_decay=0.01),
+                    tracking.track_norms(param_filter="paper", groups="layers"))
+
+  @jax.jit
+  def train_step(params, state):
+    grads = jax.grad(lambda p: lm_loss(model.apply({"params": p}, tokens).logits, tokens))(params)
+    updates, state = opt.update(grads, state, params)
+    return optax.apply_updates(params, updates), state, updates
+
+  state = opt.init(params)
+  seen = []
+  for _ in range(4):
+    new, state, updates = train_step(params, state)
+    seen.append((_f64(params), _f64(updates), _f64(new)))
+    params = new
+  mask = [norms.paper_filter(p, x) for p, x in norms.named_leaves(params)]
+  trace = tracking.read_trace(state)
+  _check(trace, seen, [1, 2, 3, 4], mask)
+  assert {k for k in trace if k.startswith("param_norm/")} == {
+      "param_norm/encoder/layers_0", "param_norm/encoder/layers_1"}
+  assert trace["param_norm"][-1] > trace["param_norm"][0]
