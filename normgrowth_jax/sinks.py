@@ -113,9 +113,12 @@ class _ThreadedSink:
         self._queue.task_done()
 
   def _write_block(self, block, backfill=False):
-    for row in _rows(block):
+    rows = _rows(block)
+    stale = (self.last_step is not None and bool(rows)
+             and rows[-1]["step"] < self.last_step)  # the whole block is old: a missed resume
+    for row in rows:
       if self.last_step is not None and row["step"] <= self.last_step:
-        if not (self._warned or backfill) and row["step"] < self.last_step:
+        if stale and not (self._warned or backfill):
           self._warned = True
           warnings.warn(f"{type(self).__name__}: dropping rows at or before step "
                         f"{self.last_step} already written; call resume(step) after restoring "
