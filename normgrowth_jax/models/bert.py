@@ -340,7 +340,7 @@ def init_like(model: BertEncoder, rng: jax.Array) -> Dict[str, Any]:
         The "params" collection (a nested dict).
     """
     ids = jnp.zeros((1, 2), jnp.int32)
-    return model.init(rng, ids)["params"]
+    return jax.jit(model.init)(rng, ids)["params"]
 
 
 def mean_pool(hidden: jax.Array, mask: jax.Array, normalize: bool = True) -> jax.Array:
