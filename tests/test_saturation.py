@@ -300,3 +300,26 @@ def test_mask_shape_mismatch_is_a_clear_error(tiny):
     params, _, _, fn, _ = tiny
     with pytest.raises(ValueError, match="mask shape"):
         sat.saturation_similarity(fn, params, 10.0, jnp.ones((3, 5), bool))
+
+
+# ----------------------------------------------------------------------------- the small LM (Fig. 4)
+
+@pytest.mark.parametrize("use_bias", [True, pytest.param(False, marks=pytest.mark.slow)])
+def test_small_lm_prenorm_is_near_its_limit_at_small_c_postnorm_is_not(use_bias):
+    """Fig. 4 ordering at random init: x + LN(F(x)) starts near sf, LN(x + F(x)) far from it."""
+    from normgrowth_jax.models.small_lm import SmallLM, SmallLMConfig
+
+    tokens = jax.random.randint(jax.random.key(0), (2, 12), 1, 50)
+    curves = {}
+    for norm in ("prenorm_paper", "postnorm"):
+        cfg = SmallLMConfig(vocab_size=50, num_layers=2, d_model=32, d_ff=32, num_heads=4, max_len=16,
+                            norm=norm, use_bias=use_bias)
+        model = SmallLM(cfg)
+        params = model.init(jax.random.key(10), tokens)["params"]
+
+        def fn(p, saturated=False):
+            return model.apply({"params": p}, tokens, saturated=saturated).hidden_states[-1]
+
+        curves[norm] = np.asarray(sat.homogeneity_curve(fn, lambda p: fn(p, True), params, jnp.array([1.0, 100.0])))
+    assert curves["prenorm_paper"][0] > 0.6 and curves["postnorm"][0] < 0.3, curves
+    assert curves["prenorm_paper"][1] > 0.99 and curves["postnorm"][1] > 0.99, curves
