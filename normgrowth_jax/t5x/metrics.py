@@ -61,7 +61,6 @@ class NormMetricsComputer(t5x_trainer.WeightMetricsComputer):
       metrics.update(super().compute_metrics(gradients, old_train_state, new_train_state))
     q = step_quantities(old_train_state.params, new_train_state.params,
                         self.param_filter, self.groups)
-    q["step"] = new_train_state.step
     if self.learning_rate_fn is not None:
       q["learning_rate"] = self.learning_rate_fn(old_train_state.step)
     metrics.update({f"{self.prefix}/{k}": last_value(v) for k, v in q.items()})
