@@ -346,8 +346,10 @@ class PairStats(NamedTuple):
 def unit_pair_stats(theta, delta, axis: int | None = None) -> PairStats:
   """PairStats of one leaf (scalars), or per slice along ``axis`` (vectors [n_layers]).
 
-  ``perp`` uses a second pass with the leaf's own projection coefficient, so it keeps full
-  relative precision however small or parallel delta is.
+  ``perp`` is ``dd - td^2 / tt`` when that keeps at least a quarter of ``dd``; otherwise
+  (delta nearly parallel to theta) a second pass computes ``||delta - c theta||^2`` with the
+  leaf's own projection coefficient, so it keeps full relative precision however small or
+  parallel delta is.
   """
   tt = _reduce(_sq, (theta,), axis)
   td = _reduce(_mul, (theta, delta), axis)
@@ -359,7 +361,13 @@ def unit_pair_stats(theta, delta, axis: int | None = None) -> PairStats:
     c_b = c.reshape(shape)
   else:
     c_b = c
-  perp = _reduce(lambda t, d: _sq(d - c_b.astype(t.dtype) * t), (theta, delta), axis)
+  # One-pass value dd - td^2/tt is accurate to ~1e-6 relative when it keeps >= 1/4 of dd
+  # (delta not nearly parallel to theta, the usual case); otherwise run the second pass.
+  cheap = dd - td * c
+  safe = jnp.all(cheap >= 0.25 * dd)
+  perp = jax.lax.cond(
+      safe, lambda: cheap,
+      lambda: _reduce(lambda t, d: _sq(d - c_b.astype(t.dtype) * t), (theta, delta), axis))
   return PairStats(tt, td, dd, perp)
 
 
