@@ -15,5 +15,9 @@ test-fast:
 bench:
 	$(PYTHON) benchmarks/bench_tracking.py
 
+data:
+	$(PYTHON) -m normgrowth_jax.data prepare --corpus all
+	$(PYTHON) -m normgrowth_jax.data vocab
+
 clean:
 	rm -rf runs out .pytest_cache
