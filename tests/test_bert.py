@@ -71,6 +71,23 @@ def test_minilm_weights_found_in_installed_package():
 PAIR = ["A man is eating food.", "A man is eating a piece of bread."]
 
 
+def test_wordpiece_vocab_fallback_matches_tokenizer_json(tmp_path, minilm):
+    import shutil
+
+    for name in ("vocab.txt", "tokenizer_config.json"):
+        shutil.copy(bert.minilm_dir() / name, tmp_path / name)
+    wordpiece = bert.load_tokenizer(tmp_path)
+    got = bert.encode(wordpiece, SENTENCES, max_len=24)
+    want = bert.encode(minilm[2], SENTENCES, max_len=24)
+    assert got.input_ids.shape == (20, 24)  # the longest sentence is truncated
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+    assert bert.encode(wordpiece, ["Call me Ishmael."]).input_ids.tolist() == [
+        [101, 2655, 2033, 2003, 22444, 2884, 1012, 102]]  # call me is ##hma ##el .
+    with pytest.raises(FileNotFoundError, match="vocab.txt"):
+        bert.load_tokenizer(tmp_path / "missing")
+
+
 def test_minilm_reference_sentence_similarity(minilm, minilm_apply):
     # sentence-transformers' documented value for all-MiniLM-L6-v2 is 0.7553.
     _, _, tok = minilm

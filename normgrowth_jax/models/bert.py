@@ -434,7 +434,7 @@ def encode(tokenizer, sentences: Sequence[str], max_len: int = 128,
     tok.no_padding()
     tok.enable_truncation(max_length=max_len)
     encs = tok.encode_batch(list(sentences))
-    n = max_len if pad_to_max else max(len(e.ids) for e in encs)
+    n = max_len if pad_to_max else max((len(e.ids) for e in encs), default=0)
     ids = np.full((len(encs), n), pad_id, np.int32)
     mask = np.zeros((len(encs), n), np.int32)
     types = np.zeros((len(encs), n), np.int32)
