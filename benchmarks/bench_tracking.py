@@ -74,6 +74,7 @@ def main():
     state = opt.init(params)
     fn = make_step(model, opt)
     compiled = fn.lower(params, state, tokens).compile()
+    print(f"compiled {name}", flush=True)
     runs[name] = dict(fn=compiled, params=params, state=state, times=[],
                       mem=peak_bytes(compiled))
 
@@ -86,6 +87,8 @@ def main():
       jax.block_until_ready((r["params"], r["state"], loss))
       if i >= args.warmup:
         r["times"].append(time.perf_counter() - t0)
+    print(f"step {i}: " + ", ".join(f"{k} {r['times'][-1] * 1e3:.0f} ms" for k, r in runs.items()
+                                    if r["times"]), flush=True)
 
   med = {k: float(np.median(r["times"])) for k, r in runs.items()}
   print(f"median step time untracked: {med['untracked'] * 1e3:.1f} ms "
