@@ -328,3 +328,17 @@ def test_paper_prenorm_is_closer_to_its_limit_than_postnorm_at_init():
     assert sims["prenorm_paper"] > 0.6, sims
     assert sims["postnorm"] < 0.4, sims
     assert sims["prenorm_paper"] > sims["postnorm"] + 0.3, sims
+
+
+def test_bfloat16_forward_tracks_float32():
+    cfg = tiny(norm="preln")
+    model, params = init(cfg, TOKENS)
+    ref = model.apply({"params": params}, TOKENS)
+    out = SmallLM(tiny(norm="preln", dtype=jnp.bfloat16)).apply({"params": params}, TOKENS)
+    assert out.logits.dtype == jnp.bfloat16 and out.hidden_states[-1].dtype == jnp.bfloat16
+    assert out.attention_weights[0].dtype == jnp.float32  # softmax runs in float32
+    mask = np.asarray(ref.mask)
+    for a, b in zip(ref.hidden_states + (ref.logits,), out.hidden_states + (out.logits,)):
+        assert min_token_cosine(a, np.asarray(b, np.float32), mask) > 0.999
+    np.testing.assert_allclose(float(lm_loss(out.logits, TOKENS, out.mask)),
+                               float(lm_loss(ref.logits, TOKENS, ref.mask)), rtol=1e-2)

@@ -129,9 +129,12 @@ class LayerNorm(nn.Module):
         scale = self.param("scale", nn.initializers.ones, (d,), self.param_dtype)
         bias = None
         if self.use_bias:
-            bias = self.param("bias", nn.initializers.zeros, (d,), self.param_dtype).astype(
-                self.dtype)
-        return asy.layer_norm(x, scale.astype(self.dtype), bias, self.eps)
+            bias = self.param("bias", nn.initializers.zeros, (d,), self.param_dtype)
+        # Statistics in float32 at least (bf16 loses the mean and variance).
+        f32 = jnp.promote_types(self.dtype, jnp.float32)
+        y = asy.layer_norm(x.astype(f32), scale.astype(f32),
+                           None if bias is None else bias.astype(f32), self.eps)
+        return y.astype(self.dtype)
 
 
 class Embed(nn.Module):
@@ -165,10 +168,13 @@ class SelfAttention(nn.Module):
         q = dense("query")(x).reshape(b, l, h, dh)
         k = dense("key")(x).reshape(b, l, h, dh)
         v = dense("value")(x).reshape(b, l, h, dh)
-        q = asy.mul(q, 1.0 / math.sqrt(dh))
-        scores = asy.einsum("bqhd,bkhd->bhqk", q, k)  # [b, h, l, l]
+        # Scores and softmax in float32 (at least): bf16 rounding flips near-tied argmaxes.
+        f32 = jnp.promote_types(cfg.dtype, jnp.float32)
+        q = asy.mul(q.astype(f32), 1.0 / math.sqrt(dh))
+        scores = asy.einsum("bqhd,bkhd->bhqk", q, k.astype(f32))  # [b, h, l, l]
         weights = asy.softmax(scores, mask=attend, axis=-1)  # [b, h, l, l]
-        context = asy.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, l, d)
+        context = asy.einsum("bhqk,bkhd->bqhd", weights.astype(cfg.dtype), v)
+        context = context.reshape(b, l, d)
         return dense("out")(context), weights
 
 
