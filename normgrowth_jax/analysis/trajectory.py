@@ -110,9 +110,20 @@ def _tensor_scalar(t) -> Optional[float]:
   return None
 
 
+def _first_wall_time(path: str) -> float:
+  from tensorboardX.proto import event_pb2
+  for rec in _records(path):
+    ev = event_pb2.Event()
+    ev.ParseFromString(rec)
+    return ev.wall_time
+  return float("inf")
+
+
 def _event_files(logdir: str) -> list[str]:
+  """Event files per directory in the order they were started (first event's wall time)."""
   files = glob.glob(os.path.join(logdir, "**", "*tfevents*"), recursive=True)
-  return sorted(files, key=lambda p: (os.path.dirname(p), os.path.basename(p)))
+  return sorted(files, key=lambda p: (os.path.dirname(p), _first_wall_time(p),
+                                      os.path.basename(p)))
 
 
 def read_tensorboard(logdir: str, prefix: str = "norms/",
