@@ -130,8 +130,7 @@ def test_shapes_and_param_names():
     want += [layer + f"{n}/{k}" for n in ("attention_norm", "mlp_norm")
              for k in ("scale", "bias")]
     assert paths(params) == sorted(want)
-    shapes = {k: v.shape for k, v in zip(paths(params), jax.tree_util.tree_leaves(
-        {k: flatten_dict(params)[tuple(k.split("/"))] for k in paths(params)}))}
+    shapes = {"/".join(k): v.shape for k, v in flatten_dict(params).items()}
     assert shapes["embed/embedding"] == (23, 16)
     assert shapes["pos_embed/embedding"] == (12, 16)
     assert shapes[layer + "mlp/wi/kernel"] == (16, 24)

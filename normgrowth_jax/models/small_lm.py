@@ -24,7 +24,7 @@ Example:
 
 import dataclasses
 import math
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
