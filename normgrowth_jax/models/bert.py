@@ -292,7 +292,8 @@ class BertEncoder(nn.Module):
     ``attention_mask`` defaults to ``input_ids != pad_token_id``; ``token_type_ids`` to zeros;
     ``position_ids`` to HF's defaults (`position_ids_for`). ``hidden_states[0]`` is the
     embedding output (after its LayerNorm), then one entry per layer. With ``saturated=True``
-    hidden states are the leading coefficients of the rho -> inf limit and attention is hard.
+    hidden states are the leading coefficients of the rho -> inf limit and attention is hard
+    (dropout is never applied in the limit). Dropout needs ``rngs={"dropout": key}``.
 
     Example:
         >>> cfg = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2,
