@@ -2,3 +2,12 @@
 
 from normgrowth_jax.models.outputs import ModelOutput
 from normgrowth_jax.models.small_lm import SmallLM, SmallLMConfig, lm_loss
+from normgrowth_jax.models.bert import (
+    BertConfig,
+    BertEncoder,
+    encode,
+    init_like,
+    load_hf_bert,
+    load_minilm,
+    mean_pool,
+)
