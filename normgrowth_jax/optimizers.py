@@ -120,7 +120,8 @@ for _name in ("adafactor", "adamw", "adam", "sgd", "lion", "adagrad", "rmsprop",
               "lamb", "lars", "adabelief", "nadamw"):
   if hasattr(optax, _name):
     gin.external_configurable(getattr(optax, _name), name=_name, module="optax")
-for _name in ("warmup_cosine_decay_schedule", "linear_schedule", "cosine_decay_schedule"):
+for _name in ("warmup_cosine_decay_schedule", "linear_schedule", "cosine_decay_schedule",
+              "piecewise_constant_schedule"):
   gin.external_configurable(getattr(optax, _name), name=_name, module="optax")
 
 

@@ -30,10 +30,18 @@ Example (Python):
 
 from __future__ import annotations
 
+import sys
+
+if __name__ == "__main__":
+  # `python -m normgrowth_jax.train`: run the imported module so that gin registers the
+  # configurables under `normgrowth_jax.train` (selectors like `train.train`), not `__main__`.
+  from normgrowth_jax.train import console_main as _console_main
+  _console_main()
+  sys.exit(0)
+
 import argparse
 import difflib
 import os
-import sys
 import time
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -366,6 +374,10 @@ def _explain_gin_error(err: Exception) -> str:
     lines.append(f"Unknown parameter '{m.group(2)}' of '{m.group(1)}'." +
                  (f" Did you mean: {', '.join(close)}?" if close else "") +
                  f" Valid parameters: {', '.join(params)}.")
+  m = re.search(r"in scope '([A-Z_][A-Z0-9_]*)'", msg)
+  if m and "configurable 'macro'" in msg:
+    lines.append(f"Macro {m.group(1)} is used but never set: add --gin.{m.group(1)}=VALUE "
+                 "or set it in your gin file.")
   if "macro" in msg.lower() or "Required bindings" in msg:
     lines.append("gin_configs/local/runs/pretrain.gin lists the required macros (MODEL_DIR, "
                  "MIXTURE_OR_TASK_NAME, TRAIN_STEPS, BATCH_SIZE, TASK_FEATURE_LENGTHS); set "
@@ -442,6 +454,3 @@ def console_main():
     print(f"normgrowth-train: error: {e}", file=sys.stderr)
     sys.exit(2 if isinstance(e, GinConfigError) else 1)
 
-
-if __name__ == "__main__":
-  console_main()
