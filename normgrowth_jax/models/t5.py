@@ -758,7 +758,10 @@ def make_loss_fn(model: Transformer, z_loss: float = 1e-4,
 
     `batch` uses T5X's feature names: `encoder_input_tokens`, `decoder_input_tokens`,
     `decoder_target_tokens`, optional `decoder_loss_weights` and `*_segment_ids`.
-    `metrics` holds `loss`, `z_loss`, `accuracy` and `weight_sum`.
+    `metrics` holds `loss`, `z_loss`, `accuracy` and `weight_sum`. `rng` feeds dropout; a key
+    made with `jax.random.key(seed, impl="rbg")` compiles ~5x faster on CPU than the default
+    threefry key (measured on t5 tiny with dropout 0.1: 5 s vs 23 s of compile CPU time), since
+    every dropout site otherwise inlines a threefry hash.
 
     Example:
         >>> cfg = get_config("tiny", vocab_size=32, dropout_rate=0.0)
