@@ -238,6 +238,7 @@ def test_float32_cast_and_orbax_round_trip(tmp_path):
   np.testing.assert_array_equal(tracking.read_trace(raw)["step"], [2, 4])
 
 
+@pytest.mark.slow
 def test_real_small_lm_training_matches_reference():
   from normgrowth_jax.models.small_lm import SmallLM, SmallLMConfig, lm_loss
   cfg = SmallLMConfig(vocab_size=32, num_layers=2, d_model=16, d_ff=32, num_heads=2, max_len=8)
