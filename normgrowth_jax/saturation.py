@@ -191,7 +191,7 @@ def _stack_layers(attention_weights) -> jax.Array:
     return w
 
 
-@functools.partial(jax.jit, static_argnames=())
+@jax.jit
 def attention_stats(attention_weights, mask=None, threshold=1e-5, key_mask=None) -> dict:
     """Per layer and head: how many positions each real query attends to (paper Fig. 3).
 
