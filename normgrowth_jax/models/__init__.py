@@ -11,3 +11,11 @@ from normgrowth_jax.models.bert import (
     load_minilm,
     mean_pool,
 )
+from normgrowth_jax.models.t5 import (
+    T5Config,
+    T5Output,
+    Transformer,
+    cross_entropy_with_z_loss,
+    get_config,
+    make_loss_fn,
+)
