@@ -305,6 +305,7 @@ def train(model_dir: str = gin.REQUIRED,
         row = {"step": np.array([step]), "tokens_per_s": np.array([tok_s], np.float32)}
         row.update({k: np.array([v], np.float32) for k, v in metrics.items() if k != "finite"})
         metric_sink.write_rows(row)
+        metric_sink.flush()
         last.update(step=step, loss=float(metrics["loss"]), accuracy=float(metrics["accuracy"]),
                     learning_rate=float(metrics["learning_rate"]), tokens_per_s=tok_s)
         if bar is not None:
