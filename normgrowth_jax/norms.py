@@ -91,11 +91,12 @@ def _segments(path: str) -> list[str]:
 def paper_filter(path: str, array) -> bool:
   """Paper App. A: encoder parameters only, non-scalar, embeddings excluded.
 
-  True when some path segment equals or starts with "encoder", ``ndim >= 1`` and no segment
+  True when some path segment is exactly "encoder" (so T5's
+  "decoder/layers_0/encoder_decoder_attention" does not count), ``ndim >= 1`` and no segment
   contains "embed" (token_embedder, rel_embedding, position embeddings are excluded).
   """
   segs = _segments(path)
-  return (any(s.startswith("encoder") for s in segs) and np.ndim(array) >= 1
+  return (any(s.lower() == "encoder" for s in segs) and np.ndim(array) >= 1
           and not any("embed" in s for s in segs))
 
 

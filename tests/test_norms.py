@@ -35,6 +35,9 @@ def test_leaf_paths_and_filters():
       "params/bert/encoder/layer/4/w", "params/encoder/layers/mlp/wi/kernel",
       "params/encoder/layers_0/attention/query/kernel", "params/encoder/layers_0/scale"])
   assert norms.resolve_param_filter("all")("x", 1.0)
+  # T5's cross-attention lives in the decoder although its name starts with "encoder".
+  assert not norms.paper_filter("decoder/layers_0/encoder_decoder_attention/key/kernel",
+                                np.zeros((2, 2)))
   with pytest.raises(ValueError, match="Unknown param_filter"):
     norms.resolve_param_filter("encoder")
 
