@@ -114,13 +114,11 @@ def _columns(params, keep, group_fn, anchor: bool) -> list[str]:
   return cols
 
 
-def _any_nonfinite(tree) -> jax.Array:
-  """True when some leaf holds a NaN or inf (0 * x is NaN exactly for those)."""
-  bad = jnp.zeros((), bool)
-  for x in jax.tree_util.tree_leaves(tree):
-    if jnp.issubdtype(jnp.result_type(x), jnp.inexact):
-      bad = bad | ~jnp.isfinite(jnp.sum((x * 0).astype(norms.acc_dtype(x))))
-  return bad
+def _has_nonfinite(x) -> jax.Array:
+  """[] bool: True when the leaf ``x`` holds a NaN or inf (False for integer leaves)."""
+  if not jnp.issubdtype(jnp.result_type(x), jnp.inexact):
+    return jnp.zeros((), bool)
+  return ~jnp.all(jnp.isfinite(x))
 
 
 def _applied(p, u):
@@ -142,35 +140,50 @@ def _split(stats: norms.PairStats, n: int) -> list[norms.PairStats]:
   return [norms.PairStats(*(f[i] for f in stats)) for i in range(n)]
 
 
-def _row_values(params, updates, units, anchor, with_groups: bool):
-  """Computes every recorded quantity; returns {column: scalar}."""
-  leaves = jax.tree_util.tree_leaves(params)
-  uleaves = jax.tree_util.tree_leaves(updates)
-  new_leaves = [_applied(p, u) for p, u in zip(leaves, uleaves)]
-  parts, new_ss = [], []          # per unit (leaf or stacked slice)
+def _leaf_stats(p, u, group, new=None, anchor=None) -> dict:
+  """Sufficient statistics of one filtered leaf; [] scalars, or [n_layers] for a Stacked leaf.
+
+  Args:
+    p: theta_t leaf; u: delta_t leaf (same shape).
+    group: the leaf's group (None, name or :class:`norms.Stacked`).
+    new: theta_{t+1} leaf if known (else ``p + u`` rounded to p's dtype).
+    anchor: the anchor leaf theta_a, or None.
+
+  Returns:
+    ``{"pair": PairStats(theta_t, delta_t), "new_ss": ||theta_{t+1}||^2}`` (+ ``"anchor"``:
+    PairStats(theta_a, theta_{t+1} - theta_a)).
+  """
+  axis = group.axis if isinstance(group, norms.Stacked) else None
+  if new is None:
+    new = _applied(p, u)
+  else:
+    new = norms.upcast(new, jnp.promote_types(norms.acc_dtype(p), norms.acc_dtype(u)))
+  out = {"pair": norms.unit_pair_stats(p, u, axis),
+         "new_ss": norms._reduce(norms._sq, (new,), axis)}  # pylint: disable=protected-access
+  if anchor is not None:
+    out["anchor"] = norms.unit_pair_stats(anchor, new - norms.upcast(anchor, new.dtype), axis)
+  return out
+
+
+def _combine(units, stats: list[dict], with_groups: bool) -> dict:
+  """Row values ``{column: []}`` from the per-unit :func:`_leaf_stats` (in ``units`` order)."""
+  parts, new_ss, anchor_parts = [], [], []
   by_group: dict[str, list] = {}
-  anchor_parts = []
-  for k, (j, g) in enumerate(units):
-    axis = g.axis if isinstance(g, norms.Stacked) else None
-    st = norms.unit_pair_stats(leaves[j], uleaves[j], axis)
-    ss = norms._reduce(norms._sq, (new_leaves[j],), axis)
-    if anchor:
-      a = anchor[k]
-      a_st = norms.unit_pair_stats(a, new_leaves[j] - norms.upcast(a, new_leaves[j].dtype), axis)
-    if axis is None:
-      pieces = [(st, ss, g)] if not anchor else [(st, ss, g, a_st)]
+  for (_, g), st in zip(units, stats):
+    if isinstance(g, norms.Stacked):
+      n = st["new_ss"].shape[0]
+      pairs, sss = _split(st["pair"], n), [st["new_ss"][i] for i in range(n)]
+      anchors = _split(st["anchor"], n) if "anchor" in st else [None] * n
+      pieces = [(pairs[i], sss[i], g.template.format(i), anchors[i]) for i in range(n)]
     else:
-      n = leaves[j].shape[axis]
-      sts = _split(st, n)
-      a_sts = _split(a_st, n) if anchor else [None] * n
-      pieces = [(sts[i], ss[i], g.template.format(i), a_sts[i]) for i in range(n)]
-    for piece in pieces:
-      parts.append(piece[0])
-      new_ss.append(piece[1])
-      if anchor:
-        anchor_parts.append(piece[3])
-      if with_groups and piece[2] is not None:
-        by_group.setdefault(piece[2], []).append(piece[:2])
+      pieces = [(st["pair"], st["new_ss"], g, st.get("anchor"))]
+    for pair, ss, name, a_st in pieces:
+      parts.append(pair)
+      new_ss.append(ss)
+      if a_st is not None:
+        anchor_parts.append(a_st)
+      if with_groups and name is not None:
+        by_group.setdefault(name, []).append((pair, ss))
   tot = norms.combine_pair_stats(parts)
   angle = norms.angle_from_stats(tot)
   den = jnp.sqrt(tot.tt * tot.dd)
@@ -181,7 +194,7 @@ def _row_values(params, updates, units, anchor, with_groups: bool):
       "direction_angle": angle,
       "direction_cos": jnp.cos(angle),
   }
-  if anchor:
+  if anchor_parts:
     a_angle = norms.angle_from_stats(norms.combine_pair_stats(anchor_parts))
     row["anchor_angle"] = a_angle
     row["anchor_cos"] = jnp.cos(a_angle)
@@ -192,12 +205,109 @@ def _row_values(params, updates, units, anchor, with_groups: bool):
   return row
 
 
+def _flag_nonfinite(row: dict, *flags) -> jax.Array:
+  """[] bool: any flag, or any recorded value that is not finite (covers filtered params)."""
+  bad = jnp.zeros((), bool)
+  for f in flags:
+    bad = bad | f
+  for v in row.values():
+    bad = bad | ~jnp.isfinite(v)
+  return bad
+
+
+def step_row(params, updates=None, *, new_params=None, param_filter="all",
+             groups=None) -> dict[str, jax.Array]:
+  """The row :func:`track_norms` records for one update, as a pure function.
+
+  Give either the update (``params`` = theta_t, ``updates`` = delta_t, as the hook sees them)
+  or the params after it (``new_params`` = theta_{t+1}; then delta_t = theta_{t+1} - theta_t in
+  float32 or better, and ``param_norm`` is the norm of ``new_params`` exactly). This is the
+  computation the hook runs; the T5X adapter (:mod:`normgrowth_jax.t5x.quantities`) uses it.
+
+  Args:
+    params: theta_t, any pytree.
+    updates: delta_t (same structure), or None when ``new_params`` is given.
+    new_params: theta_{t+1} (same structure), or None when ``updates`` is given.
+    param_filter: "all", "paper" or a callable ``(path, array) -> bool``.
+    groups: None, "layers", ``{name: regex}`` or a group function (see :mod:`norms`).
+
+  Returns:
+    ``{"param_norm", "update_norm", "alignment", "direction_angle", "direction_cos",
+    "param_norm/<g>", "direction_angle/<g>", "nonfinite"}`` as [] float32 (``nonfinite`` is 1.0
+    when an update leaf, an unfiltered param leaf or a returned value is not finite). Traceable.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> old = {"encoder": {"layers_0": {"w": jnp.array([3.0, 0.0])}}}
+    >>> new = {"encoder": {"layers_0": {"w": jnp.array([3.0, 4.0])}}}
+    >>> row = step_row(old, new_params=new, param_filter="paper", groups="layers")
+    >>> float(row["param_norm"]), float(row["update_norm"]), float(row["alignment"])
+    (5.0, 4.0, 0.0)
+  """
+  if (updates is None) == (new_params is None):
+    raise ValueError("step_row needs exactly one of updates= (delta_t) or new_params= "
+                     "(theta_{t+1}).")
+  keep = norms.resolve_param_filter(param_filter)
+  group_fn = norms.resolve_groups(groups)
+  leaves = jax.tree_util.tree_leaves(params)
+  if new_params is not None:
+    new_leaves = jax.tree_util.tree_leaves(new_params)
+    if len(new_leaves) != len(leaves):
+      raise ValueError("params and new_params must have the same structure.")
+    uleaves = [n.astype(norms.acc_dtype(p)) - p.astype(norms.acc_dtype(p))
+               for p, n in zip(leaves, new_leaves)]
+  else:
+    uleaves = jax.tree_util.tree_leaves(updates)
+    new_leaves = [None] * len(leaves)
+    if len(uleaves) != len(leaves):
+      raise ValueError("params and updates must have the same structure.")
+  units = _units(params, keep, group_fn)
+  stats = [_leaf_stats(leaves[j], uleaves[j], g, new_leaves[j]) for j, g in units]
+  row = _combine(units, stats, group_fn is not None)
+  kept = {j for j, _ in units}
+  flags = [_has_nonfinite(u) for u in uleaves]
+  flags += [_has_nonfinite(p) for j, p in enumerate(leaves) if j not in kept]
+  row["nonfinite"] = _flag_nonfinite(row, *flags)
+  return {k: jnp.asarray(v, jnp.float32) for k, v in row.items()}
+
+
+def _after(u, deps):
+  """``u`` unchanged (bit for bit), but computed from ``deps``: a real data dependency.
+
+  The hook reads theta_t; the caller then overwrites theta_t in place (donated params). XLA
+  only updates a buffer in place when every read of it provably comes first, and it proves
+  that from data dependencies (``optimization_barrier`` is expanded away before copy
+  insertion on CPU). Without this, a read of a leaf that the model's own gradient does not
+  need (e.g. the embedding's non-finite check) costs a full copy of that leaf for the whole
+  step. Here ``u - z`` with ``z`` = +0.0 derived from ``deps``: exact for every float
+  (NaN, inf and -0.0 included), one scalar broadcast fused into the apply.
+  """
+  if not jnp.issubdtype(jnp.result_type(u), jnp.inexact):
+    return u
+  s = jnp.zeros((), jnp.float32)
+  for d in jax.tree_util.tree_leaves(deps):
+    s = s + jnp.sum(jnp.asarray(d).astype(jnp.float32))
+  z = jnp.where(jnp.isnan(s), 0.0, jnp.minimum(jnp.abs(s), 0.0))  # +0.0, XLA cannot fold it
+  return u - z.astype(jnp.result_type(u))
+
+
+def _zeros_like_output(fn):
+  shapes = jax.eval_shape(fn)
+  return lambda: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+
 def track_norms(param_filter="all", groups=None, every: int = 1, history_size: int = 8192,
                 anchor_every: Optional[int] = None, sink=None,
                 stream_every_rows: int = 1) -> optax.GradientTransformation:
   """Pass-through optax transformation that records the parameter-norm trajectory.
 
   Put it last in ``optax.chain`` and call ``update(grads, state, params)`` with params.
+
+  Memory: the hook keeps no copy of the params (unless ``anchor_every`` is set). Each leaf's
+  statistics are computed next to that leaf's update (under a per-leaf ``lax.cond`` when
+  ``every > 1``) and the returned update leaf depends on them (see :func:`_after`), so the
+  caller's ``apply_updates`` runs after the hook's reads of theta_t: XLA then updates donated
+  params in place without copying them.
 
   Args:
     param_filter: "all", "paper" (encoder, non-scalar, no embeddings) or a callable
@@ -206,7 +316,8 @@ def track_norms(param_filter="all", groups=None, every: int = 1, history_size: i
       a mapping ``{name: regex}`` or a group function ``(path, array) -> name | Stacked | None``.
       Groups only see params that pass ``param_filter``.
     every: record a row when ``step % every == 0`` (and at the first non-finite step).
-    history_size: preallocated rows (a ring buffer; see the module docstring).
+    history_size: preallocated rows (a ring buffer; see the module docstring). The history
+      costs ``history_size * n_columns * 4`` bytes (8192 rows x 19 columns: 0.6 MB).
     anchor_every: if set, also record the cosine/angle to an anchor copy of the params,
       refreshed every ``anchor_every`` steps (holds a copy of the filtered params).
     sink: optional object with ``write_rows(columns: dict[str, np.ndarray])`` (see
@@ -244,69 +355,80 @@ def track_norms(param_filter="all", groups=None, every: int = 1, history_size: i
     if params is None:
       raise ValueError("track_norms needs the params: call opt.update(updates, state, params).")
     units = _units(params, keep, group_fn)
+    unit_index = {j: k for k, (j, _) in enumerate(units)}
+    leaves = jax.tree_util.tree_leaves(params)
+    uleaves, utree = jax.tree_util.tree_flatten(updates)
+    if len(uleaves) != len(leaves):
+      raise ValueError("track_norms: updates and params must have the same structure.")
     t = state.count.astype(jnp.int32)
     step = t + 1
-    bad_update = _any_nonfinite(updates)
-    first_bad = (state.first_nonfinite < 0) & bad_update
 
     anchor, anchor_step = state.anchor, None
     if use_anchor:
-      leaves = jax.tree_util.tree_leaves(params)
       refresh = (t % anchor_every) == 0
       anchor = jax.lax.cond(refresh, lambda: tuple(
           leaves[j].astype(a.dtype) for (j, _), a in zip(units, state.anchor)),
                             lambda: state.anchor)
       anchor_step = (t // anchor_every) * anchor_every
 
-    def record(history, num_rows):
-      row = _row_values(params, updates, units, anchor, group_fn is not None)
-      kept = {j for j, _ in units}
-      nonfinite = bad_update | _any_nonfinite(   # filtered params are covered by the row
-          [x for j, x in enumerate(jax.tree_util.tree_leaves(params)) if j not in kept])
-      for v in row.values():
-        nonfinite = nonfinite | ~jnp.isfinite(v)
-      row["step"] = step
-      row["nonfinite"] = nonfinite.astype(jnp.float32)
-      if use_anchor:
-        row["anchor_step"] = anchor_step
-      idx = (num_rows.astype(jnp.int32)) % history_size
-      new_hist = {}
-      for key, col in history.items():
-        val = jnp.asarray(row[_column(key)]).astype(col.dtype)
-        new_hist[key] = col.at[idx].set(val)
-      new_rows = _bump(num_rows)
-      if sink is not None:
-        _emit(new_hist, new_rows)
-      first = jnp.where(nonfinite & (state.first_nonfinite < 0), step,
-                        state.first_nonfinite).astype(state.first_nonfinite.dtype)
-      return new_hist, new_rows, first
+    update_flags = [_has_nonfinite(u) for u in uleaves]
+    bad_update = jnp.zeros((), bool)
+    for f in update_flags:
+      bad_update = bad_update | f
+    first_bad = (state.first_nonfinite < 0) & bad_update
+    do = None if every == 1 else ((step % every) == 0) | first_bad
 
-    def _emit(hist, n_rows):
-      k = stream_every_rows
-      n = n_rows.astype(jnp.int32)
-
-      def send():
-        start = (n - k) % history_size
-        block = {_column(key): jax.lax.dynamic_slice(col, (start,), (k,))
-                 for key, col in hist.items()}
-        jax.debug.callback(sink.write_rows, block)
-
-      if k == 1:
-        send()
+    # Per leaf: what the row needs from it (a filtered leaf's stats, an unfiltered param's
+    # non-finite flag), computed only on recording steps, then tied to the leaf's update with
+    # everything else the hook read from that leaf (so every read precedes apply_updates).
+    stats, param_flags, out_leaves = [], [], []
+    for j, (p, u, u_flag) in enumerate(zip(leaves, uleaves, update_flags)):
+      k = unit_index.get(j)
+      if k is None:
+        fn = lambda p=p: _has_nonfinite(p)
       else:
-        jax.lax.cond(n % k == 0, send, lambda: None)
+        fn = lambda p=p, u=u, k=k: _leaf_stats(p, u, units[k][1],
+                                               anchor=anchor[k] if use_anchor else None)
+      aux = fn() if do is None else jax.lax.cond(do, fn, _zeros_like_output(fn))
+      u = _after(u, (aux, u_flag))
+      out_leaves.append(u)
+      (param_flags if k is None else stats).append(aux)
 
-    def skip(history, num_rows):
-      return history, num_rows, state.first_nonfinite
-
-    if every == 1:
-      history, num_rows, first = record(state.history, state.num_rows)
-    else:
-      do = ((step % every) == 0) | first_bad
-      history, num_rows, first = jax.lax.cond(do, record, skip, state.history, state.num_rows)
+    row = _combine(units, stats, group_fn is not None)
+    nonfinite = _flag_nonfinite(row, bad_update, *param_flags)
+    row["step"] = step
+    row["nonfinite"] = nonfinite.astype(jnp.float32)
+    if use_anchor:
+      row["anchor_step"] = anchor_step
+    idx = state.num_rows.astype(jnp.int32) % history_size
+    history = {}
+    for key, col in state.history.items():
+      val = jnp.asarray(row[_column(key)]).astype(col.dtype)
+      if do is not None:
+        val = jnp.where(do, val, col[idx])
+      history[key] = jax.lax.dynamic_update_slice(col, val[None], (idx,))
+    recorded = True if do is None else do
+    num_rows = _bump(state.num_rows, jnp.asarray(recorded).astype(jnp.int32))
+    first = jnp.where(recorded & nonfinite & (state.first_nonfinite < 0), step,
+                      state.first_nonfinite).astype(state.first_nonfinite.dtype)
+    if sink is not None:
+      _emit(history, num_rows, recorded)
     new_state = NormTrace(count=_bump(state.count), num_rows=num_rows,
                           first_nonfinite=first, history=history, anchor=anchor)
-    return updates, new_state
+    return jax.tree_util.tree_unflatten(utree, out_leaves), new_state
+
+  def _emit(hist, n_rows, recorded):
+    """Sends the last ``stream_every_rows`` rows to the sink once that many were recorded."""
+    k = stream_every_rows
+    n = n_rows.astype(jnp.int32)
+    start = (n - k) % history_size
+    block = {_column(key): jax.lax.dynamic_slice(col, (start,), (k,))
+             for key, col in hist.items()}
+    send = lambda b: jax.debug.callback(sink.write_rows, b)
+    if k == 1 and recorded is True:
+      send(block)
+    else:
+      jax.lax.cond(recorded & (n % k == 0), send, lambda b: None, block)
 
   return optax.GradientTransformation(init_fn, update_fn)
 
