@@ -21,6 +21,9 @@ All sums accumulate in float32 or better. The row of update t carries ``step = t
 number of updates applied, i.e. the step number of theta_{t+1} (T5X's step after the update),
 so a checkpoint at step s holds exactly the rows with step <= s.
 
+:func:`step_row` is the same computation as a pure function of ``(theta_t, delta_t)`` or
+``(theta_t, theta_{t+1})`` (used by the T5X adapter).
+
 Recording: a row is written when ``step % every == 0``, and additionally at the first step
 whose update holds a NaN/inf (so the caller can stop there; ``first_nonfinite_step`` gives it).
 Everything happens inside jit; nothing goes to the host unless a ``sink`` is given.
@@ -277,18 +280,21 @@ def _after(u, deps):
   The hook reads theta_t; the caller then overwrites theta_t in place (donated params). XLA
   only updates a buffer in place when every read of it provably comes first, and it proves
   that from data dependencies (``optimization_barrier`` is expanded away before copy
-  insertion on CPU). Without this, a read of a leaf that the model's own gradient does not
-  need (e.g. the embedding's non-finite check) costs a full copy of that leaf for the whole
-  step. Here ``u - z`` with ``z`` = +0.0 derived from ``deps``: exact for every float
-  (NaN, inf and -0.0 included), one scalar broadcast fused into the apply.
+  insertion on CPU, and an always-true ``select`` gets folded). Without this, a read of a leaf
+  that the model's own gradient does not need (e.g. the embedding's non-finite check) costs a
+  full copy of that leaf for the whole step. Here ``z`` is a 0 that XLA cannot fold, derived
+  from ``deps``, added to the bit pattern of ``u`` (integer add: exact for NaN, inf, -0.0 and
+  denormals, which float arithmetic on XLA CPU would flush); it fuses into the apply.
   """
-  if not jnp.issubdtype(jnp.result_type(u), jnp.inexact):
+  dt = jnp.result_type(u)
+  if not jnp.issubdtype(dt, jnp.floating):
     return u
   s = jnp.zeros((), jnp.float32)
   for d in jax.tree_util.tree_leaves(deps):
     s = s + jnp.sum(jnp.asarray(d).astype(jnp.float32))
-  z = jnp.where(jnp.isnan(s), 0.0, jnp.minimum(jnp.abs(s), 0.0))  # +0.0, XLA cannot fold it
-  return u - z.astype(jnp.result_type(u))
+  bits = jnp.dtype(f"uint{8 * jnp.dtype(dt).itemsize}")
+  z = jnp.where(jnp.isnan(s), 0.0, jnp.minimum(jnp.abs(s), 0.0)).astype(bits)  # always 0
+  return jax.lax.bitcast_convert_type(jax.lax.bitcast_convert_type(u, bits) + z, dt)
 
 
 def _zeros_like_output(fn):

@@ -266,3 +266,55 @@ def test_real_small_lm_training_matches_reference():
   assert {k for k in trace if k.startswith("param_norm/")} == {
       "param_norm/encoder/layers_0", "param_norm/encoder/layers_1"}
   assert trace["param_norm"][-1] > trace["param_norm"][0]
+
+
+@pytest.mark.parametrize("every", [1, 3])
+def test_updates_pass_through_bit_for_bit(every):
+  """The hook ties its reads to the returned updates; the values never change (not even
+  denormals, which XLA CPU arithmetic would flush)."""
+  params = _params(8)
+  hook = tracking.track_norms(param_filter="paper", groups="layers", every=every)
+  state = hook.init(params)
+  step = jax.jit(hook.update)
+  for t in range(4):
+    upd = _grads(t, params)
+    upd["encoder"]["layers_0"]["b"] = jnp.array([-0.0, 0.0, jnp.inf, -jnp.inf, 1e-45],
+                                                jnp.float32)
+    if t == 2:
+      upd["encoder"]["token_embedder"]["embedding"] = upd["encoder"]["token_embedder"][
+          "embedding"].at[1, 2].set(jnp.nan)
+    out, state = step(upd, state, params)
+    for a, b in zip(jax.tree_util.tree_leaves(upd), jax.tree_util.tree_leaves(out)):
+      np.testing.assert_array_equal(np.asarray(a).view(np.uint32), np.asarray(b).view(np.uint32))
+
+
+def test_step_row_from_updates_or_new_params_matches_hook_and_float64():
+  params = _params(9)
+  mask = [norms.paper_filter(p, x) for p, x in norms.named_leaves(params)]
+  opt = optax.chain(optax.adamw(1e-2, weight_decay=0.1),
+                    tracking.track_norms(param_filter="paper", groups="layers"))
+  state, seen, _ = _run(opt, params, _grads, 1)
+  hook_row = {k: v[0] for k, v in tracking.read_trace(state).items()}
+  updates = jax.tree.map(lambda x, d: jnp.asarray(d.reshape(x.shape), x.dtype), params,
+                         jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(params),
+                                                      seen[0][1]))
+  new = optax.apply_updates(params, updates)
+  ref = _ref_row(*seen[0], mask)
+  kw = dict(param_filter="paper", groups="layers")
+  for row in (jax.jit(lambda p, u: tracking.step_row(p, u, **kw))(params, updates),
+              jax.jit(lambda p, n: tracking.step_row(p, new_params=n, **kw))(params, new)):
+    assert set(row) == set(hook_row) - {"step"}
+    for k in ("param_norm", "update_norm", "direction_angle"):
+      np.testing.assert_allclose(float(row[k]), ref[k], rtol=1e-5, err_msg=k)
+    for k in ("alignment", "direction_cos"):
+      np.testing.assert_allclose(float(row[k]), ref[k], atol=1e-5, err_msg=k)
+    for k in row:
+      np.testing.assert_allclose(float(row[k]), float(hook_row[k]), rtol=2e-5, atol=1e-7,
+                                 err_msg=k)
+    assert float(row["nonfinite"]) == 0.0
+  bad = jax.tree.map(lambda x: x, params)
+  bad["encoder"]["token_embedder"]["embedding"] = bad["encoder"]["token_embedder"][
+      "embedding"].at[0, 0].set(jnp.inf)   # an unfiltered param
+  assert float(tracking.step_row(bad, updates, **kw)["nonfinite"]) == 1.0
+  with pytest.raises(ValueError, match="exactly one of"):
+    tracking.step_row(params, updates, new_params=new)
