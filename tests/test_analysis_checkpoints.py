@@ -179,12 +179,14 @@ def test_t5x_orbax_layout(tmp_path):
   _check(ac.checkpoint_trajectory(str(tmp_path)), ps)
 
 
-def test_embedded_trainer_layout_and_trace(tmp_path):
+def test_embedded_trainer_layout_and_trace(tmp_path, monkeypatch):
+  """The trainer keeps MODEL_DIR/checkpoints/<step>; a relative MODEL_DIR must work too."""
   rng = np.random.default_rng(3)
   ps = [_params(s, rng) for s in STEPS]
   tx = optax.chain(optax.sgd(0.01), tracking.track_norms(param_filter="paper",
                                                          groups="layers", history_size=16))
-  ck = trainer_ckpt.Checkpointer(str(tmp_path), save_every=5, keep=10, async_save=False)
+  ck = trainer_ckpt.Checkpointer(str(tmp_path / "run" / "checkpoints"), save_every=5, keep=10,
+                                 async_save=False)
   opt_state = tx.init(jax.tree.map(jnp.asarray, ps[0]))
   for s, p in zip(STEPS, ps):
     if s:
@@ -194,10 +196,11 @@ def test_embedded_trainer_layout_and_trace(tmp_path):
              "step": jnp.asarray(s)}
     ck.save(s, state, data_position=s, seed=0)
   ck.close()
-  refs = ac.list_checkpoints(str(tmp_path))
+  monkeypatch.chdir(tmp_path)
+  refs = ac.list_checkpoints("run")
   assert [(r.step, r.layout) for r in refs] == [(s, "orbax") for s in STEPS]
-  _check(ac.checkpoint_trajectory(str(tmp_path)), ps)
-  trace = at.read_checkpoint_trace(str(tmp_path))
+  _check(ac.checkpoint_trajectory("run"), ps)
+  trace = at.read_checkpoint_trace("run")
   want = tracking.read_trace(opt_state)
   assert trace["step"].tolist() == want["step"].tolist() == [1, 2]
   np.testing.assert_allclose(trace["param_norm/encoder/layers_0"],

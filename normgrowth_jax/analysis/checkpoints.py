@@ -68,28 +68,32 @@ def list_checkpoints(model_dir: str) -> list[CheckpointRef]:
   Raises:
     FileNotFoundError: no checkpoint of a known layout exists.
   """
-  model_dir = os.fspath(model_dir)
+  model_dir = os.path.abspath(os.fspath(model_dir))  # orbax needs absolute paths
   if not os.path.isdir(model_dir):
     raise FileNotFoundError(f"{model_dir} is not a directory (copy gs:// runs down first: "
                             "gcloud storage cp -r gs://.../MODEL_DIR .).")
   refs = []
-  for name in os.listdir(model_dir):
-    full = os.path.join(model_dir, name)
-    m = _T5X_DIR.match(name)
-    if m and os.path.isdir(full):
-      state = os.path.join(full, "state")
-      if os.path.isfile(os.path.join(full, "checkpoint")):
-        refs.append(CheckpointRef(int(m.group(1)), full, "t5x"))
-      elif _is_orbax_dir(state):
-        refs.append(CheckpointRef(int(m.group(1)), state, "t5x_orbax"))
-      continue
-    m = _STEP_DIR.match(name)
-    if m and _is_orbax_dir(os.path.join(full, "state")):
-      refs.append(CheckpointRef(int(m.group(1)), os.path.join(full, "state"), "orbax"))
+  # The embedded trainer's MODEL_DIR keeps its checkpoints in MODEL_DIR/checkpoints/<step>.
+  trainer_dir = os.path.join(model_dir, "checkpoints")
+  for parent in [model_dir] + ([trainer_dir] if os.path.isdir(trainer_dir) else []):
+    for name in os.listdir(parent):
+      full = os.path.join(parent, name)
+      m = _T5X_DIR.match(name)
+      if m and os.path.isdir(full):
+        state = os.path.join(full, "state")
+        if os.path.isfile(os.path.join(full, "checkpoint")):
+          refs.append(CheckpointRef(int(m.group(1)), full, "t5x"))
+        elif _is_orbax_dir(state):
+          refs.append(CheckpointRef(int(m.group(1)), state, "t5x_orbax"))
+        continue
+      m = _STEP_DIR.match(name)
+      if m and _is_orbax_dir(os.path.join(full, "state")):
+        refs.append(CheckpointRef(int(m.group(1)), os.path.join(full, "state"), "orbax"))
   if not refs:
     raise FileNotFoundError(
         f"No checkpoints in {model_dir}: expected T5X checkpoint_<step>/checkpoint, "
-        "checkpoint_<step>/state (T5X Orbax) or <step>/state (normgrowth_jax trainer).")
+        "checkpoint_<step>/state (T5X Orbax) or [checkpoints/]<step>/state (normgrowth_jax "
+        "trainer).")
   return sorted(refs, key=lambda r: r.step)
 
 

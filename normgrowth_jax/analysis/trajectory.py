@@ -225,7 +225,8 @@ def read_trajectory(model_dir: str, source: str = "auto") -> dict[str, np.ndarra
       if src == "tensorboard":
         return read_tensorboard(model_dir)
       if src == "jsonl":
-        files = sorted(glob.glob(os.path.join(model_dir, "**", "*.jsonl"), recursive=True))
+        files = sorted(glob.glob(os.path.join(model_dir, "**", "*.jsonl"), recursive=True),
+                       key=lambda f: (os.path.basename(f) != "norms.jsonl", f))  # the trainer's
         if not files:
           raise FileNotFoundError(f"No .jsonl file below {model_dir}.")
         return read_jsonl_trajectory(files[0])
