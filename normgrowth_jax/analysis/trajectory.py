@@ -34,14 +34,13 @@ Example:
 from __future__ import annotations
 
 import glob
-import json
 import os
 import struct
 from typing import Iterator, Optional
 
 import numpy as np
 
-from normgrowth_jax import tracking
+from normgrowth_jax import sinks, tracking
 from normgrowth_jax.analysis import checkpoints as ckpts
 
 
@@ -186,13 +185,9 @@ def read_tensorboard(logdir: str, prefix: str = "norms/",
 
 def read_jsonl_trajectory(path: str) -> dict[str, np.ndarray]:
   """Columns of a ``sinks.JsonlSink`` file (None -> NaN; a torn last line is skipped)."""
-  rows = []
-  with open(path) as f:
-    for line in f:
-      try:
-        rows.append(json.loads(line))
-      except json.JSONDecodeError:
-        break
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"No JSONL file at {path}.")
+  rows = sinks.read_jsonl(path)
   if not rows:
     raise ValueError(f"No rows in {path}.")
   keys = list(dict.fromkeys(k for r in rows for k in r))
