@@ -344,6 +344,31 @@ class RMSNorm(nn.Module):
         return _cast(y, self.dtype)
 
 
+@jax.custom_vjp
+def _add_position_bias(logits: jax.Array, bias: jax.Array) -> jax.Array:
+    """logits [b, heads, q, k] + bias [heads, q, k] (broadcast over the batch).
+
+    The bias gradient sums the logits gradient over the batch. XLA CPU lowers that reduction
+    over the leading axis to a slow library reduce (~6x slower than the memory traffic needs,
+    measured on t5-mini); summing the batch slices one by one fuses into a single loop.
+    """
+    return logits + bias[None]
+
+
+def _add_position_bias_fwd(logits, bias):
+    return _add_position_bias(logits, bias), None
+
+
+def _add_position_bias_bwd(_, dlogits):
+    dbias = dlogits[0]
+    for i in range(1, dlogits.shape[0]):
+        dbias = dbias + dlogits[i]
+    return dlogits, dbias  # [b, heads, q, k], [heads, q, k]
+
+
+_add_position_bias.defvjp(_add_position_bias_fwd, _add_position_bias_bwd)
+
+
 class MultiHeadDotProductAttention(nn.Module):
     """Biasless multi-head attention without 1/sqrt(d) (folded into the query init)."""
 
@@ -384,7 +409,9 @@ class MultiHeadDotProductAttention(nn.Module):
                             _cast(key, logits_dtype))  # [b, heads, q, k]
         softmax_dtype = jnp.promote_types(logits_dtype, jnp.float32)
         logits = _cast(logits, softmax_dtype)
-        if bias is not None:
+        if bias is not None and not asy.is_asymptotic(logits):
+            logits = _add_position_bias(logits, bias.astype(softmax_dtype))
+        elif bias is not None:
             logits = asy.add(logits, asy.param(bias[None].astype(softmax_dtype), logits))
         weights = asy.softmax(logits, mask=mask)  # [b, heads, q, k], float32+
         weights = _cast(weights, self.dtype)
