@@ -19,7 +19,7 @@ Example:
   >>> params = {"encoder": {"layers_0": {"mlp": {"wo": {"kernel": jnp.ones((4, 4))}}}}}
   >>> state = tx.init(params)
   >>> updates, state = tx.update(params, state, params)
-  >>> float(applied_learning_rate(state))  # 1 / sqrt(100)
+  >>> round(float(applied_learning_rate(state)), 6)  # 1 / sqrt(100)
   0.1
 """
 
