@@ -289,15 +289,28 @@ class RelativePositionBiases(nn.Module):
     max_distance: int = MAX_DISTANCE
 
     @nn.compact
-    def __call__(self, q_len: int, k_len: int) -> jax.Array:
-        """Returns the bias [heads, q_len, k_len] (float32, parameter-linear)."""
+    def __call__(self, q_len: int, k_len: int, saturated: bool = False) -> jax.Array:
+        """Returns the bias [heads, q_len, k_len] (float32, parameter-linear).
+
+        Plain mode contracts the table with a constant one-hot of the buckets, so that the
+        gradient is a matmul rather than a scatter (the scatter cost ~0.13 s/step on t5-mini,
+        XLA CPU); saturated mode keeps the gather.
+        """
         table = self.param("rel_embedding",
                            nn.initializers.variance_scaling(1.0, "fan_avg", "uniform"),
                            (self.num_heads, self.num_buckets), jnp.float32)
         relative = np.arange(k_len)[None, :] - np.arange(q_len)[:, None]  # [q, k]
         buckets = relative_position_bucket(relative, self.bidirectional, self.num_buckets,
                                            self.max_distance)
-        return jnp.take(table, jnp.asarray(buckets, jnp.int32), axis=1)  # [heads, q, k]
+        if saturated:
+            return jnp.take(table, jnp.asarray(buckets, jnp.int32), axis=1)  # [heads, q, k]
+        return _one_hot_lookup(table, buckets)
+
+
+def _one_hot_lookup(table: jax.Array, buckets: np.ndarray) -> jax.Array:
+    """table [heads, n] at buckets [q, k] (NumPy ints) -> [heads, q, k], as a matmul."""
+    one_hot = np.eye(table.shape[1], dtype=np.float32)[buckets]  # [q, k, n]
+    return jnp.einsum("hn,qkn->hqk", table, one_hot, precision=jax.lax.Precision.HIGHEST)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -523,7 +536,7 @@ class Encoder(nn.Module):
             x = asy.lift(x, 1.0)
         x = _dropout(cfg.dropout_rate, x, deterministic)
         bias = RelativePositionBiases(cfg.num_heads, bidirectional=True, name="relpos_bias")(
-            tokens.shape[-1], tokens.shape[-1])
+            tokens.shape[-1], tokens.shape[-1], saturated)
         hiddens, weights = [x], []
         for i in range(cfg.num_encoder_layers):
             x, w = EncoderLayer(cfg, name=f"layers_{i}")(x, mask, bias, deterministic)
@@ -552,7 +565,7 @@ class Decoder(nn.Module):
         y = _dropout(cfg.dropout_rate, y, deterministic)
         length = tokens.shape[-1]
         bias = RelativePositionBiases(cfg.num_heads, bidirectional=False,
-                                      name="relpos_bias")(length, length)
+                                      name="relpos_bias")(length, length, saturated)
         hiddens, self_weights, cross_weights = [y], [], []
         for i in range(cfg.num_decoder_layers):
             y, sw, cw = DecoderLayer(cfg, name=f"layers_{i}")(y, encoded, self_mask, cross_mask,
