@@ -371,3 +371,16 @@ def test_finite_rho_approaches_saturated_limit_float64():
     assert np.all(curve[-1] > 0.9999), curve
     assert np.all(np.diff(curve.min(axis=1)) >= -1e-9), curve  # the worst layer only improves
     assert curve[0].min() < curve[-1].min()
+
+
+def test_one_hot_bias_lookup_equals_gather_and_its_gradient():
+  """The plain-mode bias lookup (a one-hot matmul, fast to differentiate) is the gather."""
+  from normgrowth_jax.models.t5 import _one_hot_lookup
+  rng = np.random.default_rng(0)
+  table = jnp.asarray(rng.normal(size=(3, 32)), jnp.float32)
+  buckets = rng.integers(0, 32, size=(5, 7))
+  np.testing.assert_allclose(_one_hot_lookup(table, buckets), jnp.take(table, buckets, axis=1),
+                             rtol=1e-6, atol=1e-6)
+  g = jax.grad(lambda t: jnp.sum(_one_hot_lookup(t, buckets) ** 2))(table)
+  g_ref = jax.grad(lambda t: jnp.sum(jnp.take(t, buckets, axis=1) ** 2))(table)
+  np.testing.assert_allclose(g, g_ref, rtol=1e-5, atol=1e-5)
