@@ -372,24 +372,16 @@ def layer_norm(x, scale=None, bias=None, eps: float = 1e-6, zero_rtol: float = 1
         mean = jnp.mean(x, axis=-1, keepdims=True)
         var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
         return _affine((x - mean) * jax.lax.rsqrt(var + eps), scale, bias, x)
-    row = x.shape[:-1] + (1,)
-    xhat = jnp.zeros(x.shape, x.dtype)
-    chosen = jnp.zeros(row, bool)
-    for c, p in x.terms:
-        if p < 0:
-            break
+    def normalise(c, p):
         d = c - jnp.mean(c, axis=-1, keepdims=True)
         var = jnp.mean(jnp.square(d), axis=-1, keepdims=True)
-        if p > 0:
-            std = jnp.sqrt(var)
-            ok = std > zero_rtol * jnp.max(jnp.abs(c), axis=-1, keepdims=True)
-            normed = d / jnp.where(ok, std, 1)
-        else:
-            ok = jnp.ones(row, bool)
-            normed = d * jax.lax.rsqrt(var + eps)
-        xhat = jnp.where(~chosen & ok, normed, xhat)
-        chosen = chosen | ok
-    return _affine(lift(xhat, 0.0), scale, bias, x)
+        if p == 0:
+            return d * jax.lax.rsqrt(var + eps), True
+        std = jnp.sqrt(var)
+        ok = std > zero_rtol * jnp.max(jnp.abs(c), axis=-1, keepdims=True)
+        return d / jnp.where(ok, std, 1), ok
+
+    return _affine(_normalise_leading(x, normalise), scale, bias, x)
 
 
 def rms_norm(x, scale=None, eps: float = 1e-6):
@@ -401,22 +393,31 @@ def rms_norm(x, scale=None, eps: float = 1e-6):
     if not is_asymptotic(x):
         ms = jnp.mean(jnp.square(x), axis=-1, keepdims=True)
         return _affine(x * jax.lax.rsqrt(ms + eps), scale, None, x)
-    row = x.shape[:-1] + (1,)
+    def normalise(c, p):
+        ms = jnp.mean(jnp.square(c), axis=-1, keepdims=True)
+        if p == 0:
+            return c * jax.lax.rsqrt(ms + eps), True
+        ok = ms > 0
+        return c * jax.lax.rsqrt(jnp.where(ok, ms, 1)), ok
+
+    return _affine(_normalise_leading(x, normalise), scale, None, x)
+
+
+def _normalise_leading(x: "Asymptotic", normalise) -> "Asymptotic":
+    """Each row normalised by its highest-power term that ``normalise(coef, power)`` accepts.
+
+    ``normalise`` returns (normalised coef, ok [..., 1] or True); terms of negative power are
+    never used. Rows no term accepts are 0. The result has power 0.
+    """
     xhat = jnp.zeros(x.shape, x.dtype)
-    chosen = jnp.zeros(row, bool)
+    chosen = jnp.zeros(x.shape[:-1] + (1,), bool)
     for c, p in x.terms:
         if p < 0:
             break
-        ms = jnp.mean(jnp.square(c), axis=-1, keepdims=True)
-        if p > 0:
-            ok = ms > 0
-            normed = c * jax.lax.rsqrt(jnp.where(ok, ms, 1))
-        else:
-            ok = jnp.ones(row, bool)
-            normed = c * jax.lax.rsqrt(ms + eps)
+        normed, ok = normalise(c, p)
         xhat = jnp.where(~chosen & ok, normed, xhat)
         chosen = chosen | ok
-    return _affine(lift(xhat, 0.0), scale, None, x)
+    return lift(xhat, 0.0)
 
 
 def _masked_softmax(s: Array, mask, axis: int) -> Array:
