@@ -74,13 +74,23 @@ class NormTrace(NamedTuple):
     num_rows: [] rows ever recorded; the next row goes to ``num_rows % history_size``.
     first_nonfinite: [] step of the first non-finite update or row, -1 if none.
     history: ``{column: [history_size]}``; "/" in column names is stored as "|".
-    anchor: tuple of the filtered param leaves at the last anchor step, () when off.
+    anchor: tuple of the filtered param leaves at the last anchor step; when the anchor is off
+      (or no param passes the filter) a [] float32 placeholder, never ``()``.
+
+  No field is ever an empty container: a checkpointer may drop a node without leaves (T5X's
+  orbax checkpoints do), and the restored state must have the live state's structure.
   """
   count: jax.Array
   num_rows: jax.Array
   first_nonfinite: jax.Array
   history: dict
-  anchor: tuple
+  anchor: Any
+
+
+def _no_anchor() -> jax.Array:
+  """``NormTrace.anchor`` without anchor leaves: one [] array, so the node is never empty
+  (float32, the dtype T5X's restore cast gives it anyway)."""
+  return jnp.zeros((), jnp.float32)
 
 
 def _state_key(column: str) -> str:
@@ -168,7 +178,7 @@ def _leaf_stats(p, u, group, new=None, anchor=None) -> dict:
   return out
 
 
-def _combine(units, stats: list[dict], with_groups: bool) -> dict:
+def _combine(units, stats: list[dict], with_groups: bool, with_anchor: bool = False) -> dict:
   """Row values ``{column: []}`` from the per-unit :func:`_leaf_stats` (in ``units`` order)."""
   parts, new_ss, anchor_parts = [], [], []
   by_group: dict[str, list] = {}
@@ -197,7 +207,7 @@ def _combine(units, stats: list[dict], with_groups: bool) -> dict:
       "direction_angle": angle,
       "direction_cos": jnp.cos(angle),
   }
-  if anchor_parts:
+  if with_anchor:  # with no filtered leaf: angle 0, as direction_angle
     a_angle = norms.angle_from_stats(norms.combine_pair_stats(anchor_parts))
     row["anchor_angle"] = a_angle
     row["anchor_cos"] = jnp.cos(a_angle)
@@ -350,10 +360,11 @@ def track_norms(param_filter="all", groups=None, every: int = 1, history_size: i
     cols = _columns(params, keep, group_fn, use_anchor)
     history = {_state_key(c): jnp.zeros((history_size,), jnp.int32 if c in (
         "step", "anchor_step") else jnp.float32) for c in cols}
-    anchor = ()
-    if use_anchor:
+    anchor = _no_anchor()
+    units = _units(params, keep, group_fn)
+    if use_anchor and units:
       leaves = jax.tree_util.tree_leaves(params)
-      anchor = tuple(jnp.array(leaves[j]) for j, _ in _units(params, keep, group_fn))
+      anchor = tuple(jnp.array(leaves[j]) for j, _ in units)
     return NormTrace(count=jnp.zeros((), jnp.int32), num_rows=jnp.zeros((), jnp.int32),
                      first_nonfinite=-jnp.ones((), jnp.int32), history=history, anchor=anchor)
 
@@ -371,10 +382,11 @@ def track_norms(param_filter="all", groups=None, every: int = 1, history_size: i
 
     anchor, anchor_step = state.anchor, None
     if use_anchor:
-      refresh = (t % anchor_every) == 0
-      anchor = jax.lax.cond(refresh, lambda: tuple(
-          leaves[j].astype(a.dtype) for (j, _), a in zip(units, state.anchor)),
-                            lambda: state.anchor)
+      if units:
+        refresh = (t % anchor_every) == 0
+        anchor = jax.lax.cond(refresh, lambda: tuple(
+            leaves[j].astype(a.dtype) for (j, _), a in zip(units, state.anchor)),
+                              lambda: state.anchor)
       anchor_step = (t // anchor_every) * anchor_every
 
     update_flags = [_has_nonfinite(u) for u in uleaves]
@@ -400,7 +412,7 @@ def track_norms(param_filter="all", groups=None, every: int = 1, history_size: i
       out_leaves.append(u)
       (param_flags if k is None else stats).append(aux)
 
-    row = _combine(units, stats, group_fn is not None)
+    row = _combine(units, stats, group_fn is not None, use_anchor)
     nonfinite = _flag_nonfinite(row, bad_update, *param_flags)
     row["step"] = step
     row["nonfinite"] = nonfinite.astype(jnp.float32)

@@ -199,9 +199,10 @@ def test_anchor_cosine_checkpoint_to_checkpoint():
     np.testing.assert_allclose(trace["anchor_angle"][i], _angle(a, n - a), rtol=1e-5)
     np.testing.assert_allclose(trace["anchor_cos"][i], a @ n / np.linalg.norm(a) /
                                np.linalg.norm(n), atol=1e-6)
-  # without the anchor option the state holds no copy of the params
+  # without the anchor option the state holds no copy of the params: one [] placeholder,
+  # not (), which a checkpointer may drop (tests/test_checkpoint_empty_nodes.py)
   plain = tracking.track_norms().init(params)
-  assert plain.anchor == ()
+  assert np.shape(plain.anchor) == ()
   assert sum(x.size for x in jax.tree_util.tree_leaves(plain)) < 8192 * 10
 
 
