@@ -384,3 +384,49 @@ def test_one_hot_bias_lookup_equals_gather_and_its_gradient():
   g = jax.grad(lambda t: jnp.sum(_one_hot_lookup(t, buckets) ** 2))(table)
   g_ref = jax.grad(lambda t: jnp.sum(jnp.take(t, buckets, axis=1) ** 2))(table)
   np.testing.assert_allclose(g, g_ref, rtol=1e-5, atol=1e-5)
+
+
+def _random_params(model, seed):
+    """Generic random float64 params of `model`'s tree (tracing only: no init compilation)."""
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), ENC, DEC_IN)["params"]
+    rng = np.random.default_rng(seed)
+
+    def draw(path, s):
+        name = path[-1].key
+        if name == "scale":
+            return 1 + 0.3 * rng.normal(size=s.shape)
+        return rng.normal(size=s.shape) / (np.sqrt(s.shape[0]) if name == "kernel" else 1)
+
+    return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
+@pytest.mark.parametrize("overrides", [{}, dict(mlp_activations=("relu",),
+                                                logits_via_embedding=True)],
+                         ids=["t5.1.1", "t5v1.0"])
+def test_finite_rho_approaches_saturated_limit_decoder_float64(overrides):
+    """The decoder's limit (self + cross attention, logits) is the rho -> inf limit too."""
+    with jax.enable_x64(True):
+        cfg = get_config("tiny", vocab_size=32, dropout_rate=0.0, dtype="float64", emb_dim=16,
+                         head_dim=4, mlp_dim=32, **overrides)
+        model = Transformer(cfg)
+        params = _random_params(model, seed=4)
+
+        def compiled(saturated):  # LLVM optimisation off: compiles ~2x faster, runs once
+            fn = lambda p: model.apply({"params": p}, ENC, DEC_IN, DEC_TGT, saturated=saturated)
+            return jax.jit(fn).lower(params).compile({"xla_backend_optimization_level": 0})
+
+        limit, finite = compiled(True)(params), compiled(False)
+        states = lambda out: (out.encoder_hidden_states + out.decoder_hidden_states
+                              + (out.logits,))
+        n_enc = len(limit.encoder_hidden_states)
+        masks = [np.asarray(ENC > 0)] * n_enc + [np.asarray(DEC_TGT > 0)] * (
+            len(states(limit)) - n_enc)
+        curve = []
+        for rho in (1e1, 1e3, 1e4):
+            out = finite(jax.tree_util.tree_map(lambda p: p * rho, params))
+            curve.append([_cosine_per_layer([f], [s], m)[0]
+                          for f, s, m in zip(states(out), states(limit), masks)])
+        curve = np.array(curve)  # [rho, encoder states + decoder states + logits]
+    np.testing.assert_allclose(curve[:, [0, n_enc]], 1.0, rtol=1e-12)  # embeddings: rho * E
+    assert np.all(curve[-1] > 0.9999), curve
+    assert curve[0].min() < curve[-1].min(), curve

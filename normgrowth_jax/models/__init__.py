@@ -19,3 +19,4 @@ from normgrowth_jax.models.t5 import (
     get_config,
     make_loss_fn,
 )
+from normgrowth_jax.models.hf_t5 import hf_t5_config, load_hf_t5, t5x_to_hf

@@ -553,7 +553,14 @@ def hf_to_flax(tensors: Dict[str, np.ndarray], config: BertConfig) -> Dict[str, 
 
 def _check_tree(params, model: BertEncoder):
     """Raises if `params` does not have exactly the shapes `model` expects."""
-    want = jax.eval_shape(lambda: init_like(model, jax.random.PRNGKey(0)))
+    _check_shapes(params, jax.eval_shape(lambda: init_like(model, jax.random.PRNGKey(0))))
+
+
+def _check_shapes(params, want):
+    """Raises a ValueError naming the missing, unexpected and mis-shaped leaves of `params`.
+
+    `want` is a tree with the expected leaf shapes (e.g. `jax.eval_shape` of an init).
+    """
     want_flat = {"/".join(str(getattr(k, "key", k)) for k in p): v.shape
                  for p, v in jax.tree_util.tree_flatten_with_path(want)[0]}
     got_flat = {"/".join(str(getattr(k, "key", k)) for k in p): np.shape(v)
