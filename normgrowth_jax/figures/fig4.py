@@ -130,6 +130,34 @@ def _plot(ctx, cfg, results):
   return plotting.save(fig, ctx.path(NAME))
 
 
+def judge(means: dict) -> list:
+  """The stated criteria, from ``{(norm, use_bias): (mean at c = 1, mean at c = 10)}``.
+
+  Example:
+    >>> means = {("prenorm_paper", True): (0.72, 0.96), ("prenorm_paper", False): (0.8, 0.99),
+    ...          ("postnorm", True): (0.09, 0.97), ("postnorm", False): (0.05, 0.97)}
+    >>> [c.passed for c in judge(means)]
+    [True, True, True, True, True]
+  """
+  pre1, post1 = means["prenorm_paper", True][0], means["postnorm", True][0]
+  pre1_nb, post1_nb = means["prenorm_paper", False][0], means["postnorm", False][0]
+  end = {f"{NORMS[n]}, {BIASES[b]}": v[1] for (n, b), v in means.items()}
+  paper_pre1 = float(np.mean([paper.FIG4["prenorm"][0], paper.FIG4["prenorm_bias"][0]]))
+  paper_post1 = float(np.mean([paper.FIG4["postnorm"][0], paper.FIG4["postnorm_bias"][0]]))
+  return [
+      check("pre-norm above post-norm at c = 1 (all biases)", pre1 > post1,
+            ours=f"{pre1:.3f} vs {post1:.3f}", paper=f"{paper_pre1:.3f} vs {paper_post1:.3f}"),
+      check("pre-norm above post-norm at c = 1 (no biases)", pre1_nb > post1_nb,
+            ours=f"{pre1_nb:.3f} vs {post1_nb:.3f}", paper="not run"),
+      check("every curve above 0.9 at c = 10 (exact sf)", min(end.values()) > 0.9,
+            ours=f"min {min(end.values()):.3f} ({min(end, key=end.get)})", paper="≥ 0.964"),
+      check("pre-norm at c = 1 within 0.1 of the paper (all biases)",
+            abs(pre1 - paper_pre1) <= 0.1, ours=pre1, paper=paper_pre1),
+      check("post-norm at c = 1 within 0.1 of the paper (all biases)",
+            abs(post1 - paper_post1) <= 0.1, ours=post1, paper=paper_post1),
+  ]
+
+
 def make(ctx: core.FigureContext, cfg: Fig4Config) -> core.FigureResult:
   results = {n: {b: {"exact": [], "rho": []} for b in BIASES} for n in NORMS}
   for norm in NORMS:
@@ -157,23 +185,8 @@ def make(ctx: core.FigureContext, cfg: Fig4Config) -> core.FigureResult:
         p = (f"{paper.FIG4[_paper_key(norm, False)][i]:.3f} / "
              f"{paper.FIG4[_paper_key(norm, True)][i]:.3f}") if bias else None
         rows.append(core.Row(f"{NORMS[norm]}, {BIASES[bias]}, {c_label}", p, *at(norm, bias, i)))
-  pre1, post1 = at("prenorm_paper", True, 0)[0], at("postnorm", True, 0)[0]
-  pre1_nb, post1_nb = at("prenorm_paper", False, 0)[0], at("postnorm", False, 0)[0]
-  end = {f"{NORMS[n]}, {BIASES[b]}": at(n, b, -1)[0] for n in NORMS for b in BIASES}
-  paper_pre1 = np.mean([paper.FIG4["prenorm"][0], paper.FIG4["prenorm_bias"][0]])
-  paper_post1 = np.mean([paper.FIG4["postnorm"][0], paper.FIG4["postnorm_bias"][0]])
-  criteria = [
-      check("pre-norm above post-norm at c = 1 (all biases)", pre1 > post1,
-            ours=f"{pre1:.3f} vs {post1:.3f}", paper=f"{paper_pre1:.3f} vs {paper_post1:.3f}"),
-      check("pre-norm above post-norm at c = 1 (no biases)", pre1_nb > post1_nb,
-            ours=f"{pre1_nb:.3f} vs {post1_nb:.3f}", paper="not run"),
-      check("every curve above 0.9 at c = 10 (exact sf)", min(end.values()) > 0.9,
-            ours=f"min {min(end.values()):.3f} ({min(end, key=end.get)})", paper="≥ 0.964"),
-      check("pre-norm at c = 1 within 0.1 of the paper (all biases)",
-            abs(pre1 - paper_pre1) <= 0.1, ours=pre1, paper=paper_pre1),
-      check("post-norm at c = 1 within 0.1 of the paper (all biases)",
-            abs(post1 - paper_post1) <= 0.1, ours=post1, paper=paper_post1),
-  ]
+  means = {(n, b): (at(n, b, 0)[0], at(n, b, -1)[0]) for n in NORMS for b in BIASES}
+  criteria = judge(means)
   gap = max(float(np.max(np.abs(np.asarray(r["exact"]) - np.asarray(r["rho"]))))
             for per in results.values() for r in per.values())
   setup = [

@@ -1,0 +1,200 @@
+"""The figures pipeline: the smoke profile end to end, verdict logic, the run cache, the CLI."""
+
+import json
+import math
+import subprocess
+import sys
+
+import gin
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from data_helpers import data_cache  # noqa: F401  (fixture)
+from normgrowth_jax import saturation as sat
+from normgrowth_jax.figures import core, fig2, fig4, paper, pipeline, registry, report, runs
+from normgrowth_jax.figures.verdict import check, verdict
+
+
+# ----------------------------------------------------------------------------- smoke, end to end
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory, data_cache):  # noqa: F811
+  out = tmp_path_factory.mktemp("figures_smoke")
+  results = pipeline.run(["all"], "smoke", out, out / "runs", progress=False)
+  return out, results
+
+
+def _numbers(x):
+  if isinstance(x, dict):
+    return [n for v in x.values() for n in _numbers(v)]
+  if isinstance(x, list):
+    return [n for v in x for n in _numbers(v)]
+  return [x] if isinstance(x, (int, float)) and not isinstance(x, bool) else []
+
+
+def test_smoke_writes_every_declared_file_with_finite_numbers(smoke):
+  out, results = smoke
+  assert [r.name for r in results] == registry.available()
+  for r in results:
+    for suffix in (".png", ".pdf", ".json"):
+      assert (out / f"{r.name}{suffix}").stat().st_size > 0
+    assert all(str(f).startswith(str(out)) for f in r.files)
+    numbers = _numbers(json.loads((out / f"{r.name}.json").read_text()))
+    assert numbers and all(math.isfinite(n) for n in numbers), r.name
+    assert r.verdict in ("reproduced", "partly", "not reproduced", "not comparable")
+    assert r.criteria and r.setup and r.wall_s > 0
+
+
+def test_smoke_report_has_every_figure_and_verdict(smoke):
+  out, results = smoke
+  text = (out / "report.md").read_text()
+  for r in results:
+    assert f"| {r.name} | {r.title} | {r.verdict} |" in text
+    assert f"![{r.name}]({r.name}.png)" in text
+  assert "| jax |" in text and "| device |" in text
+  saved = json.loads((out / "results.json").read_text())
+  assert [f["verdict"] for f in saved["figures"]] == [r.verdict for r in results]
+
+
+def test_fig4_numbers_equal_homogeneity_curve_for_the_same_model(smoke):
+  out, _ = smoke
+  cfg = fig4.CONFIGS["smoke"]
+  saved = json.loads((out / "fig4.json").read_text())
+  model, f, sf, _ = fig4._functions(cfg, "postnorm", False)  # pylint: disable=protected-access
+  del model
+  params = fig4.init_params(cfg, "postnorm", False, cfg.seeds[-1])
+  direct = np.asarray(sat.homogeneity_curve(f, sf, params, jnp.array([1.0, 10.0])))
+  plotted = np.asarray(saved["curves"]["post-norm, no biases"]["exact"][-1])
+  np.testing.assert_allclose(plotted[[0, -1]], direct, rtol=1e-5, atol=1e-6)
+  assert saved["c"][0] == 1.0 and saved["c"][-1] == 10.0 and len(saved["c"]) == cfg.num_c
+
+
+# ----------------------------------------------------------------------------- verdicts
+
+def test_verdict_levels():
+  yes, no, na = check("a", True), check("b", False), check("c", None)
+  assert verdict([yes, yes]) == "reproduced"
+  assert verdict([yes, no]) == "partly"
+  assert verdict([no, no, na]) == "not reproduced"
+  assert verdict([na]) == verdict([]) == "not comparable"
+  assert verdict([yes, na]) == "reproduced"
+
+
+GOOD4 = {("prenorm_paper", True): (0.72, 0.96), ("prenorm_paper", False): (0.80, 0.99),
+         ("postnorm", True): (0.09, 0.97), ("postnorm", False): (0.05, 0.97)}
+
+
+@pytest.mark.parametrize("change, failing", [
+    ({("postnorm", True): (0.75, 0.97)}, [0, 4]),        # post-norm above pre-norm at c = 1
+    ({("postnorm", False): (0.90, 0.97)}, [1]),          # ... without biases
+    ({("prenorm_paper", False): (0.80, 0.89)}, [2]),     # a curve ends below 0.9
+    ({("prenorm_paper", True): (0.50, 0.96)}, [3]),      # pre-norm 0.2 off the paper
+    ({("postnorm", True): (0.30, 0.97)}, [4]),           # post-norm 0.2 off the paper
+])
+def test_fig4_each_criterion_on_both_sides(change, failing):
+  assert all(c.passed for c in fig4.judge(GOOD4))
+  crit = fig4.judge({**GOOD4, **change})
+  assert [i for i, c in enumerate(crit) if not c.passed] == failing
+
+
+class _Subject:
+  label, baseline_label, paper_model = "m", "random init", "T5-base"
+
+
+def test_fig2_criteria_on_both_sides():
+  base = [{"rho": np.array([0.1, 0.1, 0.1, 0.1])}, {"rho": np.array([0.2, 0.2, 0.2, 0.2])}]
+  high = {"measured": {"rho": np.array([0.5, 0.6, 0.1, 0.9])}, "baselines": base}
+  rows, crit = fig2._criteria_and_rows(_Subject(), high)  # pylint: disable=protected-access
+  assert [c.passed for c in crit] == [True, True]
+  assert rows[0].paper == pytest.approx(np.mean(paper.FIG2["T5-base"]["pretrained"]))
+  low = {"measured": {"rho": np.array([0.3, 0.0, 0.0, 0.0])}, "baselines": base}
+  assert [c.passed for c in fig2._criteria_and_rows(_Subject(), low)[1]] == [False, False]
+  one_of_four = {"measured": {"rho": np.array([0.9, 0.1, 0.1, 0.1])}, "baselines": base}
+  assert [c.passed for c in fig2._criteria_and_rows(_Subject(), one_of_four)[1]] == [True, False]
+
+
+# ----------------------------------------------------------------------------- files, errors
+
+def test_write_numbers_refuses_nonfinite(tmp_path):
+  ctx = core.FigureContext("smoke", tmp_path, tmp_path)
+  with pytest.raises(ValueError, match=r"/a\[1\]"):
+    core.write_numbers(ctx, "figX", {"a": [1.0, float("nan")]})
+  assert not (tmp_path / "figX.json").exists()
+  core.write_numbers(ctx, "figX", {"a": np.array([1.0, 2.0]), "missing": None})
+  assert json.loads((tmp_path / "figX.json").read_text()) == {"a": [1.0, 2.0], "missing": None}
+
+
+def test_unknown_figure_and_profile_are_named_with_the_valid_ones(tmp_path):
+  with pytest.raises(ValueError, match="choose from: all, fig2"):
+    registry.resolve(["fig9"])
+  with pytest.raises(ValueError, match="smoke, quick, full"):
+    pipeline.run(["fig4"], "huge", tmp_path, tmp_path, progress=False)
+  proc = subprocess.run([sys.executable, "-m", "normgrowth_jax.figures", "fig9", "--out",
+                         str(tmp_path)], capture_output=True, text=True)
+  assert proc.returncode == 2 and "unknown figure(s) fig9" in proc.stderr
+  assert not any(tmp_path.iterdir())
+
+
+def test_report_marks_each_criterion_and_formats_spread():
+  r = core.FigureResult("fig4", "Homogeneity", [], [core.Row("x", 0.5, 0.25, 0.01, 3)],
+                        [check("up", True, 1, 2), check("down", False), check("n/a", None)],
+                        ["setup line"])
+  text = report.render([r], "quick")
+  assert "| fig4 | Homogeneity | partly | 1 of 2 |" in text
+  assert "0.250 ± 0.010 (n=3)" in text and "- setup line" in text
+  assert "✅ pass" in text and "❌ fail" in text and "not comparable" in text
+
+
+# ----------------------------------------------------------------------------- the run cache
+
+TINY = "gin_configs/local/t5_tiny_bbc_adafactor.gin"
+CACHE_BINDINGS = ["MIXTURE_OR_TASK_NAME='ng_span_corruption_botchan_bytes'", "BATCH_SIZE=2",
+                  "TASK_FEATURE_LENGTHS={'inputs': 16, 'targets': 8}", "WARMUP_STEPS=2",
+                  "CHECKPOINT_PERIOD=2", "LOG_EVERY=1"]
+
+
+@pytest.fixture()
+def _fresh_gin():
+  gin.clear_config()
+  yield
+  gin.clear_config()
+
+
+def test_config_hash_follows_every_binding(_fresh_gin):
+  a = runs.resolved_config([TINY], CACHE_BINDINGS + ["TRAIN_STEPS=3"])
+  b = runs.resolved_config([TINY], CACHE_BINDINGS + ["TRAIN_STEPS=4"])
+  assert runs.config_hash(a) != runs.config_hash(b)
+  assert runs.config_hash(a) == runs.config_hash(
+      runs.resolved_config([TINY], CACHE_BINDINGS + ["TRAIN_STEPS=3"]))
+  assert "figures-run-cache" not in a and "train.model_dir = %MODEL_DIR" in a
+
+
+def test_train_cached_reuses_resumes_and_forces(tmp_path, data_cache, _fresh_gin):  # noqa: F811
+  units = []
+  ctx = core.FigureContext("smoke", tmp_path, tmp_path / "runs",
+                           advance=lambda n=1, stage=None: units.append(n))
+  bindings = CACHE_BINDINGS + ["TRAIN_STEPS=3"]
+  d = runs.train_cached(ctx, "t5", [TINY], bindings, 3)
+  assert runs.is_finished(d) and sum(units) == 3
+  assert d.parent == tmp_path / "runs" / "smoke" and d.name.startswith("t5-")
+  first = (d / "norms.jsonl").read_text()
+  assert [json.loads(l)["step"] for l in first.splitlines()] == [1, 2, 3]
+
+  units.clear()  # a second call reuses the finished run without training
+  assert runs.train_cached(ctx, "t5", [TINY], bindings, 3) == d and units == [3]
+  assert (d / "norms.jsonl").read_text() == first
+
+  other = runs.run_dir(ctx, "t5", [TINY], CACHE_BINDINGS + ["TRAIN_STEPS=4"])
+  assert other != d and not other.exists()  # a new config goes to a new directory
+
+  (d / runs.DONE_FILE).unlink()  # an unfinished run resumes from its checkpoint
+  runs.train_cached(ctx, "t5", [TINY], bindings, 3)
+  assert (d / "norms.jsonl").read_text() == first
+
+  forced = core.FigureContext("smoke", tmp_path, tmp_path / "runs", force=True)
+  marker = d / "stale.txt"
+  marker.write_text("x")
+  assert runs.train_cached(forced, "t5", [TINY], bindings, 3) == d
+  assert not marker.exists() and runs.is_finished(d)
+  assert runs.train_cached(forced, "t5", [TINY], bindings, 3) == d  # once per call
