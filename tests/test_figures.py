@@ -198,3 +198,46 @@ def test_train_cached_reuses_resumes_and_forces(tmp_path, data_cache, _fresh_gin
   assert runs.train_cached(forced, "t5", [TINY], bindings, 3) == d
   assert not marker.exists() and runs.is_finished(d)
   assert runs.train_cached(forced, "t5", [TINY], bindings, 3) == d  # once per call
+
+
+# ----------------------------------------------------------------------------- Fig. 2 subjects
+
+def _t5_dir_with_tokenizer(tmp_path):
+  import tokenizers  # pylint: disable=g-import-not-at-top
+  from test_hf_t5 import GATED, random_hf_tensors, write_checkpoint  # pylint: disable=g-import-not-at-top
+  d = write_checkpoint(tmp_path / "tiny-t5", GATED, random_hf_tensors(GATED))
+  words = "the a of to and in is was he it that his i with as had for at".split()
+  vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(words)}}
+  tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
+  tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+  tok.post_processor = tokenizers.processors.TemplateProcessing(
+      single="$A </s>", special_tokens=[("</s>", 1)])
+  tok.save(str(d / "tokenizer.json"))
+  return d
+
+
+def test_hf_t5_directory_gives_encoder_and_decoder_subjects(tmp_path):
+  from test_hf_t5 import GATED  # pylint: disable=g-import-not-at-top
+  from normgrowth_jax.figures import subjects  # pylint: disable=g-import-not-at-top
+  d = _t5_dir_with_tokenizer(tmp_path)
+  sentences = ["the cat sat on the mat .", "he was in it and that was his"]
+  enc, dec = subjects.hf_directory(d, sentences, seeds=(0,), max_len=12)
+  assert enc.label.endswith("encoder") and dec.label.endswith("decoder")
+  assert enc.paper_model == dec.paper_model == "T5-base"
+  assert enc.mask.tolist()[0][:8] == [True] * 8 and not enc.mask[0, -1]  # "</s>" then padding
+  for s, layers in ((enc, GATED["num_layers"]), (dec, GATED["num_decoder_layers"])):
+    for params in (s.params, s.baselines[0]):
+      out = subjects.per_layer(s, params, 1000.0)
+      assert out["rho"].shape == out["limit"].shape == (layers,)
+      assert np.all(np.abs(out["rho"]) <= 1 + 1e-5) and np.all(np.isfinite(out["limit"]))
+      # rho = 1000 is close to the limit on random T5 weights in float32
+      np.testing.assert_allclose(out["rho"], out["limit"], atol=0.05)
+
+
+def test_hf_directory_errors_name_the_problem(tmp_path):
+  from normgrowth_jax.figures import subjects  # pylint: disable=g-import-not-at-top
+  with pytest.raises(FileNotFoundError, match="no config.json"):
+    subjects.hf_directory(tmp_path, ["a b c d e"], seeds=(0,))
+  (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+  with pytest.raises(ValueError, match="model_type 'gpt2' is not supported"):
+    subjects.hf_directory(tmp_path, ["a b c d e"], seeds=(0,))
