@@ -241,3 +241,15 @@ def test_hf_directory_errors_name_the_problem(tmp_path):
   (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
   with pytest.raises(ValueError, match="model_type 'gpt2' is not supported"):
     subjects.hf_directory(tmp_path, ["a b c d e"], seeds=(0,))
+
+
+def test_fig2_level_criteria_need_a_matching_checkpoint():
+  class T5Decoder:
+    label, baseline_label, paper_model = "t5-base decoder", "random init", "T5-base"
+
+  crit = fig2.level_criteria([], [])
+  assert [c.passed for c in crit] == [None, None]
+  near = {"measured": {"rho": np.array([0.2, 0.5, 0.88])}}
+  far = {"measured": {"rho": np.array([0.2, 0.5, 0.60])}}
+  assert [c.passed for c in fig2.level_criteria([T5Decoder()], [near])] == [True, None]
+  assert [c.passed for c in fig2.level_criteria([T5Decoder()], [far])] == [False, None]

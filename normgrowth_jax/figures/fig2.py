@@ -138,12 +138,14 @@ def _criteria_and_rows(subject, res):
               f"{len(pm['pretrained'])}") if pm else None
   above = int(np.sum(meas > base_mean))
   label = subject.label
+  vs = f" (paper: {subject.paper_model})" if pm else ""
   rows = [
-      core.Row(f"{label}: mean over layers", p_pre, float(meas.mean())),
-      core.Row(f"{label}: {subject.baseline_label}, mean over layers", p_rand,
+      core.Row(f"{label}: mean over layers{vs}", p_pre, float(meas.mean())),
+      core.Row(f"{label}: {subject.baseline_label}, mean over layers{vs}", p_rand,
                *core.mean_spread(base.mean(1))),
-      core.Row(f"{label}: last layer", pm["pretrained"][-1] if pm else None, float(meas[-1])),
-      core.Row(f"{label}: layers above {subject.baseline_label}", p_layers,
+      core.Row(f"{label}: last layer{vs}", pm["pretrained"][-1] if pm else None,
+               float(meas[-1])),
+      core.Row(f"{label}: layers above {subject.baseline_label}{vs}", p_layers,
                f"{above} of {len(meas)}"),
   ]
   criteria = [
@@ -154,6 +156,35 @@ def _criteria_and_rows(subject, res):
             2 * above >= len(meas), ours=f"{above} of {len(meas)}", paper=p_layers),
   ]
   return rows, criteria
+
+
+# The paper's "close to saturation" claims: (model, layer index, which stack we compare).
+LEVEL_CLAIMS = (("T5-base", -1, "decoder"), ("RoBERTa-base", -2, ""))
+LEVEL_TOLERANCE = 0.1
+
+
+def level_criteria(subjects, results) -> list:
+  """Pretrained T5 / RoBERTa close to saturated in their last layers, as the paper measured.
+
+  Evaluated on a user's checkpoint of that model (``--hf_model_dir``); without one the
+  criterion is not comparable (no such checkpoint is available offline).
+  """
+  out = []
+  for model, layer, stack in LEVEL_CLAIMS:
+    want = paper.FIG2[model]["pretrained"][layer]
+    text = (f"pretrained {model} within {LEVEL_TOLERANCE} of the paper's "
+            f"{'last' if layer == -1 else 'penultimate'} layer")
+    found = [(s, r) for s, r in zip(subjects, results)
+             if s.paper_model == model and s.baseline_label == "random init"
+             and s.label.endswith(stack)]
+    if not found:
+      out.append(check(text, None, ours=f"no {model} checkpoint offline (--hf_model_dir)",
+                       paper=want))
+    for s, r in found:
+      got = float(r["measured"]["rho"][layer])
+      out.append(check(f"{text} ({s.label})", abs(got - want) <= LEVEL_TOLERANCE, ours=got,
+                       paper=want))
+  return out
 
 
 def make(ctx: core.FigureContext, cfg: Fig2Config) -> core.FigureResult:
@@ -172,6 +203,7 @@ def make(ctx: core.FigureContext, cfg: Fig2Config) -> core.FigureResult:
     rw, cr = _criteria_and_rows(s, r)
     rows += rw
     criteria += cr
+  criteria += level_criteria(subjects, results)
   gap = max(float(np.max(np.abs(r["measured"]["rho"] - r["measured"]["limit"])))
             for r in results)
   setup = [
