@@ -15,7 +15,8 @@ recorded steps, computes from the current params theta_t and the final update de
                       recorded number is not finite;
 * with ``anchor_every=K``: ``anchor_cos`` / ``anchor_angle`` between theta_{t+1} and the anchor
   theta_a (a = the last multiple of K before t+1; so with every=K these are checkpoint-to-
-  checkpoint values) and ``anchor_step`` = a. This holds a copy of the filtered params.
+  checkpoint values), ``anchor_angle/<g>`` per group, and ``anchor_step`` = a. This holds a
+  copy of the filtered params.
 
 All sums accumulate in float32 or better. The row of update t carries ``step = t + 1``: the
 number of updates applied, i.e. the step number of theta_{t+1} (T5X's step after the update),
@@ -124,6 +125,8 @@ def _columns(params, keep, group_fn, anchor: bool) -> list[str]:
   if group_fn is not None:
     for g in norms.group_names(params, group_fn, keep):
       cols += [f"{q}/{g}" for q in GROUP_QUANTITIES]
+      if anchor:
+        cols.append(f"anchor_angle/{g}")
   return cols
 
 
@@ -196,7 +199,7 @@ def _combine(units, stats: list[dict], with_groups: bool, with_anchor: bool = Fa
       if a_st is not None:
         anchor_parts.append(a_st)
       if with_groups and name is not None:
-        by_group.setdefault(name, []).append((pair, ss))
+        by_group.setdefault(name, []).append((pair, ss, a_st))
   tot = norms.combine_pair_stats(parts)
   angle = norms.angle_from_stats(tot)
   den = jnp.sqrt(tot.tt * tot.dd)
@@ -212,9 +215,12 @@ def _combine(units, stats: list[dict], with_groups: bool, with_anchor: bool = Fa
     row["anchor_angle"] = a_angle
     row["anchor_cos"] = jnp.cos(a_angle)
   for g, items in by_group.items():
-    row[f"param_norm/{g}"] = jnp.sqrt(sum(s for _, s in items))
+    row[f"param_norm/{g}"] = jnp.sqrt(sum(s for _, s, _ in items))
     row[f"direction_angle/{g}"] = norms.angle_from_stats(
-        norms.combine_pair_stats([p for p, _ in items]))
+        norms.combine_pair_stats([p for p, _, _ in items]))
+    if with_anchor:
+      row[f"anchor_angle/{g}"] = norms.angle_from_stats(
+          norms.combine_pair_stats([a for _, _, a in items if a is not None]))
   return row
 
 

@@ -206,6 +206,29 @@ def test_anchor_cosine_checkpoint_to_checkpoint():
   assert sum(x.size for x in jax.tree_util.tree_leaves(plain)) < 8192 * 10
 
 
+def test_anchor_angle_per_group():
+  """anchor_angle/<g>: the checkpoint-to-checkpoint angle of each layer (Stacked slices too)."""
+  params = _params(7)
+  opt = optax.chain(optax.adam(3e-2), tracking.track_norms(groups="layers", every=3,
+                                                           anchor_every=3))
+  state, seen, _ = _run(opt, params, _grads, 6)
+  trace = tracking.read_trace(state)
+  # leaves in order: decoder/layers/w [3, 4, 2] (stacked), encoder/layers_0/{b, w},
+  # encoder/layers_1/w, encoder/token_embedder/embedding
+  pick = {"encoder/layers_0": lambda v: np.concatenate([v[1], v[2]]),
+          "encoder/layers_1": lambda v: v[3],
+          "decoder/layers_2": lambda v: v[0].reshape(3, 8)[2]}
+  for i, s in enumerate(trace["step"]):
+    for g, f in pick.items():
+      a, n = f(seen[s - 3][0]), f(seen[s - 1][2])
+      np.testing.assert_allclose(trace[f"anchor_angle/{g}"][i], _angle(a, n - a), rtol=1e-5,
+                                 err_msg=g)
+  assert "anchor_angle/encoder/token_embedder" not in trace
+  without = tracking.read_trace(_run(optax.chain(optax.adam(3e-2), tracking.track_norms(
+      groups="layers")), params, _grads, 1)[0])
+  assert not any(k.startswith("anchor") for k in without)
+
+
 def test_float32_cast_and_orbax_round_trip(tmp_path):
   import orbax.checkpoint as ocp
   params = _params(7)
