@@ -49,3 +49,63 @@ def test_fit_errors_name_the_problem():
     fits.fit_sqrt([1, 2, 3], [1, 2])
   with pytest.raises(ValueError, match="at least two"):
     fits.fit_power_law([0.0, -1.0], [1.0, 1.0])
+
+
+@pytest.mark.parametrize("law", ["sqrt", "linear", "quarter", "log"])
+def test_fit_law_recovers_each_law_and_ranks_it_first(law):
+  t = np.linspace(100, 1e4, 104)
+  y = 1.5 * fits.LAWS[law](t) + 4.0
+  r2 = {k: fits.fit_law(t, y, k).r2 for k in fits.LAWS}
+  f = fits.fit_law(t, y, law)
+  np.testing.assert_allclose([f.a, f.b], [1.5, 4.0], rtol=1e-9)
+  assert max(r2, key=r2.get) == law
+  np.testing.assert_allclose(f(t), y, rtol=1e-9)
+  with pytest.raises(ValueError, match="Unknown law"):
+    fits.fit_law(t, y, "cubic")
+
+
+def test_offset_power_single_and_pooled():
+  t = np.linspace(0, 5000, 104)
+  f = fits.fit_offset_power(t, 0.8 * t ** 0.3 + 20.0)
+  assert f.p == pytest.approx(0.3, abs=1e-5)
+  assert f.a[0] == pytest.approx(0.8, rel=1e-4) and f.b[0] == pytest.approx(20.0, rel=1e-5)
+  pooled = fits.fit_offset_power([t, t], [0.8 * t ** 0.3 + 20.0, 2.0 * t ** 0.3 - 5.0])
+  assert pooled.p == pytest.approx(0.3, abs=1e-5)
+  np.testing.assert_allclose(pooled.a, [0.8, 2.0], rtol=1e-4)
+  assert pooled.r2 == pytest.approx(1.0, abs=1e-9)
+
+
+def _ar1(n, phi, sigma, rng):
+  e = np.zeros(n)
+  for i in range(1, n):
+    e[i] = phi * e[i - 1] + rng.normal(0, sigma)
+  return e
+
+
+def test_decorrelation_length_white_vs_autocorrelated():
+  rng = np.random.default_rng(1)
+  assert fits.decorrelation_length(rng.normal(size=500)) <= 3
+  assert fits.decorrelation_length(_ar1(500, 0.97, 1.0, rng)) > 10
+  assert fits.decorrelation_length(np.zeros(10)) == 1
+
+
+def test_bootstrap_exponent_covers_truth_and_separates_laws():
+  rng = np.random.default_rng(2)
+  t = np.linspace(0, 1e4, 104)
+  white = fits.bootstrap_exponent(t, 2.0 * t ** 0.5 + 30 + rng.normal(0, 0.4, t.size),
+                                  n_boot=100)
+  assert white.lo < 0.5 < white.hi and white.block <= 6
+  low = fits.bootstrap_exponent(t, 2.0 * t ** 0.3 + 30 + rng.normal(0, 0.05, t.size),
+                                n_boot=100)
+  assert low.hi < 0.5 and low.lo < 0.3 < low.hi
+  # autocorrelated residuals: longer blocks and a wider interval than resampling points
+  y = 2.0 * t ** 0.5 + 30 + _ar1(t.size, 0.9, 0.4, rng)
+  blocked = fits.bootstrap_exponent(t, y, n_boot=100)
+  naive = fits.bootstrap_exponent(t, y, n_boot=100, block=1)
+  assert blocked.block > 4 and naive.block == 1
+  assert blocked.hi - blocked.lo > 1.5 * (naive.hi - naive.lo)
+  # pooled: seeds share p
+  y2 = 1.0 * t ** 0.5 + 10 + rng.normal(0, 0.2, t.size)
+  both = fits.bootstrap_exponent([t, t], [2.0 * t ** 0.5 + 30 + rng.normal(0, 0.4, t.size), y2],
+                                 n_boot=100)
+  assert both.lo < 0.5 < both.hi

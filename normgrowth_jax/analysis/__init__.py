@@ -5,7 +5,9 @@
 * :mod:`.checkpoints`: ``checkpoint_trajectory(model_dir)`` (Fig. 1 / Fig. 5 data from the
   saved checkpoints, one at a time), ``list_checkpoints``, ``read_params``,
   ``pair_quantities``.
-* :mod:`.fits`: ``fit_sqrt`` (a sqrt(t) + b), ``fit_power_law``.
+* :mod:`.fits`: ``fit_sqrt`` (a sqrt(t) + b), ``fit_power_law``, ``fit_law`` (sqrt, linear,
+  t^(1/4), log), ``fit_offset_power`` (a t^p + b, free p) and ``bootstrap_exponent`` (its
+  block-bootstrap confidence interval).
 
 Example:
   >>> from normgrowth_jax import analysis
@@ -16,14 +18,16 @@ Example:
 from normgrowth_jax.analysis.checkpoints import (CheckpointRef, checkpoint_trajectory,
                                                  list_checkpoints, pair_quantities,
                                                  param_norms, read_params)
-from normgrowth_jax.analysis.fits import (PowerLawFit, SqrtFit, fit_power_law, fit_sqrt,
-                                          r_squared)
+from normgrowth_jax.analysis.fits import (ExponentCI, LawFit, OffsetPowerFit, PowerLawFit,
+                                          SqrtFit, bootstrap_exponent, fit_law,
+                                          fit_offset_power, fit_power_law, fit_sqrt, r_squared)
 from normgrowth_jax.analysis.trajectory import (read_checkpoint_trace, read_jsonl_trajectory,
                                                 read_tensorboard, read_trajectory)
 
 __all__ = [
     "CheckpointRef", "checkpoint_trajectory", "list_checkpoints", "pair_quantities",
-    "param_norms", "read_params", "PowerLawFit", "SqrtFit", "fit_power_law", "fit_sqrt",
+    "param_norms", "read_params", "ExponentCI", "LawFit", "OffsetPowerFit", "PowerLawFit",
+    "SqrtFit", "bootstrap_exponent", "fit_law", "fit_offset_power", "fit_power_law", "fit_sqrt",
     "r_squared", "read_checkpoint_trace", "read_jsonl_trajectory", "read_tensorboard",
     "read_trajectory",
 ]
