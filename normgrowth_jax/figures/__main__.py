@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
+import pathlib
 import sys
 
-from normgrowth_jax.figures import core, pipeline, registry
+from normgrowth_jax.figures import core, pipeline, registry, report
 
 
 def main(argv=None) -> int:
@@ -23,14 +25,28 @@ def main(argv=None) -> int:
   parser.add_argument("--hf_model_dir", action="append", default=[],
                       help="Fig. 2: a Hugging Face BERT/RoBERTa/T5 directory (repeatable)")
   parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+  parser.add_argument("--readme", default=None,
+                      help="also rewrite the figures block of this README (e.g. README.md) "
+                      "with the verdict table and the images")
   args = parser.parse_args(argv)
   try:
     names = registry.resolve(args.figures)
   except ValueError as e:
     parser.error(str(e))
-  pipeline.run(names, args.profile, args.out or f"figures/{args.profile}", args.runs,
-               force=args.force, options={"hf_model_dirs": args.hf_model_dir},
-               progress=not args.no_progress)
+  out = args.out or f"figures/{args.profile}"
+  if args.readme:  # fail before the run, not after it
+    try:
+      report.splice_readme(pathlib.Path(args.readme).read_text(), "")
+    except (OSError, ValueError) as e:
+      parser.error(f"--readme {args.readme}: {e}")
+  results = pipeline.run(names, args.profile, out, args.runs, force=args.force,
+                         options={"hf_model_dirs": args.hf_model_dir},
+                         progress=not args.no_progress)
+  if args.readme:
+    readme = pathlib.Path(args.readme)
+    rel = os.path.relpath(out, readme.parent)
+    readme.write_text(report.splice_readme(readme.read_text(),
+                                           report.readme_block(results, args.profile, rel)))
   return 0
 
 

@@ -68,6 +68,35 @@ def verdict_table(results: Sequence[FigureResult]) -> list[str]:
                  for r in results])
 
 
+README_BEGIN = "<!-- figures:begin (written by python -m normgrowth_jax.figures --readme) -->"
+README_END = "<!-- figures:end -->"
+
+
+def readme_block(results: Sequence[FigureResult], profile: str, figures_dir: str) -> str:
+  """The README's summary of a run: the verdict table and every figure's image."""
+  lines = [README_BEGIN, "", f"Verdicts of the `{profile}` profile (from "
+           f"[`{figures_dir}/report.md`]({figures_dir}/report.md)):", ""]
+  lines += verdict_table(results)
+  for r in results:
+    lines += ["", f"**{r.name}: {r.title}** ({r.verdict})", "",
+              f"![{r.name}]({figures_dir}/{r.name}.png)"]
+  return "\n".join(lines + ["", README_END])
+
+
+def splice_readme(text: str, block: str) -> str:
+  """``text`` with the part between the figures markers replaced by ``block``.
+
+  Example:
+    >>> splice_readme(f"a\\n{README_BEGIN}\\nold\\n{README_END}\\nb", "NEW")
+    'a\\nNEW\\nb'
+  """
+  start, end = text.find(README_BEGIN), text.find(README_END)
+  if start < 0 or end < start:
+    raise ValueError(f"README has no '{README_BEGIN}' ... '{README_END}' block; add the two "
+                     "markers where the figures should go.")
+  return text[:start] + block + text[end + len(README_END):]
+
+
 def render(results: Sequence[FigureResult], profile: str,
            environment: Optional[dict] = None, total_s: Optional[float] = None) -> str:
   """The report as Markdown (image paths relative to the report's folder)."""
