@@ -2,6 +2,8 @@
 (from its repository; CI has none, so those tests skip): NormMetricsComputer inside a jitted
 step with T5X's Adafactor, and TrackedOptimizer's state, partitioning and state dict."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -113,3 +115,80 @@ def test_tracked_optimizer_axes_and_state_dict_round_trip():
   chain = optimizers.chain([optax.adamw(1e-3), tracking.track_norms(history_size=4)])
   copt = chain.create(params)
   chain.derive_logical_axes(copt, axes)
+
+
+class _TinyModel:
+  """Stands for a T5X model: ``get_initial_variables`` gives params and their logical axes."""
+
+  def get_initial_variables(self, rng, input_shapes, input_types=None):
+    del rng, input_shapes, input_types
+    from flax import traverse_util
+    from flax.linen import partitioning as flax_partitioning
+    params = _params()
+    names = {1: ("embed",), 2: ("embed", "mlp")}
+    axes = {k[:-1] + (k[-1] + "_axes",): flax_partitioning.AxisMetadata(names=names[v.ndim])
+            for k, v in traverse_util.flatten_dict(params).items()}
+    return {"params": params, "params_axes": traverse_util.unflatten_dict(axes)}
+
+
+def _t5x_train(model_dir, total_steps, optimizer_def, dtype):
+  """What ``t5x.train`` does around the step, on a tiny model: restore the latest checkpoint
+  in ``model_dir`` with T5X's resume config (restore dtype = save dtype) or start from
+  scratch, train to ``total_steps`` with a checkpoint every 2 steps, return the state."""
+  from t5x import partitioning, utils
+  os.makedirs(model_dir, exist_ok=True)  # t5x.train creates MODEL_DIR first
+  partitioner = partitioning.PjitPartitioner(
+      num_partitions=1, logical_axis_rules=partitioning.standard_logical_axis_rules())
+  initializer = utils.TrainStateInitializer(
+      optimizer_def=optimizer_def, init_fn=_TinyModel().get_initial_variables,
+      input_shapes={"inputs": (1, 1)}, partitioner=partitioner)
+  restore_cfg, paths = utils.get_first_valid_restore_config_and_paths(
+      [utils.RestoreCheckpointConfig(path=model_dir, mode="latest", dtype=dtype)])
+  state, manager = utils.create_checkpoint_manager_and_restore(
+      initializer, partitioner, restore_cfg, paths[0] if paths else None,
+      jax.random.PRNGKey(0), save_checkpoint_cfg=utils.SaveCheckpointConfig(dtype=dtype, period=2),
+      model_dir=model_dir, use_orbax=True)
+  state = state or initializer.from_scratch(jax.random.PRNGKey(0))
+
+  @jax.jit
+  def step(state):
+    grads = jax.tree.map(lambda x: jnp.sin(3.0 * x) + 0.1, state.params)
+    return state.apply_gradient(grads, learning_rate=0.01)
+
+  while int(state.step) < total_steps:
+    state = step(state)
+    if int(state.step) % 2 == 0:
+      manager.save(state)
+  manager.wait_until_finished()
+  manager.close()
+  return state
+
+
+@pytest.mark.parametrize("dtype", [None, "float32"], ids=["as_saved", "float32_cast"])
+@pytest.mark.parametrize("kind", ["adafactor", "adafactor_anchor", "optax_chain"])
+def test_t5x_resume_with_more_steps_continues_the_trace(tmp_path, kind, dtype):
+  """Issue 13: a run resumed from its checkpoint on disk (T5X's orbax checkpoint manager, the
+  same code path as rerunning ``t5x.train`` with a higher TRAIN_STEPS) keeps one trace, steps
+  1..N with no gap or duplicate, equal to an uninterrupted run's."""
+  pytest.importorskip("t5x.utils")
+  from t5x import adafactor, optimizers
+
+  def make():
+    if kind == "optax_chain":
+      return optimizers.chain([optax.adamw(1e-2, weight_decay=0.01),
+                               tracking.track_norms("paper", "layers", history_size=16)])
+    return ng_t5x.TrackedOptimizer(adafactor.Adafactor(), every=1, history_size=16,
+                                   anchor_every=2 if kind == "adafactor_anchor" else None)
+
+  first = _t5x_train(str(tmp_path / "run"), 4, make(), dtype)
+  assert tracking.read_trace(first.param_states)["step"].tolist() == [1, 2, 3, 4]
+  resumed = _t5x_train(str(tmp_path / "run"), 7, make(), dtype)  # same run, more steps
+  straight = _t5x_train(str(tmp_path / "straight"), 7, make(), dtype)
+  got = tracking.read_trace(resumed.param_states)
+  want = tracking.read_trace(straight.param_states)
+  assert got["step"].tolist() == list(range(1, 8))
+  for c in want:
+    np.testing.assert_allclose(got[c], want[c], rtol=1e-5, atol=1e-7, err_msg=c)
+  from normgrowth_jax.analysis import trajectory
+  on_disk = trajectory.read_checkpoint_trace(str(tmp_path / "run"))
+  assert on_disk["step"].tolist() == list(range(1, 7))  # the last checkpoint is at step 6

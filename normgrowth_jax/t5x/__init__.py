@@ -28,9 +28,13 @@ import importlib
 from normgrowth_jax.t5x.quantities import step_quantities
 
 INSTALL_HINT = (
-    "T5X is not installed. It is not on PyPI: install it from its repository, e.g.\n"
-    "  pip install 'git+https://github.com/google-research/t5x#egg=t5x'\n"
-    "(on a TPU VM add the [tpu] extra and JAX's TPU wheels; see experiments/README.md).")
+    "T5X is not installed. It is not on PyPI: install it with its git-only dependencies from "
+    "their repositories (github.com/google-research/t5x, github.com/google/airio, "
+    "github.com/google-research/jestimator) without their pinned requirements, e.g.\n"
+    "  pip install --no-deps ./t5x ./airio ./jestimator\n"
+    "  pip install chex fiddle jaxtyping cached_property tensorboard grain\n"
+    "(the verified steps: README.md, 'Pod-scale runs with T5X'; on a TPU VM see "
+    "experiments/t5x_tpu/README.md).")
 
 _LAZY = {"NormMetricsComputer": "metrics", "last_value": "metrics",
          "TrackedOptimizer": "optimizer"}

@@ -11,7 +11,8 @@ in "State", so T5X's optax partition rules leave it unpartitioned). Read it back
 Checkpoints of a wrapped run have ``state/param_states/base/...`` where a plain run has
 ``state/param_states/...``; start from scratch (or restore with ``strict=False``).
 
-Requires T5X (``pip install git+https://github.com/google-research/t5x``).
+Requires T5X (see ``normgrowth_jax.t5x.INSTALL_HINT`` and README's T5X section). The state has
+no empty node (``NormTrace`` never does), so T5X's orbax checkpoints restore it on resume.
 
 Example (gin):
   models.EncoderDecoderModel.optimizer_def = @ng_t5x.TrackedOptimizer()
