@@ -12,6 +12,8 @@ What a run writes under ``MODEL_DIR``:
   the applied learning rate, step) with a manifest holding the data iterator position;
 * ``norms.jsonl``         the hook's trajectory, one row per recorded step;
 * ``metrics.jsonl``       loss, z_loss, accuracy, learning_rate, tokens_per_s per logged step;
+* ``eval.jsonl``          with an ``evaluator``: its dev metrics at step 0 and every
+                          ``eval_every`` steps (and the last);
 * ``tb/``                 TensorBoard events of both;
 * ``config.gin``          the operative gin config.
 
@@ -216,6 +218,8 @@ def train(model_dir: str = gin.REQUIRED,
           keep_checkpoints: int = 2,
           log_every: int = 10,
           track_every: int = 1,
+          evaluator: Optional[Callable] = None,
+          eval_every: int = 0,
           progress: bool | Callable[[int], None] = True) -> dict:
   """Trains ``model`` on ``task_name`` for ``train_steps`` updates, resuming if possible.
 
@@ -234,6 +238,11 @@ def train(model_dir: str = gin.REQUIRED,
     keep_checkpoints: how many checkpoints to keep.
     log_every: metrics period in steps.
     track_every: the norm hook's recording period.
+    evaluator: optional ``evaluator(model) -> eval_fn(params) -> {name: float}`` (e.g.
+      ``causal_lm.dev_evaluator``); its rows go to ``eval.jsonl`` and ``tb/eval``, at step 0
+      (the initialisation), every ``eval_every`` steps and at the last step. A row is written
+      before the checkpoint of its step, so a resumed run has each evaluated step exactly once.
+    eval_every: evaluation period in steps (0: only step 0 and the last step).
     progress: True shows a tqdm progress bar; a callable ``progress(steps)`` is told instead
       how many steps were done since its last call (e.g. the figures pipeline's one bar);
       False shows nothing.
@@ -279,6 +288,19 @@ def train(model_dir: str = gin.REQUIRED,
     start = resumed_from = int(manifest["step"])
   norm_sink.resume(start, state["opt_state"])
   metric_sink.truncate_after(start)
+  eval_fn = eval_sink = None
+  if evaluator is not None:
+    eval_fn = evaluator(model)
+    eval_sink = sinks.MultiSink(sinks.JsonlSink(os.path.join(model_dir, "eval.jsonl")),
+                                sinks.TensorBoardSink(os.path.join(model_dir, "tb", "eval"),
+                                                      prefix="eval"))
+    eval_sink.truncate_after(start)
+
+  def evaluate(at_step: int, params):
+    row = {"step": np.array([at_step])}
+    row.update({k: np.array([v], np.float32) for k, v in eval_fn(params).items()})
+    eval_sink.write_rows(row)
+    eval_sink.flush()
   with open(os.path.join(model_dir, "config.gin"), "w") as f:
     f.write(gin.operative_config_str())
 
@@ -296,6 +318,8 @@ def train(model_dir: str = gin.REQUIRED,
   t_log, tokens_since = time.perf_counter(), 0
   step = start
   try:
+    if eval_fn is not None and start == 0:
+      evaluate(0, state["params"])
     while step < train_steps:
       try:
         batch = next(data)
@@ -331,6 +355,8 @@ def train(model_dir: str = gin.REQUIRED,
         if bar is not None:
           bar.set_postfix(loss=f"{metrics['loss']:.3f}", lr=f"{metrics['learning_rate']:.2e}",
                           tok_s=f"{tok_s:,.0f}")
+      if eval_fn is not None and (step == train_steps or (eval_every and step % eval_every == 0)):
+        evaluate(step, state["params"])
       if bar is not None:
         bar.update(1)
     ckpt.save(step, state, data_position=step, seed=seed, force=True)
@@ -340,6 +366,8 @@ def train(model_dir: str = gin.REQUIRED,
     ckpt.close()
     norm_sink.close(state["opt_state"])
     metric_sink.close()
+    if eval_sink is not None:
+      eval_sink.close()
   from normgrowth_jax import tracking  # pylint: disable=g-import-not-at-top
   trace = tracking.read_trace(state["opt_state"])
   if len(trace["step"]):

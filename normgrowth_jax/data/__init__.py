@@ -10,6 +10,7 @@ Submodules load lazily, so ``from normgrowth_jax.data import corpora`` (and the
 - ``span_corruption``, ``lm_objectives``: the objectives as seqio preprocessors.
 - ``tasks``: ``ng_{span_corruption,prefix_lm,causal_lm}_{corpus}_{vocab}`` seqio tasks.
 - ``pipeline``: ``make_batch_iterator`` (deterministic, resumable, T5X feature names).
+- ``word_lm``: word-level PTB-style sentence rows for the paper's small LMs (no TensorFlow).
 
 Command line: ``python -m normgrowth_jax.data prepare --corpus all``.
 
@@ -21,7 +22,8 @@ Example:
 
 import importlib
 
-_SUBMODULES = ("corpora", "vocab", "segments", "span_corruption", "lm_objectives", "tasks", "pipeline")
+_SUBMODULES = ("corpora", "vocab", "segments", "span_corruption", "lm_objectives", "tasks", "pipeline",
+               "word_lm")
 
 
 def __getattr__(name):

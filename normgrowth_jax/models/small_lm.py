@@ -8,7 +8,18 @@ Three block variants (`SmallLMConfig.norm`):
 * ``"preln"``: x + F(LN(x)), the standard pre-LN Transformer (with a final LayerNorm).
 
 `use_bias=False` removes every bias: attention, MLP, LayerNorm beta and the classifier.
-Attention uses a -inf causal mask and masks padding keys (the original code leaked the future).
+
+Attention masks (`SmallLMConfig.attention_mask`):
+
+* ``"causal"`` (default): future scores are set to -inf and padding keys are masked: query t
+  sees exactly the real tokens 0..t.
+* ``"original_leaky"``: the original code's mask (viking-sudo-rm/norm-growth, SiSelfAttention
+  with ``masked=True``), kept to measure what it changed: the scores are MULTIPLIED by the 0/1
+  causal matrix, so every future score becomes 0 (not -inf) and still takes part in the
+  softmax; padding keys are not masked. A query whose visible scores are all negative therefore
+  puts most of its weight on the future and padding positions (in the saturated limit: all of
+  it, uniformly), and the future tokens leak into the prediction. The `mask` argument then only
+  marks real tokens for losses and statistics. See `leaky_attention_scores`.
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -35,6 +46,7 @@ from normgrowth_jax.models.outputs import ModelOutput
 
 NORMS = ("prenorm_paper", "postnorm", "preln")
 ACTIVATIONS = ("relu", "gelu")
+ATTENTION_MASKS = ("causal", "original_leaky")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +66,8 @@ class SmallLMConfig:
         dropout: dropout rate on each sublayer's output (active only with deterministic=False).
         activation: "relu" (the paper's) or "gelu".
         pad_id: token id treated as padding when no mask is passed.
+        attention_mask: "causal" (-inf on future and padding keys) or "original_leaky" (the
+            original code's: future scores multiplied by 0, padding visible; see the module doc).
         layer_norm_eps: LayerNorm epsilon (dropped in the saturated limit).
         dtype: computation dtype (parameters stay float32 unless param_dtype says otherwise).
         param_dtype: parameter dtype.
@@ -70,6 +84,7 @@ class SmallLMConfig:
     dropout: float = 0.0
     activation: str = "relu"
     pad_id: int = 0
+    attention_mask: str = "causal"
     layer_norm_eps: float = 1e-5
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
@@ -77,6 +92,9 @@ class SmallLMConfig:
     def __post_init__(self):
         if self.norm not in NORMS:
             raise ValueError(f"SmallLMConfig.norm={self.norm!r}: choose one of {NORMS}.")
+        if self.attention_mask not in ATTENTION_MASKS:
+            raise ValueError(f"SmallLMConfig.attention_mask={self.attention_mask!r}: choose one "
+                             f"of {ATTENTION_MASKS}.")
         if self.activation not in ACTIVATIONS:
             raise ValueError(
                 f"SmallLMConfig.activation={self.activation!r}: choose one of {ACTIVATIONS}.")
@@ -172,7 +190,10 @@ class SelfAttention(nn.Module):
         f32 = jnp.promote_types(cfg.dtype, jnp.float32)
         q = asy.mul(q.astype(f32), 1.0 / math.sqrt(dh))
         scores = asy.einsum("bqhd,bkhd->bhqk", q, k.astype(f32))  # [b, h, l, l]
-        weights = asy.softmax(scores, mask=attend, axis=-1)  # [b, h, l, l]
+        if cfg.attention_mask == "original_leaky":
+            weights = asy.softmax(leaky_attention_scores(scores), axis=-1)  # padding visible
+        else:
+            weights = asy.softmax(scores, mask=attend, axis=-1)  # [b, h, l, l]
         context = asy.einsum("bhqk,bkhd->bqhd", weights.astype(cfg.dtype), v)
         context = context.reshape(b, l, d)
         return dense("out")(context), weights
@@ -257,6 +278,28 @@ def causal_attention_mask(mask):
     return causal[None, None] & mask[:, None, None, :]
 
 
+def leaky_attention_scores(scores):
+    """The original code's "causal" masking: scores [..., q, k] times the 0/1 matrix [k <= q].
+
+    Future scores become exactly 0 and stay in the softmax (no -inf, no padding mask):
+    ``softmax(scores * tril)``, as ``SiSelfAttention`` did with ``masked=True``. Works on plain
+    arrays and, term by term (the product with a constant 0/1 matrix is linear), on the
+    `asymptotic` series of the saturated limit, where a row whose visible leading scores are
+    all negative attends uniformly to its zero-scored future positions.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> s = jnp.array([[1.0, 2.0], [-1.0, -3.0]])
+        >>> leaky_attention_scores(s).tolist()
+        [[1.0, 0.0], [-1.0, -3.0]]
+    """
+    length_q, length_k = scores.shape[-2], scores.shape[-1]
+    keep = jnp.tril(jnp.ones((length_q, length_k), bool))  # [q, k]: k <= q
+    if asy.is_asymptotic(scores):
+        return scores.map_terms(lambda c: jnp.where(keep, c, jnp.zeros((), c.dtype)))
+    return jnp.where(keep, scores, jnp.zeros((), scores.dtype))
+
+
 class SmallLM(nn.Module):
     """Causal LM: token + learned position embeddings, `encoder`, `classifier`.
 
@@ -276,7 +319,8 @@ class SmallLM(nn.Module):
 
         Args:
             tokens: [batch, len] int token ids.
-            mask: optional [batch, len] bool, True at real tokens (default tokens != pad_id).
+            mask: optional [batch, len] bool, True at real tokens (default tokens != pad_id);
+                with attention_mask="original_leaky" it does not enter the attention.
             positions: optional [batch, len] or [len] int positions (default 0..len-1).
             saturated: if True, run the exact rho -> inf limit and return leading
                 coefficients (hidden states, logits) and hard attention weights.
