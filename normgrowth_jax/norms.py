@@ -172,8 +172,21 @@ def regex_groups(patterns: Mapping[str, str]) -> GroupFn:
 
   ``re.search`` is used on the leaf path. Group names may use backreferences
   (``{r"enc_\\1": r"encoder/layers_(\\d+)/"}``) which are expanded from the match.
+  The returned function carries ``.patterns`` (the compiled ``[(name, regex)]``) so that
+  :func:`check_selection` can name a regex that matches no parameter.
+
+  Raises:
+    ValueError: an empty mapping, or a regex that does not compile (named).
   """
-  compiled = [(name, re.compile(rx)) for name, rx in patterns.items()]
+  if not patterns:
+    raise ValueError("regex_groups: the mapping {name: regex} is empty; pass groups=None for "
+                     "no groups, or at least one pattern.")
+  compiled = []
+  for name, rx in patterns.items():
+    try:
+      compiled.append((name, re.compile(rx)))
+    except (re.error, TypeError) as e:
+      raise ValueError(f"regex_groups: group {name!r} has an invalid regex {rx!r}: {e}.") from None
 
   def fn(path: str, array) -> GroupResult:
     del array
@@ -183,6 +196,7 @@ def regex_groups(patterns: Mapping[str, str]) -> GroupFn:
         return m.expand(name) if "\\" in name else name
     return None
 
+  fn.patterns = compiled
   return fn
 
 
@@ -215,6 +229,69 @@ def group_names(tree: PyTree, group_fn: GroupFn, param_filter=None) -> list[str]
     elif g is not None:
       names.add(g)
   return sorted(names)
+
+
+class EmptySelectionError(ValueError):
+  """A parameter filter or a group (regex) selects no parameter of the tree it is used on."""
+
+
+def _describe(f) -> str:
+  if f is None or isinstance(f, str):
+    return repr(f)
+  return getattr(f, "__qualname__", None) or getattr(f, "__name__", None) or repr(f)
+
+
+def _examples(paths: list[str], n: int = 5) -> str:
+  shown = ", ".join(repr(p) for p in paths[:n])
+  return shown + (f", ... ({len(paths)} in all)" if len(paths) > n else "")
+
+
+def check_selection(tree: PyTree, param_filter=None, groups=None, where: str = "") -> None:
+  """Raises :class:`EmptySelectionError` when the filter or a group selects nothing.
+
+  Checks, on the paths of ``tree`` (arrays or shape structs):
+
+  * ``param_filter`` keeps at least one leaf (a filter that matches nothing would record a
+    trajectory of zeros);
+  * with ``groups`` a ``{name: regex}`` mapping (or :func:`regex_groups`), every regex matches
+    at least one filtered path; with any other ``groups``, at least one group is non-empty.
+
+  The message names the filter or regex and shows a few real parameter paths. A tree without
+  leaves is accepted (there is nothing to select from).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> check_selection({"decoder": {"w": jnp.ones(2)}}, "paper")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    normgrowth_jax.norms.EmptySelectionError: param_filter 'paper' matches none of the 1 parameters ...
+  """
+  prefix = f"{where}: " if where else ""
+  keep = resolve_param_filter(param_filter)
+  leaves = named_leaves(tree)
+  if not leaves:
+    return
+  kept = [(p, x) for p, x in leaves if keep(p, x)]
+  if not kept:
+    raise EmptySelectionError(
+        f"{prefix}param_filter {_describe(param_filter)} matches none of the {len(leaves)} "
+        f"parameters (it would record norms of zero); parameter paths look like "
+        f"{_examples([p for p, _ in leaves])}. Use 'all', 'paper' (needs an 'encoder' path "
+        "segment) or a callable (path, array) -> bool that accepts some of them.")
+  if groups is None:
+    return
+  group_fn = resolve_groups(groups)
+  kept_paths = [p for p, _ in kept]
+  for name, rx in getattr(group_fn, "patterns", None) or ():
+    if not any(rx.search(p) for p in kept_paths):
+      raise EmptySelectionError(
+          f"{prefix}group {name!r}: regex {rx.pattern!r} matches none of the {len(kept)} "
+          f"parameter paths that pass param_filter {_describe(param_filter)}, e.g. "
+          f"{_examples(kept_paths)}. Fix the regex (re.search on '/'-joined paths).")
+  if not group_names(tree, group_fn, keep):
+    raise EmptySelectionError(
+        f"{prefix}groups {_describe(groups)} put none of the {len(kept)} filtered parameters "
+        f"in a group, e.g. {_examples(kept_paths)}. Use a {{name: regex}} mapping or None.")
 
 
 # ----------------------------------------------------------------------------- math

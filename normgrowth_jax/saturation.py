@@ -37,10 +37,45 @@ from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from normgrowth_jax import norms
 
 PyTree = Any
+
+
+# ----------------------------------------------------------------------------- input checks
+
+def _is_traced(x) -> bool:
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(x))
+
+
+def _check_scales(func: str, name: str, value, *, min_count: int = 1, distinct: int = 1) -> None:
+    """Raises ValueError naming ``func`` and ``name`` unless every concrete value is finite
+    and > 0 (a traced value is left to the in-graph guard, see `_valid_scale`)."""
+    if _is_traced(value):
+        return
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{func}: {name} must be a real number or array of them, got "
+                        f"{type(value).__name__} ({e}).") from None
+    if arr.size < min_count:
+        raise ValueError(f"{func}: {name} needs at least {min_count} value(s), got {arr.size}.")
+    bad = arr[~(np.isfinite(arr) & (arr > 0))]
+    if bad.size:
+        raise ValueError(f"{func}: {name} must be finite and > 0, got {bad.ravel()[:5].tolist()}: "
+                         "rho = 0 or rho < 0 is not a scaling towards saturation, and NaN/inf "
+                         "give no number. The paper uses rho = 1000.")
+    if distinct > 1 and np.unique(arr).size < distinct:
+        raise ValueError(f"{func}: {name} needs at least {distinct} distinct values to fit a "
+                         f"slope, got {np.unique(arr).tolist()}.")
+
+
+def _valid_scale(rho) -> jax.Array:
+    """In-graph guard for a traced scale: True where rho is finite and > 0."""
+    rho = jnp.asarray(rho)
+    return jnp.isfinite(rho) & (rho > 0)
 
 
 # ----------------------------------------------------------------------------- scaling
@@ -130,21 +165,33 @@ def _similarities(out_a: PyTree, out_b: PyTree, mask) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames=("fn", "where"))
+def _saturation_similarity(fn, params, rho, mask, where):
+    sims = _similarities(fn(params), fn(scale_params(params, rho, where)), mask)
+    return jnp.where(_valid_scale(rho), sims, jnp.nan)
+
+
 def saturation_similarity(fn: Callable, params: PyTree, rho=1000.0, mask=None, where=None) -> jax.Array:
     """cos(f(theta), f(rho*theta)) per token, averaged over real tokens, per output leaf.
 
     Args:
         fn: params -> array or pytree of [batch, len, dim] arrays (e.g. per-layer hidden states).
         params: parameter pytree.
-        rho: the scale (traced: changing it does not recompile).
+        rho: the scale, finite and > 0 (traced: changing it does not recompile).
         mask: optional [batch, len] bool, True at real tokens.
         where: which parameters to scale (see `scale_params`); must be hashable (a name or a
             function) since it is static.
 
     Returns:
         A scalar (single-array output) or [n_leaves] array of mean cosines.
+
+    Raises:
+        ValueError: a concrete rho that is not finite and > 0 (rho = 0 would give 0, rho < 0
+            -1: numbers that look like results). A *traced* rho (inside the caller's jit or
+            vmap) cannot be checked before the computation; the result is then NaN wherever
+            rho is not finite and > 0, never a plausible cosine.
     """
-    return _similarities(fn(params), fn(scale_params(params, rho, where)), mask)
+    _check_scales("saturation_similarity", "rho", rho)
+    return _saturation_similarity(fn, params, rho, mask, where)
 
 
 @functools.partial(jax.jit, static_argnames=("fn_finite", "fn_limit"))
@@ -158,21 +205,37 @@ def limit_similarity(fn_finite: Callable, fn_limit: Callable, params: PyTree, ma
 
 
 @functools.partial(jax.jit, static_argnames=("fn", "where", "batch_size"))
+def _rho_sweep(fn, params, rhos, mask, where, batch_size):
+    ref = fn(params)
+
+    def one(rho):
+        sims = _similarities(ref, fn(scale_params(params, rho, where)), mask)
+        return jnp.where(_valid_scale(rho), sims, jnp.nan)
+
+    return jax.lax.map(one, jnp.asarray(rhos), batch_size=batch_size or len(rhos))
+
+
 def rho_sweep(fn: Callable, params: PyTree, rhos, mask=None, where=None, batch_size=None) -> jax.Array:
     """`saturation_similarity` for every rho in `rhos`, vectorised in one compiled call.
 
     f(theta) is computed once; f(rho*theta) is vmapped over rho. `batch_size` (static) bounds
     memory: rho values are then processed `batch_size` at a time inside the same call.
 
+    Args:
+        rhos: 1-D, at least one value, each finite and > 0 (see `saturation_similarity` for a
+            traced rhos: NaN where a value is invalid).
+        batch_size: None (all at once) or an int >= 1.
+
     Returns:
         [n_rhos] (single-array output) or [n_rhos, n_leaves].
     """
-    ref = fn(params)
-
-    def one(rho):
-        return _similarities(ref, fn(scale_params(params, rho, where)), mask)
-
-    return jax.lax.map(one, jnp.asarray(rhos), batch_size=batch_size or len(rhos))
+    if np.ndim(rhos) != 1:
+        raise ValueError(f"rho_sweep: rhos must be 1-D, got shape {np.shape(rhos)}.")
+    _check_scales("rho_sweep", "rhos", rhos)
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                   or batch_size < 1):
+        raise ValueError(f"rho_sweep: batch_size must be None or an int >= 1, got {batch_size!r}.")
+    return _rho_sweep(fn, params, rhos, mask, where, batch_size)
 
 
 # ----------------------------------------------------------------------------- attention
@@ -246,6 +309,11 @@ def attention_histogram(stats, bins=20, range=None):  # noqa: A002 (numpy's name
     Returns:
         (counts [n_bins], edges [n_bins + 1]), as `jnp.histogram`.
     """
+    if isinstance(bins, (int, np.integer)) and not isinstance(bins, bool) and bins < 1:
+        raise ValueError(f"attention_histogram: bins must be >= 1, got {bins}.")
+    if range is not None and not (np.all(np.isfinite(range)) and range[0] < range[1]):
+        raise ValueError(f"attention_histogram: range must be finite (lo, hi) with lo < hi, "
+                         f"got {range}.")
     values = stats["num_attended"] if isinstance(stats, dict) else stats
     return jnp.histogram(jnp.ravel(values), bins=bins, range=range)
 
@@ -253,14 +321,29 @@ def attention_histogram(stats, bins=20, range=None):  # noqa: A002 (numpy's name
 # ----------------------------------------------------------------------------- homogeneity
 
 @functools.partial(jax.jit, static_argnames=("fn", "fn_limit"))
+def _homogeneity_curve(fn, fn_limit, params, cs, mask):
+    lim = fn_limit(params)
+
+    def one(c):
+        return jnp.where(_valid_scale(c), _similarities(fn(scale_params(params, c)), lim, mask),
+                         jnp.nan)
+
+    return jax.vmap(one)(jnp.asarray(cs))
+
+
 def homogeneity_curve(fn: Callable, fn_limit: Callable, params: PyTree, cs, mask=None) -> jax.Array:
     """cos(f(x; c*theta), sf(x; theta)) for each c (paper Fig. 4), vectorised over c.
+
+    Args:
+        cs: 1-D scales, each finite and > 0 (traced: NaN where a value is invalid).
 
     Returns:
         [n_cs] (single-array output) or [n_cs, n_leaves].
     """
-    lim = fn_limit(params)
-    return jax.vmap(lambda c: _similarities(fn(scale_params(params, c)), lim, mask))(jnp.asarray(cs))
+    if np.ndim(cs) != 1:
+        raise ValueError(f"homogeneity_curve: cs must be 1-D, got shape {np.shape(cs)}.")
+    _check_scales("homogeneity_curve", "cs", cs)
+    return _homogeneity_curve(fn, fn_limit, params, cs, mask)
 
 
 def _log_norm(x: jax.Array) -> jax.Array:
@@ -271,16 +354,27 @@ def _log_norm(x: jax.Array) -> jax.Array:
     return jnp.log(m) + 0.5 * jnp.log(jnp.sum(jnp.square(x / m)))
 
 
-@functools.partial(jax.jit, static_argnames=("fn",))
 def homogeneity_degree(fn: Callable, params: PyTree, cs) -> jax.Array:
     """Least-squares slope k of log ||f(c*theta)|| against log c, per output leaf.
 
     A k-homogeneous output gives exactly k (e.g. layer l of a biasless ReLU MLP: k = l). Use cs
     large enough for the leading behaviour (e.g. 1..10 at init, as in Fig. 4).
 
+    Args:
+        cs: 1-D, at least 2 distinct values, each finite and > 0 (a traced cs is not checked:
+            log c of an invalid c is NaN, and so is the slope).
+
     Returns:
         A scalar (single-array output) or [n_leaves].
     """
+    if np.ndim(cs) != 1:
+        raise ValueError(f"homogeneity_degree: cs must be 1-D, got shape {np.shape(cs)}.")
+    _check_scales("homogeneity_degree", "cs", cs, min_count=2, distinct=2)
+    return _homogeneity_degree(fn, params, cs)
+
+
+@functools.partial(jax.jit, static_argnames=("fn",))
+def _homogeneity_degree(fn, params, cs):
     log_c = jnp.log(jnp.asarray(cs, jnp.float32))
 
     def log_norms(c):

@@ -268,6 +268,7 @@ def step_row(params, updates=None, *, new_params=None, param_filter="all",
                      "(theta_{t+1}).")
   keep = norms.resolve_param_filter(param_filter)
   group_fn = norms.resolve_groups(groups)
+  norms.check_selection(params, param_filter, groups, where="step_row")
   leaves = jax.tree_util.tree_leaves(params)
   if new_params is not None:
     new_leaves = jax.tree_util.tree_leaves(new_params)
@@ -363,6 +364,7 @@ def track_norms(param_filter="all", groups=None, every: int = 1, history_size: i
   use_anchor = anchor_every is not None
 
   def init_fn(params):
+    norms.check_selection(params, param_filter, groups, where="track_norms")
     cols = _columns(params, keep, group_fn, use_anchor)
     history = {_state_key(c): jnp.zeros((history_size,), jnp.int32 if c in (
         "step", "anchor_step") else jnp.float32) for c in cols}

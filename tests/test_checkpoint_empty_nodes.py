@@ -29,7 +29,7 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import serialization, traverse_util
 
-from normgrowth_jax import optimizers, tracking
+from normgrowth_jax import norms, optimizers, tracking
 
 N_STEPS, SAVE_AT = 6, 3
 
@@ -164,7 +164,10 @@ def _run(layout, ts, n):
 def test_norm_trace_has_no_empty_node(anchor_every, groups):
   """No container without leaves anywhere in a NormTrace, so no checkpointer can drop one."""
   params = _params()
-  for param_filter in ("paper", "all", lambda path, x: False):  # the last filters out everything
+  # A filter that keeps nothing is an error (issue 12), so no trace without leaves can exist.
+  with pytest.raises(norms.EmptySelectionError):
+    tracking.track_norms(lambda path, x: False, groups, anchor_every=anchor_every).init(params)
+  for param_filter in ("paper", "all", lambda path, x: path.endswith("kernel")):
     tx = tracking.track_norms(param_filter, groups, history_size=4, anchor_every=anchor_every)
     state = tx.init(params)
     assert _empty_nodes(serialization.to_state_dict(state)) == []
