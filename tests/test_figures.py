@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import gin
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -61,11 +62,17 @@ def test_fig4_numbers_equal_homogeneity_curve_for_the_same_model(smoke):
   out, _ = smoke
   cfg = fig4.CONFIGS["smoke"]
   saved = json.loads((out / "fig4.json").read_text())
-  model, f, sf, _ = fig4._functions(cfg, "postnorm", False)  # pylint: disable=protected-access
-  del model
-  params = fig4.init_params(cfg, "postnorm", False, cfg.seeds[-1])
-  direct = np.asarray(sat.homogeneity_curve(f, sf, params, jnp.array([1.0, 10.0])))
-  plotted = np.asarray(saved["curves"]["post-norm, no biases"]["exact"][-1])
+  variant = fig4.Variant("postnorm", False)
+  model = fig4.SmallLM(fig4.SmallLMConfig(  # built here, independently of the figure's cache
+      vocab_size=cfg.vocab_size, num_layers=cfg.num_layers, d_model=cfg.d_model, d_ff=cfg.d_ff,
+      num_heads=cfg.num_heads, max_len=cfg.seq_len, norm="postnorm", use_bias=False))
+  tokens = fig4.inputs(cfg)
+  f = lambda p, s=False: model.apply({"params": p}, tokens, jnp.ones(tokens.shape, bool),
+                                     saturated=s).hidden_states[-1]
+  params = model.init(jax.random.key(cfg.seeds[-1]), tokens)["params"]
+  direct = np.asarray(sat.homogeneity_curve(f, lambda p: f(p, True), params,
+                                            jnp.array([1.0, 10.0])))
+  plotted = np.asarray(saved["curves"][variant.label]["exact, per token"][-1])
   np.testing.assert_allclose(plotted[[0, -1]], direct, rtol=1e-5, atol=1e-6)
   assert saved["c"][0] == 1.0 and saved["c"][-1] == 10.0 and len(saved["c"]) == cfg.num_c
 
@@ -93,9 +100,16 @@ GOOD4 = {("prenorm_paper", True): (0.72, 0.96), ("prenorm_paper", False): (0.80,
     ({("postnorm", True): (0.30, 0.97)}, [4]),           # post-norm 0.2 off the paper
 ])
 def test_fig4_each_criterion_on_both_sides(change, failing):
-  assert all(c.passed for c in fig4.judge(GOOD4))
-  crit = fig4.judge({**GOOD4, **change})
+  original = {"prenorm_paper": 0.70, "postnorm": 0.10}
+  assert all(c.passed for c in fig4.judge(GOOD4, original))
+  crit = fig4.judge({**GOOD4, **change}, original)
   assert [i for i, c in enumerate(crit) if not c.passed] == failing
+
+
+def test_fig4_original_protocol_criteria_on_both_sides():
+  crit = fig4.judge(GOOD4, {"prenorm_paper": 0.85, "postnorm": 0.05})
+  assert [c.passed for c in crit[5:]] == [False, True]
+  assert "original's protocol" in crit[5].text
 
 
 class _Subject:
@@ -126,7 +140,7 @@ def test_write_numbers_refuses_nonfinite(tmp_path):
 
 
 def test_unknown_figure_and_profile_are_named_with_the_valid_ones(tmp_path):
-  with pytest.raises(ValueError, match="choose from: all, fig2"):
+  with pytest.raises(ValueError, match=r"fig9; choose from: all, .*fig4"):
     registry.resolve(["fig9"])
   with pytest.raises(ValueError, match="smoke, quick, full"):
     pipeline.run(["fig4"], "huge", tmp_path, tmp_path, progress=False)
@@ -134,6 +148,22 @@ def test_unknown_figure_and_profile_are_named_with_the_valid_ones(tmp_path):
                          str(tmp_path)], capture_output=True, text=True)
   assert proc.returncode == 2 and "unknown figure(s) fig9" in proc.stderr
   assert not any(tmp_path.iterdir())
+  readme = tmp_path / "README.md"
+  readme.write_text("# no markers\n")
+  proc = subprocess.run([sys.executable, "-m", "normgrowth_jax.figures", "fig4", "--out",
+                         str(tmp_path / "out"), "--readme", str(readme)],
+                        capture_output=True, text=True)
+  assert proc.returncode == 2 and "figures:begin" in proc.stderr
+  assert not (tmp_path / "out").exists() and readme.read_text() == "# no markers\n"
+
+
+def test_readme_block_lists_verdicts_and_images():
+  r = core.FigureResult("fig4", "Homogeneity", [], [], [check("up", True)], [])
+  text = report.splice_readme(f"intro\n{report.README_BEGIN}\nstale\n{report.README_END}\nend",
+                              report.readme_block([r], "quick", "figures/quick"))
+  assert "stale" not in text and text.startswith("intro\n") and text.endswith("\nend")
+  assert "| fig4 | Homogeneity | reproduced |" in text
+  assert "![fig4](figures/quick/fig4.png)" in text
 
 
 def test_report_marks_each_criterion_and_formats_spread():

@@ -6,10 +6,15 @@ LN(x + F(x)) blocks, each with every bias and with no bias at all (the real abla
 original's "bias" switch only toggled the classifier bias). sf is computed two ways: the exact
 limit (``saturated=True``) and the paper's approximation f(x; 1000 theta).
 
+Two protocols: ours (the correct -inf causal mask; the cosine per token, averaged, as the paper
+defines saturation) and the original code's (``plot_trans_scale.py`` in viking-sudo-rm/norm-growth:
+future scores multiplied by 0, and one cosine between the flattened [sequences x tokens x d]
+outputs), run on the same initialisations so the report can say what the defect changed.
+
 Example (the smoke profile, a few seconds):
   >>> cfg = CONFIGS["smoke"]
-  >>> out = curves(cfg, "prenorm_paper", True, seed=0)
-  >>> sorted(out), out["exact"].shape == (cfg.num_c,)
+  >>> out = curves(cfg, VARIANTS[0], seed=0)
+  >>> sorted(out), out["exact"].shape == (cfg.num_c, 2)   # [c, (per token, flattened)]
   (['exact', 'rho'], True)
 """
 
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -30,8 +36,25 @@ from normgrowth_jax.models.small_lm import SmallLM, SmallLMConfig
 NAME = "fig4"
 TITLE = "Homogeneity of randomly initialised transformers"
 NORMS = {"prenorm_paper": "pre-norm", "postnorm": "post-norm"}
-BIASES = {True: "all biases", False: "no biases"}
 NORM_FORMULAS = {"prenorm_paper": "pre-norm: x + LN(F(x))", "postnorm": "post-norm: LN(x + F(x))"}
+TOKEN, FLAT = 0, 1  # the two similarity measures: mean per-token cosine, flattened cosine
+
+
+class Variant(NamedTuple):
+  norm: str
+  use_bias: bool
+  attention_mask: str = "causal"
+
+  @property
+  def label(self) -> str:
+    out = f"{NORMS[self.norm]}, {'all biases' if self.use_bias else 'no biases'}"
+    return out + (", original's leaky mask" if self.attention_mask != "causal" else "")
+
+
+VARIANTS = (Variant("prenorm_paper", True), Variant("prenorm_paper", False),
+            Variant("postnorm", True), Variant("postnorm", False),
+            Variant("prenorm_paper", True, "original_leaky"),
+            Variant("postnorm", True, "original_leaky"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,25 +80,11 @@ CONFIGS = {
 
 
 def work(cfg: Fig4Config) -> int:
-  return len(NORMS) * len(BIASES) * len(cfg.seeds)
+  return len(VARIANTS) * len(cfg.seeds)
 
 
 def cs(cfg: Fig4Config) -> np.ndarray:
   return np.linspace(1.0, 10.0, cfg.num_c)
-
-
-@functools.lru_cache(maxsize=None)
-def _functions(cfg: Fig4Config, norm: str, use_bias: bool):
-  """(model, f, sf exact, sf at rho) for one variant; cached so jit reuses its compilation."""
-  model = SmallLM(SmallLMConfig(vocab_size=cfg.vocab_size, num_layers=cfg.num_layers,
-                                d_model=cfg.d_model, d_ff=cfg.d_ff, num_heads=cfg.num_heads,
-                                max_len=cfg.seq_len, norm=norm, use_bias=use_bias))
-  tokens = inputs(cfg)
-  mask = jnp.ones(tokens.shape, bool)  # every token is real (id 0 is a word here, not padding)
-  f = lambda p: model.apply({"params": p}, tokens, mask).hidden_states[-1]
-  sf = lambda p: model.apply({"params": p}, tokens, mask, saturated=True).hidden_states[-1]
-  sf_rho = lambda p: f(sat.scale_params(p, cfg.rho))
-  return model, f, sf, sf_rho
 
 
 def inputs(cfg: Fig4Config) -> jax.Array:
@@ -84,123 +93,188 @@ def inputs(cfg: Fig4Config) -> jax.Array:
                             0, cfg.vocab_size)
 
 
-def init_params(cfg: Fig4Config, norm: str, use_bias: bool, seed: int):
-  model = _functions(cfg, norm, use_bias)[0]
-  return model.init(jax.random.key(seed), inputs(cfg))["params"]
+@functools.lru_cache(maxsize=None)
+def _functions(cfg: Fig4Config, variant: Variant):
+  """(model, f, limits) for one variant, cached so jit compiles each variant once.
+
+  ``f(params)`` returns the final hidden state twice over two measures: as is (per-token
+  cosine) and flattened into one "token" (the original's single cosine). ``limits(params)``
+  returns the same for the exact sf and for f at rho, so one ``homogeneity_curve`` call gives
+  all four curves: leaves (exact per token, exact flattened, rho per token, rho flattened).
+  """
+  model = SmallLM(SmallLMConfig(vocab_size=cfg.vocab_size, num_layers=cfg.num_layers,
+                                d_model=cfg.d_model, d_ff=cfg.d_ff, num_heads=cfg.num_heads,
+                                max_len=cfg.seq_len, norm=variant.norm, use_bias=variant.use_bias,
+                                attention_mask=variant.attention_mask))
+  tokens = inputs(cfg)
+  mask = jnp.ones(tokens.shape, bool)  # every token is real (id 0 is a word here, not padding)
+
+  def hidden(p, saturated=False):
+    h = model.apply({"params": p}, tokens, mask, saturated=saturated).hidden_states[-1]
+    return h, h.reshape(1, 1, -1)  # [n, l, d]; one "token" holding everything
+
+  f = lambda p: hidden(p) * 2
+  limits = lambda p: hidden(p, True) + hidden(sat.scale_params(p, cfg.rho))
+  return model, f, limits
 
 
-def curves(cfg: Fig4Config, norm: str, use_bias: bool, seed: int) -> dict:
-  """{"exact": [num_c], "rho": [num_c]}: cos(f(c theta), sf(theta)) with sf exact / at rho."""
-  _, f, sf, sf_rho = _functions(cfg, norm, use_bias)
-  params = init_params(cfg, norm, use_bias, seed)
+def init_params(cfg: Fig4Config, variant: Variant, seed: int):
+  """The variant's random initialisation (the two masks share it: same parameter tree)."""
+  return _functions(cfg, variant)[0].init(jax.random.key(seed), inputs(cfg))["params"]
+
+
+def curves(cfg: Fig4Config, variant: Variant, seed: int) -> dict:
+  """{"exact", "rho"}: [num_c, 2] cos(f(c theta), sf(theta)), per token and flattened."""
+  _, f, limits = _functions(cfg, variant)
+  params = init_params(cfg, variant, seed)
   c = jnp.asarray(cs(cfg), jnp.float32)
-  return {"exact": np.asarray(sat.homogeneity_curve(f, sf, params, c), np.float64),
-          "rho": np.asarray(sat.homogeneity_curve(f, sf_rho, params, c), np.float64)}
+  out = np.asarray(sat.homogeneity_curve(f, limits, params, c), np.float64)  # [num_c, 4]
+  return {"exact": out[:, :2], "rho": out[:, 2:]}
 
 
 def _paper_key(norm: str, bias: bool) -> str:
   return ("prenorm" if norm == "prenorm_paper" else "postnorm") + ("_bias" if bias else "")
 
 
+def _paper_c1(norm: str) -> float:
+  """The paper's c = 1 value, averaged over its two curves (they differ by seed only)."""
+  return float(np.mean([paper.FIG4[_paper_key(norm, b)][0] for b in (False, True)]))
+
+
 def _plot(ctx, cfg, results):
-  fig, axes = plotting.new_figure(1, 2, height_per_row=2.3, sharey=True)
+  fig, axes = plotting.new_figure(1, 2, height_per_row=2.4, sharey=True)
   x = cs(cfg)
   colors = {True: "tab:blue", False: "tab:orange"}
   for ax, norm in zip(axes, NORMS):
-    for bias in BIASES:
-      runs = np.asarray(results[norm][bias]["exact"])
-      mean, lo, hi = runs.mean(0), runs.min(0), runs.max(0)
-      ax.plot(x, mean, color=colors[bias], label=f"ours, {BIASES[bias]} (exact sf)")
-      ax.fill_between(x, lo, hi, color=colors[bias], alpha=0.2, linewidth=0)
-      rho = np.asarray(results[norm][bias]["rho"]).mean(0)
-      ax.plot(x, rho, color=colors[bias], linestyle=":", label=f"ours, {BIASES[bias]} "
-              f"(sf ≈ f at ρ={cfg.rho:g})")
+    for v in VARIANTS:
+      if v.norm != norm:
+        continue
+      runs = np.asarray(results[v]["exact"])[..., TOKEN]
+      if v.attention_mask == "causal":
+        c = colors[v.use_bias]
+        ax.plot(x, runs.mean(0), color=c, label=f"ours, {v.label.split(', ', 1)[1]} (exact sf)")
+        ax.fill_between(x, runs.min(0), runs.max(0), color=c, alpha=0.2, linewidth=0)
+        rho = np.asarray(results[v]["rho"])[..., TOKEN].mean(0)
+        ax.plot(x[::2], rho[::2], "x", color=c, markersize=3,
+                label=f"same, sf ≈ f at ρ={cfg.rho:g}")
+      else:  # the original's protocol: leaky mask, flattened cosine, rho
+        orig = np.asarray(results[v]["rho"])[..., FLAT]
+        ax.plot(x, orig.mean(0), color="tab:green", label="original's protocol (leaky mask, "
+                "flattened cos, ρ=1000)")
+        ax.fill_between(x, orig.min(0), orig.max(0), color="tab:green", alpha=0.2, linewidth=0)
     for bias, marker in ((False, "o"), (True, "^")):
       ax.plot(paper.FIG4_C, paper.FIG4[_paper_key(norm, bias)], marker=marker, markersize=2.2,
-              **plotting.PAPER_STYLE,
-              label=f"paper (classifier bias {'on' if bias else 'off'})")
+              **plotting.PAPER_STYLE, label=f"paper (classifier bias {'on' if bias else 'off'})")
     ax.set_title(NORM_FORMULAS[norm])
     ax.set_xlabel("scale c of the parameters")
     ax.set_ylim(-0.05, 1.02)
     ax.grid(alpha=0.3, linewidth=0.5)
-  axes[1].legend(loc="lower right")
+  axes[0].set_ylabel("cos(f(x; cθ), sf(x; θ))")
+  handles, labels = axes[0].get_legend_handles_labels()
+  fig.legend(handles, labels, loc="upper center", ncol=3, bbox_to_anchor=(0.5, -0.05))
   fig.suptitle(f"Random init, {cfg.num_layers} layers, d_model {cfg.d_model}; "
                f"bands: min-max over {len(cfg.seeds)} seeds", fontsize=7.5, y=1.04)
-  axes[0].set_ylabel("cos(f(x; cθ), sf(x; θ))")
   return plotting.save(fig, ctx.path(NAME))
 
 
-def judge(means: dict) -> list:
-  """The stated criteria, from ``{(norm, use_bias): (mean at c = 1, mean at c = 10)}``.
+def judge(means: dict, original_c1: dict) -> list:
+  """The stated criteria.
+
+  Args:
+    means: ``{(norm, use_bias): (c = 1, c = 10)}``, our protocol (exact sf, per-token cosine).
+    original_c1: ``{norm: c = 1}`` under the original's protocol (leaky mask, flattened, rho).
 
   Example:
     >>> means = {("prenorm_paper", True): (0.72, 0.96), ("prenorm_paper", False): (0.8, 0.99),
     ...          ("postnorm", True): (0.09, 0.97), ("postnorm", False): (0.05, 0.97)}
-    >>> [c.passed for c in judge(means)]
-    [True, True, True, True, True]
+    >>> [c.passed for c in judge(means, {"prenorm_paper": 0.7, "postnorm": 0.1})]
+    [True, True, True, True, True, True, True]
   """
   pre1, post1 = means["prenorm_paper", True][0], means["postnorm", True][0]
   pre1_nb, post1_nb = means["prenorm_paper", False][0], means["postnorm", False][0]
-  end = {f"{NORMS[n]}, {BIASES[b]}": v[1] for (n, b), v in means.items()}
-  paper_pre1 = float(np.mean([paper.FIG4["prenorm"][0], paper.FIG4["prenorm_bias"][0]]))
-  paper_post1 = float(np.mean([paper.FIG4["postnorm"][0], paper.FIG4["postnorm_bias"][0]]))
-  return [
+  end = {f"{NORMS[n]}, {'all biases' if b else 'no biases'}": v[1] for (n, b), v in means.items()}
+  p_pre1, p_post1 = _paper_c1("prenorm_paper"), _paper_c1("postnorm")
+  out = [
       check("pre-norm above post-norm at c = 1 (all biases)", pre1 > post1,
-            ours=f"{pre1:.3f} vs {post1:.3f}", paper=f"{paper_pre1:.3f} vs {paper_post1:.3f}"),
+            ours=f"{pre1:.3f} vs {post1:.3f}", paper=f"{p_pre1:.3f} vs {p_post1:.3f}"),
       check("pre-norm above post-norm at c = 1 (no biases)", pre1_nb > post1_nb,
             ours=f"{pre1_nb:.3f} vs {post1_nb:.3f}", paper="not run"),
       check("every curve above 0.9 at c = 10 (exact sf)", min(end.values()) > 0.9,
             ours=f"min {min(end.values()):.3f} ({min(end, key=end.get)})", paper="≥ 0.964"),
       check("pre-norm at c = 1 within 0.1 of the paper (all biases)",
-            abs(pre1 - paper_pre1) <= 0.1, ours=pre1, paper=paper_pre1),
+            abs(pre1 - p_pre1) <= 0.1, ours=pre1, paper=p_pre1),
       check("post-norm at c = 1 within 0.1 of the paper (all biases)",
-            abs(post1 - paper_post1) <= 0.1, ours=post1, paper=paper_post1),
+            abs(post1 - p_post1) <= 0.1, ours=post1, paper=p_post1),
   ]
+  for norm, value in original_c1.items():
+    want = _paper_c1(norm)
+    out.append(check(f"{NORMS[norm]} at c = 1 within 0.1 of the paper under the original's "
+                     "protocol", abs(value - want) <= 0.1, ours=value, paper=want))
+  return out
 
 
 def make(ctx: core.FigureContext, cfg: Fig4Config) -> core.FigureResult:
-  results = {n: {b: {"exact": [], "rho": []} for b in BIASES} for n in NORMS}
-  for norm in NORMS:
-    for bias in BIASES:
-      for seed in cfg.seeds:
-        ctx.advance(0, f"{NAME}: {NORMS[norm]}, {BIASES[bias]}, seed {seed}")
-        out = curves(cfg, norm, bias, seed)
-        for k in out:
-          results[norm][bias][k].append(out[k])
-        ctx.advance(1, None)
+  results = {v: {"exact": [], "rho": []} for v in VARIANTS}
+  for v in VARIANTS:
+    for seed in cfg.seeds:
+      ctx.advance(0, f"{NAME}: {v.label}, seed {seed}")
+      out = curves(cfg, v, seed)
+      for k in out:
+        results[v][k].append(out[k])
+      ctx.advance(1, None)
   files = _plot(ctx, cfg, results)
   numbers = {"c": cs(cfg), "seeds": list(cfg.seeds), "rho": cfg.rho,
-             "curves": {f"{NORMS[n]}, {BIASES[b]}": {k: np.asarray(v) for k, v in r.items()}
-                        for n, per in results.items() for b, r in per.items()},
+             "measures": ["per-token cosine, averaged", "cosine of the flattened outputs"],
+             "curves": {v.label: {f"{sf}, {measure}": np.asarray(results[v][sf])[..., m]
+                                  for sf in ("exact", "rho")
+                                  for m, measure in ((TOKEN, "per token"), (FLAT, "flattened"))}
+                        for v in VARIANTS},
              "paper": {"c": paper.FIG4_C, **paper.FIG4}}
   files.append(core.write_numbers(ctx, NAME, numbers))
 
-  def at(norm, bias, i, kind="exact"):
-    return core.mean_spread(np.asarray(results[norm][bias][kind])[:, i])
+  def at(v, i, sf="exact", m=TOKEN):
+    return core.mean_spread(np.asarray(results[v][sf])[:, i, m])
 
   rows = []
-  for norm in NORMS:
-    for bias in BIASES:
-      for i, c_label in ((0, "c = 1"), (-1, "c = 10")):
-        p = (f"{paper.FIG4[_paper_key(norm, False)][i]:.3f} / "
-             f"{paper.FIG4[_paper_key(norm, True)][i]:.3f}") if bias else None
-        rows.append(core.Row(f"{NORMS[norm]}, {BIASES[bias]}, {c_label}", p, *at(norm, bias, i)))
-  means = {(n, b): (at(n, b, 0)[0], at(n, b, -1)[0]) for n in NORMS for b in BIASES}
-  criteria = judge(means)
+  for v in VARIANTS:
+    original = v.attention_mask != "causal"
+    for i, c_label in ((0, "c = 1"), (-1, "c = 10")):
+      p = (f"{paper.FIG4[_paper_key(v.norm, False)][i]:.3f} / "
+           f"{paper.FIG4[_paper_key(v.norm, True)][i]:.3f}") if v.use_bias else None
+      if original:
+        rows.append(core.Row(f"{NORMS[v.norm]}, original's protocol (leaky mask, flattened "
+                             f"cosine, ρ = {cfg.rho:g}), {c_label}", p, *at(v, i, "rho", FLAT)))
+      else:
+        rows.append(core.Row(f"{v.label}, {c_label}", p, *at(v, i)))
+  means = {(v.norm, v.use_bias): (at(v, 0)[0], at(v, -1)[0])
+           for v in VARIANTS if v.attention_mask == "causal"}
+  original_c1 = {v.norm: at(v, 0, "rho", FLAT)[0] for v in VARIANTS
+                 if v.attention_mask != "causal"}
+  criteria = judge(means, original_c1)
   gap = max(float(np.max(np.abs(np.asarray(r["exact"]) - np.asarray(r["rho"]))))
-            for per in results.values() for r in per.values())
+            for r in results.values())
+  notes = []
+  for norm in NORMS:
+    causal, leaky = Variant(norm, True), Variant(norm, True, "original_leaky")
+    notes.append(
+        f"{NORMS[norm]} at c = 1, what the original's protocol changes: our protocol "
+        f"{at(causal, 0)[0]:.3f}; the flattened cosine alone {at(causal, 0, 'rho', FLAT)[0]:.3f}; "
+        f"with the leaky mask too {at(leaky, 0, 'rho', FLAT)[0]:.3f} (paper {_paper_c1(norm):.3f})")
   setup = [
-      f"model: our SmallLM (causal, -inf mask), {cfg.num_layers} layers, d_model {cfg.d_model}, "
-      f"FF {cfg.d_ff}, {cfg.num_heads} heads, PyTorch-style init"
+      f"model: our SmallLM, {cfg.num_layers} layers, d_model {cfg.d_model}, FF {cfg.d_ff}, "
+      f"{cfg.num_heads} heads, PyTorch-style init"
       + (" (the paper's size)" if (cfg.num_layers, cfg.d_model) == (12, 768) else
          " (smaller than the paper's 12 x 768)"),
       f"inputs: {cfg.num_sequences} random sequences of length {cfg.seq_len} over a vocabulary "
-      f"of {cfg.vocab_size}, as the paper; f = the final hidden state (before the classifier)",
+      f"of {cfg.vocab_size}, as the paper; f = the final hidden state (the encoder output)",
       f"{len(cfg.seeds)} initialisation seeds per curve (the paper: one)",
+      "our protocol: -inf causal mask, per-token cosine averaged over tokens (the paper's "
+      "definition of saturation); the original's code used a leaky mask (future scores x 0) "
+      "and one cosine of the flattened outputs: both are run",
       "'no biases' removes every bias (attention, MLP, LayerNorm beta, classifier); the "
       "paper's two curves per norm differ only in the classifier bias, so both are compared "
       "with our 'all biases' models",
       f"sf two ways: the exact limit and f at rho = {cfg.rho:g} (the paper's); they differ by at "
-      f"most {gap:.4f} over all c, seeds and variants",
+      f"most {gap:.4f} over all c, seeds, variants and measures",
   ]
-  return core.FigureResult(NAME, TITLE, files, rows, criteria, setup)
+  return core.FigureResult(NAME, TITLE, files, rows, criteria, setup, notes)
