@@ -283,8 +283,9 @@ def train(model_dir: str = gin.REQUIRED,
   if ckpt.latest_step() is not None:
     state, manifest = ckpt.restore(state)
     if manifest["seed"] != seed:
-      raise ValueError(f"{model_dir} holds a run with seed {manifest['seed']}, not {seed}; "
-                       "use another MODEL_DIR or the same seed.")
+      raise checkpoints.CheckpointMismatchError(
+          f"{model_dir} holds a run with seed {manifest['seed']}, not {seed}; "
+          "use another MODEL_DIR or the same seed.")
     start = resumed_from = int(manifest["step"])
   norm_sink.resume(start, state["opt_state"])
   metric_sink.truncate_after(start)
@@ -457,13 +458,22 @@ def parse_gin(gin_files: Sequence[str], bindings: Sequence[str]) -> None:
     raise GinConfigError(_explain_gin_error(e)) from e
 
 
+# What gin's own call-time errors say: an unset macro or REQUIRED parameter.
+_GIN_CALL_ERRORS = ("No values supplied by Gin", "Required bindings for", "configurable 'macro'")
+
+
 def run_from_gin() -> dict:
-  """Calls :func:`train` with the parsed config, translating gin's late errors."""
+  """Calls :func:`train` with the parsed config, translating gin's late errors.
+
+  Only gin's own messages (an unset macro or required binding) become a
+  :class:`GinConfigError`; the trainer's errors pass through, whatever their text holds
+  (e.g. a MODEL_DIR path containing "gin").
+  """
   try:
     return train(progress=sys.stderr.isatty() or bool(os.environ.get("NORMGROWTH_PROGRESS")))
-  except (ValueError, TypeError) as e:
-    if any(s in str(e) for s in ("macro", "Required bindings", "gin")) and \
-        not isinstance(e, (checkpoints.CheckpointMismatchError,)):
+  except (ValueError, TypeError, RuntimeError) as e:
+    if any(s in str(e) for s in _GIN_CALL_ERRORS) and \
+        not isinstance(e, (checkpoints.CheckpointMismatchError, NonFiniteLossError)):
       raise GinConfigError(_explain_gin_error(e)) from e
     raise
 

