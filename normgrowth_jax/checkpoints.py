@@ -11,6 +11,15 @@ at any moment leaves either the previous complete checkpoint or the new one;
 Restoring into a state of a different model raises :class:`CheckpointMismatchError`
 listing the differing parameter paths before any array is read.
 
+Integrity: once a checkpoint written by this process is complete (at the next save or at
+:meth:`Checkpointer.close`), the size and SHA-256 of each of its files go to
+``<step>/ng_checksums.json``. :meth:`Checkpointer.verify` compares them;
+:meth:`Checkpointer.restore_intact` restores the newest checkpoint that verifies and reads
+back, moves each damaged newer one aside to ``damaged_checkpoints/<step>`` next to the
+checkpoint directory (nothing is deleted), and reports what it skipped. A checkpoint without
+checksums (its writer was killed before writing them) counts as damaged only when reading it
+fails and an older checkpoint reads back; otherwise the read error is raised as is.
+
 Example:
   >>> import tempfile, jax.numpy as jnp
   >>> ckpt = Checkpointer(tempfile.mkdtemp(), save_every=2)
@@ -25,6 +34,10 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
 from typing import Any
 
 import jax
@@ -36,6 +49,32 @@ from normgrowth_jax import norms
 
 class CheckpointMismatchError(ValueError):
   """A checkpoint's parameters do not match the model being restored into."""
+
+
+CHECKSUM_FILE = "ng_checksums.json"
+DAMAGED_DIR = "damaged_checkpoints"
+
+
+def _file_digests(step_dir: str) -> dict[str, list]:
+  """``{relative path: [size, sha256 hex]}`` of every file under ``step_dir`` (sorted)."""
+  out = {}
+  for root, _, files in os.walk(step_dir):
+    for name in sorted(files):
+      full = os.path.join(root, name)
+      rel = os.path.relpath(full, step_dir)
+      if rel in (CHECKSUM_FILE, CHECKSUM_FILE + ".tmp"):
+        continue
+      h = hashlib.sha256()
+      with open(full, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+          h.update(block)
+      out[rel] = [os.path.getsize(full), h.hexdigest()]
+  return dict(sorted(out.items()))
+
+
+def _first_line(err: BaseException) -> str:
+  text = str(err).strip().splitlines()
+  return f"{type(err).__name__}: {text[0] if text else ''}"[:300]
 
 
 def param_manifest(params) -> dict[str, list]:
@@ -73,8 +112,9 @@ class Checkpointer:
                async_save: bool = True):
     if save_every < 1:
       raise ValueError(f"Checkpointer: save_every must be >= 1, got {save_every}.")
-    self.directory = directory
+    self.directory = os.fspath(directory)
     self.save_every = save_every
+    self._unsummed: list[int] = []  # steps saved by this process, checksums not yet written
     self._manager = ocp.CheckpointManager(
         directory,
         options=ocp.CheckpointManagerOptions(
@@ -100,13 +140,105 @@ class Checkpointer:
       return False
     if step in self._manager.all_steps():
       return False
+    self._write_checksums()
     manifest = {"step": int(step), "data_position": int(data_position),
                 "seed": int(seed), "params": param_manifest(state["params"]),
                 **(extra or {})}
-    return self._manager.save(
+    started = self._manager.save(
         step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                       manifest=ocp.args.JsonSave(manifest)),
         force=True)
+    if started:
+      self._unsummed.append(int(step))
+    return started
+
+  def _write_checksums(self) -> None:
+    """Waits for the pending save, then writes the checksums of this process's new steps."""
+    if not self._unsummed:
+      return
+    self._manager.wait_until_finished()
+    for step in self._unsummed:
+      step_dir = os.path.join(self.directory, str(step))
+      if not os.path.isdir(step_dir):  # already rotated out (keep)
+        continue
+      digests = _file_digests(step_dir)
+      tmp = os.path.join(step_dir, CHECKSUM_FILE + ".tmp")
+      with open(tmp, "w") as f:
+        json.dump({"step": step, "files": digests}, f)
+      os.replace(tmp, os.path.join(step_dir, CHECKSUM_FILE))
+    self._unsummed = []
+
+  def verify(self, step: int) -> str | None:
+    """What is wrong with checkpoint ``step`` by its checksums, or None.
+
+    None means it verified, or that it has no checksum file (see :meth:`has_checksums`).
+    """
+    step_dir = os.path.join(self.directory, str(step))
+    path = os.path.join(step_dir, CHECKSUM_FILE)
+    if not os.path.isfile(path):
+      return None if os.path.isdir(step_dir) else f"{step_dir} is missing"
+    try:
+      with open(path) as f:
+        want = json.load(f)["files"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+      return f"its checksum file {path} is unreadable ({_first_line(e)})"
+    have = _file_digests(step_dir)
+    for rel, (size, digest) in want.items():
+      if rel not in have:
+        return f"file {rel} is missing"
+      if have[rel][0] != size:
+        return f"file {rel} has {have[rel][0]} bytes, {size} when written"
+      if have[rel][1] != digest:
+        return f"file {rel} does not match its SHA-256 (bytes changed since it was written)"
+    return None
+
+  def has_checksums(self, step: int) -> bool:
+    return os.path.isfile(os.path.join(self.directory, str(step), CHECKSUM_FILE))
+
+  def quarantine(self, step: int) -> str:
+    """Moves checkpoint ``step`` to ``<parent>/damaged_checkpoints/<step>``; returns the path."""
+    dest_root = os.path.join(os.path.dirname(os.path.abspath(self.directory)), DAMAGED_DIR)
+    os.makedirs(dest_root, exist_ok=True)
+    dest, k = os.path.join(dest_root, str(step)), 1
+    while os.path.exists(dest):
+      dest, k = os.path.join(dest_root, f"{step}.{k}"), k + 1
+    shutil.move(os.path.join(self.directory, str(step)), dest)
+    self._manager.reload()
+    return dest
+
+  def restore_intact(self, target: Any) -> tuple[Any, dict | None, list[dict]]:
+    """Restores the newest checkpoint that verifies and reads back.
+
+    Returns:
+      ``(state, manifest, damaged)``: ``state``/``manifest`` of the restored checkpoint
+      (``target`` and None when none is intact), and for each damaged newer checkpoint
+      ``{"step", "problem", "moved_to"}`` (newest first); those were moved aside.
+
+    Raises:
+      CheckpointMismatchError: as :meth:`restore` (a different model is not damage).
+      Exception: the read error of the newest checkpoint when it has no checksums and no
+        older checkpoint reads back either (e.g. a changed state structure, not damage).
+    """
+    suspects, first_err = [], None
+    for step in sorted(self.all_steps(), reverse=True):
+      problem = self.verify(step)
+      if problem is None:
+        try:
+          state, manifest = self.restore(target, step)
+        except CheckpointMismatchError:
+          raise
+        except Exception as e:  # orbax / TensorStore / JSON errors of a damaged checkpoint
+          if self.has_checksums(step):
+            raise  # the files are as written: not damage
+          first_err = first_err or e
+          suspects.append({"step": step, "problem": f"it does not read back ({_first_line(e)})"})
+          continue
+        damaged = [dict(d, moved_to=self.quarantine(d["step"])) for d in suspects]
+        return state, manifest, damaged
+      suspects.append({"step": step, "problem": problem})
+    if first_err is not None:
+      raise first_err
+    return target, None, [dict(d, moved_to=self.quarantine(d["step"])) for d in suspects]
 
   def read_manifest(self, step: int | None = None) -> dict:
     """The JSON manifest of ``step`` (default: the latest)."""
@@ -140,9 +272,11 @@ class Checkpointer:
     return out["state"], manifest
 
   def wait(self):
-    """Blocks until any background save has finished."""
+    """Blocks until any background save has finished (and writes its checksums)."""
     self._manager.wait_until_finished()
+    self._write_checksums()
 
   def close(self):
     self._manager.wait_until_finished()
+    self._write_checksums()
     self._manager.close()

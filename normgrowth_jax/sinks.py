@@ -69,16 +69,32 @@ def _rows(columns: Mapping[str, Any]) -> list[dict]:
 
 
 def read_jsonl(path: str) -> list[dict]:
-  """Rows of a JSONL trace file (skips a torn last line left by a crash)."""
+  """Rows of a JSONL trace file (skips a torn last line left by a crash).
+
+  Raises:
+    ValueError: a line other than the last is not a JSON object (the file was damaged, not
+      cut short by a crash); the message names the line. Nothing is changed on disk, so a
+      sink never rewrites such a file without the rows after the bad line.
+  """
   out = []
   if not os.path.exists(path):
     return out
   with open(path) as f:
-    for line in f:
-      try:
-        out.append(json.loads(line))
-      except json.JSONDecodeError:
-        break
+    lines = f.read().split("\n")
+  while lines and not lines[-1].strip():
+    lines.pop()
+  for i, line in enumerate(lines):
+    try:
+      row = json.loads(line)
+      if not isinstance(row, dict) or "step" not in row:
+        raise ValueError("not a row with a step")
+    except ValueError as e:
+      if i == len(lines) - 1:
+        break  # torn last line
+      raise ValueError(f"{path}: line {i + 1} of {len(lines)} is not a JSON row ({e}) but later "
+                       "lines are: the file is damaged, not cut short. Repair or move it away "
+                       "(it was left unchanged).") from None
+    out.append(row)
   return out
 
 
@@ -225,20 +241,28 @@ class TensorBoardSink(_ThreadedSink):
   """Scalars ``<prefix>/<column>`` at each recorded step, via tensorboardX.
 
   :meth:`resume`/:meth:`truncate_after` reopen the writer with ``purge_step=step + 1`` so
-  TensorBoard discards the stale events written after the checkpoint.
+  TensorBoard discards the stale events written after the checkpoint. Without ``purge_step``
+  no events file is created before the first row or truncate (a run refused by its
+  checks leaves ``logdir`` as it was).
   """
 
   def __init__(self, logdir: str, prefix: str = "norms", purge_step: Optional[int] = None):
     from tensorboardX import SummaryWriter  # imported lazily: optional at import time
     self._writer_cls = SummaryWriter
     self.logdir, self.prefix = logdir, prefix
-    self._writer = SummaryWriter(logdir, purge_step=purge_step)
+    self._writer = None if purge_step is None else SummaryWriter(logdir, purge_step=purge_step)
     super().__init__()
     if purge_step is not None:
       self.last_step = purge_step - 1
 
+  def _open(self):
+    if self._writer is None:
+      self._writer = self._writer_cls(self.logdir)
+    return self._writer
+
   def _write(self, row):
     step = row["step"]
+    self._open()
     for k, v in row.items():
       if k == "step":
         continue
@@ -246,15 +270,18 @@ class TensorBoardSink(_ThreadedSink):
       self._writer.add_scalar(f"{self.prefix}/{k}", v, global_step=step)
 
   def _flush(self):
-    self._writer.flush()
+    if self._writer is not None:
+      self._writer.flush()
 
   def _truncate(self, step):
-    self._writer.close()
+    if self._writer is not None:
+      self._writer.close()
     self._writer = self._writer_cls(self.logdir, purge_step=step + 1)
     return step if self.last_step is None else min(step, self.last_step)
 
   def _close(self):
-    self._writer.close()
+    if self._writer is not None:
+      self._writer.close()
 
 
 class MultiSink:

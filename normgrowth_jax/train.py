@@ -54,7 +54,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from normgrowth_jax import checkpoints, optimizers, sinks
+from normgrowth_jax import checkpoints, optimizers, run_checks, sinks
 from normgrowth_jax.models import t5
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -72,7 +72,10 @@ class NonFiniteLossError(RuntimeError):
     self.step = step
 
 
-class GinConfigError(ValueError):
+ConfigError = run_checks.ConfigError
+
+
+class GinConfigError(ConfigError):
   """A gin file or binding is invalid (unknown name, missing required macro...)."""
 
 
@@ -175,7 +178,7 @@ def batch_iterator(task_name: str, split: str, feature_lengths: Mapping[str, int
 def _check_batch(batch: Mapping[str, np.ndarray], step: int, task: str):
   weights = batch.get("decoder_loss_weights", batch.get("decoder_target_tokens"))
   if weights is None or not np.any(np.asarray(weights) > 0):
-    raise ValueError(f"Batch {step} of task {task!r} has no target tokens: the corpus is empty "
+    raise ConfigError(f"Batch {step} of task {task!r} has no target tokens: the corpus is empty "
                      "or the feature lengths are too short. Prepare the data (see README, "
                      "`python -m normgrowth_jax.data ...`) or pick another MIXTURE_OR_TASK_NAME.")
 
@@ -220,7 +223,8 @@ def train(model_dir: str = gin.REQUIRED,
           track_every: int = 1,
           evaluator: Optional[Callable] = None,
           eval_every: int = 0,
-          progress: bool | Callable[[int], None] = True) -> dict:
+          progress: bool | Callable[[int], None] = True,
+          allow_config_change: bool = False) -> dict:
   """Trains ``model`` on ``task_name`` for ``train_steps`` updates, resuming if possible.
 
   Args:
@@ -243,6 +247,8 @@ def train(model_dir: str = gin.REQUIRED,
       (the initialisation), every ``eval_every`` steps and at the last step. A row is written
       before the checkpoint of its step, so a resumed run has each evaluated step exactly once.
     eval_every: evaluation period in steps (0: only step 0 and the last step).
+    allow_config_change: resume even though a trajectory binding differs from the run's
+      saved ``config.gin`` (recorded in ``resume_log.jsonl``; see :mod:`run_checks`).
     progress: True shows a tqdm progress bar; a callable ``progress(steps)`` is told instead
       how many steps were done since its last call (e.g. the figures pipeline's one bar);
       False shows nothing.
@@ -252,6 +258,13 @@ def train(model_dir: str = gin.REQUIRED,
     "resumed_from"}`` of the last step.
   """
   model_dir = os.path.abspath(os.path.expanduser(model_dir))
+  run_checks.validate_train_args(
+      train_steps=train_steps, batch_size=batch_size, feature_lengths=feature_lengths,
+      save_every=save_every, keep_checkpoints=keep_checkpoints, log_every=log_every,
+      track_every=track_every, eval_every=eval_every, task_name=task_name, split=split, seed=seed)
+  if data_fn is batch_iterator:
+    run_checks.check_task(task_name)
+  run_checks.check_run_dir(model_dir)
   os.makedirs(model_dir, exist_ok=True)
   mesh = _mesh()
   n_dev = mesh.devices.size
@@ -269,6 +282,8 @@ def train(model_dir: str = gin.REQUIRED,
                                                       prefix="train"))
   tx = optimizers.make_optimizer(sink=norm_sink, track_every=track_every)
   init_fn, loss_fn = adapter(model)
+  if run_checks.has_checkpoints(model_dir):  # before anything in MODEL_DIR changes
+    run_checks.check_resume_config(model_dir, gin.operative_config_str(), allow_config_change)
   rng = jax.random.PRNGKey(seed)
   init_rng, step_rng = jax.random.split(rng)
 
@@ -280,8 +295,17 @@ def train(model_dir: str = gin.REQUIRED,
                                   keep=keep_checkpoints)
   start = 0
   resumed_from = None
+  if ckpt.all_steps():
+    state, manifest, damaged = ckpt.restore_intact(state)
+    if damaged:
+      import warnings  # pylint: disable=g-import-not-at-top
+      warnings.warn(run_checks.report_damage(
+          model_dir, damaged, None if manifest is None else int(manifest["step"])),
+                    RuntimeWarning, stacklevel=2)
   if ckpt.latest_step() is not None:
-    state, manifest = ckpt.restore(state)
+    if int(manifest["step"]) > train_steps:
+      raise ConfigError(f"MODEL_DIR={model_dir} holds a run at step {manifest['step']}, past "
+                        f"TRAIN_STEPS={train_steps}; raise TRAIN_STEPS or use a new MODEL_DIR.")
     if manifest["seed"] != seed:
       raise checkpoints.CheckpointMismatchError(
           f"{model_dir} holds a run with seed {manifest['seed']}, not {seed}; "
@@ -325,7 +349,7 @@ def train(model_dir: str = gin.REQUIRED,
       try:
         batch = next(data)
       except StopIteration:
-        raise ValueError(f"Task {task_name!r} split {split!r} ran out of data at batch {step}; "
+        raise ConfigError(f"Task {task_name!r} split {split!r} ran out of data at batch {step}; "
                          "its iterator must repeat (or lower TRAIN_STEPS).") from None
       if step == start:
         _check_batch(batch, step, task_name)
@@ -487,8 +511,16 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                       help="gin file (repeatable), e.g. gin_configs/local/t5_tiny_bbc_adafactor.gin")
   parser.add_argument("--gin_bindings", action="append", default=[],
                       help="a gin binding 'KEY = VALUE' (repeatable)")
+  parser.add_argument("--allow_config_change", action="store_true",
+                      help="resume MODEL_DIR although a trajectory binding (model, task, lengths, "
+                      "batch size, optimizer, schedule, seed, filter) differs from its config.gin; "
+                      "the change is recorded in MODEL_DIR/resume_log.jsonl")
+  parser.add_argument("--debug", action="store_true",
+                      help="show the full traceback of a configuration error")
   args, rest = parser.parse_known_args(argv)
   bindings = list(args.gin_bindings)
+  if args.allow_config_change:
+    bindings.append("train.allow_config_change=True")
   for a in rest:
     if a.startswith("--gin."):
       bindings.append(a[len("--gin."):])
@@ -504,12 +536,29 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
   return summary
 
 
-def console_main():
-  """Entry point of the ``normgrowth-train`` console script."""
+def _user_message(err: BaseException) -> str:
+  """The error's own message, without the "In call to configurable ..." lines gin appends."""
+  return str(err).split("\n  In call to configurable")[0].strip()
+
+
+def console_main(argv: Optional[Sequence[str]] = None):
+  """Entry point of the ``normgrowth-train`` console script.
+
+  A configuration error (gin or not: :class:`ConfigError`, a parameter filter that selects
+  nothing, an empty corpus) prints ``normgrowth-train: error: <problem and fix>`` and exits
+  with status 2; a run that stops (non-finite loss, a checkpoint of another model, missing
+  data) exits with status 1. ``--debug`` shows the traceback instead.
+  """
+  from normgrowth_jax import norms  # pylint: disable=g-import-not-at-top
+  from normgrowth_jax.data import corpora  # pylint: disable=g-import-not-at-top
+  argv = sys.argv[1:] if argv is None else list(argv)
+  config_errors = (ConfigError, norms.EmptySelectionError, corpora.EmptyCorpusError)
   try:
-    main()
-  except (GinConfigError, NonFiniteLossError, checkpoints.CheckpointMismatchError,
+    main(argv)
+  except (*config_errors, NonFiniteLossError, checkpoints.CheckpointMismatchError,
           FileNotFoundError) as e:
-    print(f"normgrowth-train: error: {e}", file=sys.stderr)
-    sys.exit(2 if isinstance(e, GinConfigError) else 1)
+    if "--debug" in argv:
+      raise
+    print(f"normgrowth-train: error: {_user_message(e)}", file=sys.stderr)
+    sys.exit(2 if isinstance(e, config_errors) else 1)
 
