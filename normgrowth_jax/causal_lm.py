@@ -7,9 +7,10 @@ Pieces, all gin-configurable (gin files ``import normgrowth_jax.causal_lm`` to r
   mean next-token cross-entropy over the real pairs of ``decoder_target_tokens`` (padding 0
   masked), no z-loss;
 * ``causal_lm.dev_evaluator``: ``evaluator(model) -> eval_fn(params) -> {name: float}`` for
-  ``train.train``: dev loss (nats/token), perplexity exp(loss), accuracy, and the saturation of
-  the hidden states on the real dev tokens, cos(f(x; theta), f(x; rho theta)) at rho = 1000
-  and cos(f, sf) in the exact limit, for the last layer (``saturation_rho``,
+  ``train.train``: the encoder norm (paper filter, ``param_norm``, also at step 0, which the
+  hook's trace lacks), dev loss (nats/token), perplexity exp(loss), accuracy, and the
+  saturation of the hidden states on the real dev tokens, cos(f(x; theta), f(x; rho theta))
+  at rho = 1000 and cos(f, sf) in the exact limit, for the last layer (``saturation_rho``,
   ``saturation_limit``: the paper's number) and per layer (``.../layers_<i>``);
 * data: ``word_lm.batch_iterator`` for tasks ``ng_word_lm_<corpus>`` (see
   ``normgrowth_jax.data.word_lm``).
@@ -41,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from normgrowth_jax import norms
 from normgrowth_jax import saturation as sat
 from normgrowth_jax.data import word_lm
 from normgrowth_jax.models.small_lm import SmallLM, SmallLMConfig
@@ -127,9 +129,9 @@ def evaluate(model: SmallLM, params, tokens: np.ndarray, batch_size: int = 64,
   serves every batch.
 
   Returns:
-    ``{"loss", "perplexity", "accuracy", "tokens", "saturation_rho", "saturation_limit",
-    "saturation_rho/layers_<i>", "saturation_limit/layers_<i>"}`` (saturation entries only with
-    ``saturation=True``), floats.
+    ``{"param_norm", "loss", "perplexity", "accuracy", "tokens", "saturation_rho",
+    "saturation_limit", "saturation_rho/layers_<i>", "saturation_limit/layers_<i>"}``, floats
+    (the saturation entries only with ``saturation=True``).
   """
   sums_fn = _sums or _batch_sums(model, float(rho), saturation, pad_id)
   tokens = np.asarray(tokens)
@@ -145,7 +147,8 @@ def evaluate(model: SmallLM, params, tokens: np.ndarray, batch_size: int = 64,
     s = jax.device_get(sums_fn(params, jnp.asarray(batch)))
     total = s if total is None else jax.tree.map(np.add, total, s)
   loss = float(total["nll"] / max(total["pairs"], 1.0))
-  out = {"loss": loss, "perplexity": float(np.exp(loss)),
+  out = {"param_norm": float(norms.global_norm(params, "paper")),
+         "loss": loss, "perplexity": float(np.exp(loss)),
          "accuracy": float(total["correct"] / max(total["pairs"], 1.0)),
          "tokens": float(total["tokens"])}
   if saturation:

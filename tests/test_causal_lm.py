@@ -38,7 +38,8 @@ def test_raw_sentences_and_ptb_like_tokens():
   assert word_lm.ptb_like_tokens(sents[0]) == [
       "mr", "brown", "'s", "firm", "earned", "$", "N", "in", "N", "up", "N"]
   assert word_lm.ptb_like_tokens(sents[2]) == ["sales", "in", "the", "u.s.", "rose"]
-  assert word_lm.ptb_like_tokens(sents[3]) == ["j.", "smith", "did", "n't", "agree"]  # an initial, as PTB writes it
+  # An initial keeps its period, as PTB writes it.
+  assert word_lm.ptb_like_tokens(sents[3]) == ["j.", "smith", "did", "n't", "agree"]
 
 
 def test_tokenized_corpora_keep_their_tokens():

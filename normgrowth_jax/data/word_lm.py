@@ -35,8 +35,8 @@ For vmapped sweeps (e.g. Fig. 6) use the arrays directly: ``load(corpus).split("
 ``epoch_batches(tokens, batch_size, seed, epoch)`` ([steps, batch, len]).
 
 Example:
-  >>> ptb_like_tokens("Time Warner's profits jumped 76% to $1.13bn; it didn't say why.")
-  ['time', 'warner', "'s", 'profits', 'jumped', 'N', 'to', '$', 'N', 'it', 'did', "n't", 'say', 'why']
+  >>> " ".join(ptb_like_tokens("Time Warner's profits jumped 76% to $1.13bn; it didn't say why."))
+  "time warner 's profits jumped N to $ N it did n't say why"
   >>> split_raw_sentences("Mr. Smith left. Profits rose 2% in the U.S. He said so.")
   ['Mr. Smith left.', 'Profits rose 2% in the U.S.', 'He said so.']
 """

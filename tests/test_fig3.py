@@ -1,0 +1,143 @@
+"""Fig. 3: criteria on both sides, head statistics, the best checkpoint, Fig. 2's subjects."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from data_helpers import data_cache  # noqa: F401  (fixture)
+from normgrowth_jax import norms, sinks
+from normgrowth_jax.figures import core, fig3, subjects
+
+PRE, POST = "prenorm_paper", "postnorm"
+CAUSAL, LEAKY = "causal", "original_leaky"
+
+
+# ----------------------------------------------------------------------------- criteria
+
+def _inputs(leaky=(0.3, 0.4), correct_split=0.0, trained=0.99, init=(0.5, 0.07), growth=1.2):
+  fractions = {(n, LEAKY): {"argmax": leaky[0], "half": leaky[1]} for n in (PRE, POST)}
+  fractions.update({(n, CAUSAL): {"argmax": 1.0 - correct_split, "split_high": correct_split}
+                    for n in (PRE, POST)})
+  saturation = {(n, m): ([init[0] if n == PRE else init[1]] * 2, [trained] * 2)
+                for n in (PRE, POST) for m in (CAUSAL, LEAKY)}
+  growth_ = {k: [growth, growth] for k in saturation}
+  return fractions, saturation, growth_
+
+
+def _passed(**kw):
+  return [c.passed for c in fig3.judge(*_inputs(**kw), padded_length=83)]
+
+
+def test_judge_every_criterion_on_both_sides():
+  assert _passed() == [True, False, True, True, True, True]
+  assert _passed(correct_split=0.3)[1] is True             # a second mode with the right mask
+  assert _passed(leaky=(0.3, 0.05))[0] is False             # no half-length mode
+  assert _passed(leaky=(0.05, 0.6))[0] is False             # no argmax mode
+  assert _passed(trained=0.95)[2] is False                  # not saturated enough
+  assert _passed(trained=0.45)[3] is False                  # below its initialisation
+  assert _passed(growth=0.98)[4] is False                   # the norm shrank
+  assert _passed(init=(0.05, 0.5))[5] is False              # post-norm closer at init
+
+
+def test_judge_with_one_norm_and_one_mask():
+  f, s, g = _inputs()
+  keep = [(PRE, CAUSAL)]
+  crit = fig3.judge({k: f[k] for k in keep}, {k: s[k] for k in keep}, {k: g[k] for k in keep},
+                    83)
+  assert [c.passed for c in crit] == [False, True, True, True, None]
+
+
+def test_head_fractions():
+  stats = {"num_attended": np.array([[1.0, 1.2, 41.0], [40.2, 20.0, 1.6]]),
+           "split_fraction": np.array([[0.0, 0.2, 0.98], [0.95, 0.5, 0.005]])}
+  f = fig3.head_fractions(stats, 83)
+  assert f["heads"] == 6
+  assert f["argmax"] == pytest.approx(2 / 6) and f["half"] == pytest.approx(2 / 6)
+  assert f["split_low"] == pytest.approx(2 / 6) and f["split_high"] == pytest.approx(2 / 6)
+
+
+def test_head_statistics_conventions_on_hand_made_weights():
+  # One layer, one head, one sentence of 2 real tokens padded to 4.
+  w = np.zeros((1, 1, 1, 4, 4), np.float32)
+  w[..., 0, :] = [0.0, 0.5, 0.25, 0.25]    # query 0 looks only at later/padding positions
+  w[..., 1, :] = [1.0, 0.0, 0.0, 0.0]      # argmax
+  w[..., 2, :] = [0.5, 0.5, 0.0, 0.0]      # padding query
+  w[..., 3, :] = [0.25, 0.25, 0.25, 0.25]  # padding query
+  tokens = np.array([[5, 7, 0, 0]])
+  h = fig3.head_statistics(jnp.asarray(w), tokens)
+  # ours: real queries 0, 1 and real keys 0, 1: counts 1 and 1.
+  assert float(h["real"]["num_attended"][0, 0]) == 1.0
+  assert float(h["real"]["split_fraction"][0, 0]) == 0.0
+  # the original's: every query and key: counts 3, 1, 2, 4.
+  assert float(h["padded"]["num_attended"][0, 0]) == pytest.approx(2.5)
+  assert float(h["padded"]["split_fraction"][0, 0]) == pytest.approx(0.75)
+  # weight on later positions, over real queries: (1.0 + 0.0) / 2.
+  assert float(h["future_weight"][0, 0]) == pytest.approx(0.5)
+
+
+def test_best_step_uses_dev_loss_and_existing_checkpoints():
+  rows = [{"step": 0, "loss": 1.0}, {"step": 10, "loss": 5.0}, {"step": 20, "loss": 3.0},
+          {"step": 30, "loss": 2.0}, {"step": 40, "loss": 4.0}]
+  assert fig3.best_step(rows, [10, 20, 30, 40]) == 30      # step 0 (init) never chosen
+  assert fig3.best_step(rows, [10, 20, 40]) == 20          # 30's checkpoint is gone
+  with pytest.raises(ValueError, match="no evaluated checkpoint"):
+    fig3.best_step(rows, [5])
+
+
+def test_bindings_name_every_setting_and_the_quick_budget_is_fixed():
+  cfg = fig3.CONFIGS["quick"]
+  b = fig3.bindings(cfg, PRE, LEAKY, 2, 600)
+  assert "ATTENTION_MASK='original_leaky'" in b and "SEED=2" in b and "TRAIN_STEPS=600" in b
+  assert f"EVAL_EVERY={600 // cfg.evals}" in b and f"CHECKPOINT_PERIOD={600 // cfg.evals}" in b
+  assert cfg.steps is not None and len(cfg.seeds) >= 2
+  full = fig3.CONFIGS["full"]
+  assert (full.num_layers, full.d_model, full.d_ff, full.num_heads, full.epochs) == (
+      12, 768, 512, 12, 5.0)
+
+
+# ----------------------------------------------------------------------------- a real tiny run
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, data_cache):  # noqa: F811
+  """One 2-step run of the smoke model through the run cache, as the smoke profile."""
+  cfg = dataclasses.replace(fig3.CONFIGS["smoke"], steps=2, evals=1, norms=(PRE,),
+                            masks=(CAUSAL,))
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setitem(fig3.CONFIGS, "smoke", cfg)
+    root = tmp_path_factory.mktemp("fig3")
+    ctx = core.FigureContext(profile="smoke", out_dir=root / "out", runs_root=root / "runs")
+    sentences = ["The cat sat on the mat.", "It was a fine day for a walk in the park."]
+    assert fig3.saturation_subjects(ctx, sentences) == []   # nothing cached: nothing offered
+    run_dir = fig3._train_all(ctx, cfg, 2)[PRE, CAUSAL, 0]
+    offered = fig3.saturation_subjects(ctx, sentences)
+  return cfg, run_dir, offered
+
+
+def test_init_params_are_the_trainers_and_the_run_is_analysed(tiny_run):
+  cfg, run_dir, _ = tiny_run
+  rows = sinks.read_jsonl(str(run_dir / "eval.jsonl"))
+  assert [r["step"] for r in rows] == [0, 2]
+  init = fig3.init_params(cfg, PRE, CAUSAL, 0)
+  assert float(norms.global_norm(init, "paper")) == pytest.approx(rows[0]["param_norm"],
+                                                                 rel=1e-6)
+  data = fig3.load_data(cfg)
+  res = fig3.analyse_run(cfg, PRE, CAUSAL, run_dir, data.split("validation")[:4])
+  assert res["best_step"] == 2 and res["norm"]["step"][0] == 0
+  heads = res["heads"]["limit"]["real"]["num_attended"]
+  assert heads.shape == (cfg.num_layers, cfg.num_heads)
+  assert np.all(heads >= 1) and np.all(np.isfinite(heads))
+
+
+def test_saturation_subjects_offer_the_trained_model_against_its_init(tiny_run):
+  cfg, _, offered = tiny_run
+  assert len(offered) == 1
+  s = offered[0]
+  assert s.baseline_label == "own init" and "pre-norm" in s.label
+  assert s.mask.shape == (2, cfg.max_len) and int(s.mask[1].sum()) == 12  # 11 words + <eos>
+  moved = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), s.params, s.baselines[0])
+  assert max(jax.tree.leaves(moved)) > 0
+  per = subjects.per_layer(s, s.params, 1000.0)
+  assert per["rho"].shape == (cfg.num_layers,) and np.all(np.abs(per["limit"]) <= 1 + 1e-6)
