@@ -149,8 +149,25 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation):
   return train_step
 
 
+def make_multi_step(train_step: Callable):
+  """``multi_step(state, batches, rng) -> (state, metrics)``: ``train_step`` over the leading
+  axis of ``batches`` (k stacked batches) in one ``lax.scan``; metrics come back stacked [k].
+
+  One compiled call runs k updates: the host round trip (dispatch, metrics read-back) is paid
+  once per k steps. Every update is the same computation as ``train_step`` (the hook still
+  records each step).
+  """
+
+  def multi_step(state, batches, rng):
+    return jax.lax.scan(lambda s, b: train_step(s, b, rng), state, batches)
+
+  return multi_step
+
+
 def make_eval_step(loss_fn: Callable):
-  """A pure ``eval_step(params, batch) -> metrics`` (deterministic rng, no update)."""
+  """A pure ``eval_step(params, batch) -> metrics`` (fixed rng, no update; build ``loss_fn``
+  without dropout). ``metrics`` hold the per-token ``loss`` and ``accuracy`` and the
+  ``weight_sum`` (target tokens) that :func:`validation_loss` weights batches by."""
 
   def eval_step(params, batch):
     _, aux = loss_fn(params, batch, jax.random.PRNGKey(0))
@@ -223,6 +240,7 @@ def train(model_dir: str = gin.REQUIRED,
           track_every: int = 1,
           evaluator: Optional[Callable] = None,
           eval_every: int = 0,
+          steps_per_call: int = 1,
           progress: bool | Callable[[int], None] = True,
           allow_config_change: bool = False) -> dict:
   """Trains ``model`` on ``task_name`` for ``train_steps`` updates, resuming if possible.
@@ -247,6 +265,10 @@ def train(model_dir: str = gin.REQUIRED,
       (the initialisation), every ``eval_every`` steps and at the last step. A row is written
       before the checkpoint of its step, so a resumed run has each evaluated step exactly once.
     eval_every: evaluation period in steps (0: only step 0 and the last step).
+    steps_per_call: updates per compiled call (:func:`make_multi_step`): k batches are stacked
+      and the metrics read back once per k steps. Every update, hook row, metric and
+      checkpoint is the same as with 1; a call never straddles a checkpoint or evaluation
+      step (the steps before one run one per call).
     allow_config_change: resume even though a trajectory binding differs from the run's
       saved ``config.gin`` (recorded in ``resume_log.jsonl``; see :mod:`run_checks`).
     progress: True shows a tqdm progress bar; a callable ``progress(steps)`` is told instead
@@ -330,8 +352,23 @@ def train(model_dir: str = gin.REQUIRED,
     f.write(gin.operative_config_str())
 
   data = data_fn(task_name, split, feature_lengths, batch_size, seed, start_batch=start)
-  train_step = jax.jit(make_train_step(loss_fn, tx),
-                       out_shardings=(replicated, replicated))
+  step_fn = make_train_step(loss_fn, tx)
+  train_step = jax.jit(step_fn, out_shardings=(replicated, replicated))
+  if steps_per_call < 1:
+    raise ValueError(f"steps_per_call must be >= 1, got {steps_per_call}.")
+  multi_step = stacked_sharding = None
+  if steps_per_call > 1:
+    multi_step = jax.jit(make_multi_step(step_fn), out_shardings=(replicated, replicated))
+    stacked_sharding = NamedSharding(mesh, P(None, "data"))
+  periods = [p for p in (save_every, eval_every if eval_fn is not None else 0) if p > 0]
+
+  def call_length(at: int) -> int:
+    """k if the k steps from ``at`` pass no checkpoint or evaluation step before their end
+    (and the run is that long), else 1: two compiled functions, never one per length."""
+    n = min(steps_per_call, train_steps - at)
+    for p in periods:
+      n = min(n, p - at % p)
+    return n if n == steps_per_call else 1
 
   bar = None
   if callable(progress):
@@ -346,29 +383,47 @@ def train(model_dir: str = gin.REQUIRED,
     if eval_fn is not None and start == 0:
       evaluate(0, state["params"])
     while step < train_steps:
-      try:
-        batch = next(data)
-      except StopIteration:
-        raise ConfigError(f"Task {task_name!r} split {split!r} ran out of data at batch {step}; "
-                         "its iterator must repeat (or lower TRAIN_STEPS).") from None
+      n = call_length(step)
+      batches = []
+      for _ in range(n):
+        try:
+          batches.append(next(data))
+        except StopIteration:
+          raise ConfigError(f"Task {task_name!r} split {split!r} ran out of data at batch "
+                            f"{step + len(batches)}; its iterator must repeat (or lower "
+                            "TRAIN_STEPS).") from None
       if step == start:
-        _check_batch(batch, step, task_name)
-      tokens_since += _batch_tokens(batch)
-      batch = jax.device_put({k: np.asarray(v) for k, v in batch.items()}, batch_sharding)
-      new_state, metrics = train_step(state, batch, step_rng)
-      metrics = jax.device_get(metrics)
-      if not metrics["finite"]:
-        raise NonFiniteLossError(
-            step + 1, f"Non-finite loss ({metrics['loss']}) or update at step {step + 1} "
-            f"(the update from state {step}); stopped. The last good checkpoint is step "
-            f"{ckpt.latest_step()} in {ckpt.directory}. Lower the learning rate or check the data.")
+        _check_batch(batches[0], step, task_name)
+      t_call = time.perf_counter()
+      if n == 1:
+        batch = jax.device_put({k: np.asarray(v) for k, v in batches[0].items()},
+                               batch_sharding)
+        new_state, metrics = train_step(state, batch, step_rng)
+        per_step = [jax.device_get(metrics)]
+      else:  # k stacked batches, one call, one read-back
+        stacked = jax.device_put({k: np.stack([np.asarray(b[k]) for b in batches])
+                                  for k in batches[0]}, stacked_sharding)
+        new_state, metrics = multi_step(state, stacked, step_rng)
+        metrics = jax.device_get(metrics)
+        per_step = [{k: v[i] for k, v in metrics.items()} for i in range(n)]
+      t_done = time.perf_counter()
+      for i, metrics in enumerate(per_step):
+        if not metrics["finite"]:
+          raise NonFiniteLossError(
+              step + i + 1, f"Non-finite loss ({metrics['loss']}) or update at step "
+              f"{step + i + 1} (the update from state {step + i}); stopped. The last good "
+              f"checkpoint is step {ckpt.latest_step()} in {ckpt.directory}. Lower the "
+              "learning rate or check the data.")
       # State `step` had a finite loss: it may be checkpointed now.
       if step > start:
         ckpt.save(step, state, data_position=step, seed=seed)
       state = new_state
-      step += 1
-      if step % log_every == 0 or step == train_steps:
-        now = time.perf_counter()
+      for i, (batch, metrics) in enumerate(zip(batches, per_step)):
+        step += 1
+        tokens_since += _batch_tokens(batch)
+        if not (step % log_every == 0 or step == train_steps):
+          continue
+        now = t_call + (t_done - t_call) * (i + 1) / n  # the steps of one call share its time
         tok_s = tokens_since / max(now - t_log, 1e-9)
         t_log, tokens_since = now, 0
         row = {"step": np.array([step]), "tokens_per_s": np.array([tok_s], np.float32)}
@@ -383,7 +438,7 @@ def train(model_dir: str = gin.REQUIRED,
       if eval_fn is not None and (step == train_steps or (eval_every and step % eval_every == 0)):
         evaluate(step, state["params"])
       if bar is not None:
-        bar.update(1)
+        bar.update(n)
     ckpt.save(step, state, data_position=step, seed=seed, force=True)
   finally:
     if bar is not None:
