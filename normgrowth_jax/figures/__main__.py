@@ -24,6 +24,9 @@ def main(argv=None) -> int:
   parser.add_argument("--force", action="store_true", help="retrain cached runs")
   parser.add_argument("--hf_model_dir", action="append", default=[],
                       help="Fig. 2: a Hugging Face BERT/RoBERTa/T5 directory (repeatable)")
+  parser.add_argument("--model_dir", default=None,
+                      help="Figs. 1 and 5: draw them from this run directory (embedded trainer "
+                      "or T5X MODEL_DIR) instead of training")
   parser.add_argument("--no_progress", action="store_true", help="no progress bar")
   parser.add_argument("--readme", default=None,
                       help="also rewrite the figures block of this README (e.g. README.md) "
@@ -40,7 +43,8 @@ def main(argv=None) -> int:
     except (OSError, ValueError) as e:
       parser.error(f"--readme {args.readme}: {e}")
   results = pipeline.run(names, args.profile, out, args.runs, force=args.force,
-                         options={"hf_model_dirs": args.hf_model_dir},
+                         options={"hf_model_dirs": args.hf_model_dir,
+                                  "model_dir": args.model_dir},
                          progress=not args.no_progress)
   if args.readme:
     readme = pathlib.Path(args.readme)

@@ -1,0 +1,325 @@
+"""Fig. 5: misaligned updates of slowly growing size, and the derivation they feed.
+
+From the same T5 runs as Fig. 1 (:mod:`~normgrowth_jax.figures.t5_runs`) or ``--model_dir``:
+
+* alignment cos(delta_t, theta_t) and step size ||delta_t|| between the 104 grid checkpoints
+  (delta = theta_b - theta_a; the paper: alignment rises to ~0.15, then decays to ~0; the step
+  size grows slightly) and per step (binned mean with the 10-90% spread of the raw steps);
+* two panels the paper lacks, testing its derivation of sqrt(t): Assumption 1, the ratio
+  ||delta_t|| / (lr_t ||theta_t||) (constant if it holds; for T5's Adafactor it is the
+  update-clipping ratio), and eq. 2, ||theta_t||^2 - ||theta_0||^2 split into the misaligned
+  part sum ||delta_i||^2 and the aligned part 2 sum theta_i . delta_i.
+
+Example:
+  >>> step_size_ratio(np.array([0, 10, 20, 30, 40, 50, 60, 70, 80]),
+  ...                 np.array([1., 1, 1, 1, 2, 2, 2, 2]), warmup=10)
+  2.0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import numpy as np
+
+from normgrowth_jax.figures import core, paper, plotting, t5_runs
+from normgrowth_jax.figures.fig1 import plt_colors
+from normgrowth_jax.figures.verdict import check
+
+NAME = "fig5"
+TITLE = "T5 pretraining: alignment and step size between checkpoints"
+
+
+@dataclasses.dataclass(frozen=True)
+class Fig5Config:
+  run: t5_runs.T5RunConfig
+  peak_range: tuple = (0.075, 0.3)      # within a factor 2 of the paper's ~0.15
+  late_alignment_max: float = 0.05      # "decays to ~0"
+  step_growth_range: tuple = (1.0, 2.0)  # "grows slightly": grows, less than doubles
+
+
+CONFIGS = {p: Fig5Config(t5_runs.PROFILES[p]) for p in ("smoke", "quick", "full")}
+
+
+def work(cfg: Fig5Config) -> int:
+  return cfg.run.train_steps * len(cfg.run.seeds)
+
+
+# ----------------------------------------------------------------------------- measurements
+
+
+def step_size_ratio(grid_step, update_norm, warmup: Optional[int]) -> float:
+  """Mean ||theta_b - theta_a|| over the last quarter of the grid pairs past warm-up divided
+  by the mean over their first quarter (pairs indexed by their end point grid_step[1:])."""
+  ends = np.asarray(grid_step)[1:]
+  d = np.asarray(update_norm, np.float64)
+  keep = np.isfinite(d) & (ends > (warmup or 0))
+  d = d[keep]
+  if d.size < 2:
+    return float("nan")
+  q = max(1, d.size // 4)
+  return float(d[-q:].mean() / d[:q].mean())
+
+
+def alignment_profile(grid_step, alignment) -> dict:
+  """Peak of the checkpoint-to-checkpoint alignment, where it is, and the late level."""
+  ends = np.asarray(grid_step)[1:].astype(np.float64)
+  a = np.asarray(alignment, np.float64)
+  ok = np.isfinite(a)
+  if not ok.any():
+    return {"peak": None, "peak_step": None, "peak_frac": None, "late_mean": None,
+            "late_abs": None}
+  i = int(np.nanargmax(a))
+  half = ends > ends[-1] / 2
+  return {"peak": float(a[i]), "peak_step": int(ends[i]), "peak_frac": float(ends[i] / ends[-1]),
+          "late_mean": float(np.nanmean(a[half])), "late_abs": float(np.nanmean(np.abs(a[half])))}
+
+
+def eq2_summary(tr: t5_runs.Trajectory) -> Optional[dict]:
+  """End-of-run numbers of eq. 2 (norms, not squares, for the report)."""
+  e = t5_runs.eq2_terms(tr)
+  if e is None:
+    return None
+  n0 = tr.norm0
+  meas, mis, ali = float(e["measured"][-1]), float(e["misaligned"][-1]), float(e["aligned"][-1])
+  return {"norm0": n0, "norm_T": float(tr.param_norm[-1]),
+          "norm_misaligned_only": float(np.sqrt(n0 ** 2 + mis)),
+          "misaligned": mis, "aligned": ali, "measured": meas,
+          "closure": (mis + ali - meas) / max(abs(meas), 1e-12),
+          "aligned_share": ali / meas if meas != 0 else None, "exact": tr.every_step}
+
+
+def ratio_stability(tr: t5_runs.Trajectory) -> Optional[dict]:
+  """Assumption 1 ratio: RMS per window (< W, W-4W, 4W-16W, > 16W) and its late drift."""
+  r = t5_runs.assumption1_ratio(tr)
+  if r is None:
+    return None
+  W = tr.warmup_steps or max(1, tr.train_steps // 52)
+  out = {}
+  for name, a, b in (("<W", 0, W), ("W-4W", W, 4 * W), ("4W-16W", 4 * W, 16 * W),
+                     (">16W", 16 * W, np.inf)):
+    v = r[(tr.step > a) & (tr.step <= b) & np.isfinite(r)]
+    out[name] = float(np.sqrt(np.mean(v ** 2))) if v.size else None
+  return out
+
+
+def measure(trs) -> dict:
+  al = [alignment_profile(tr.grid["step"], tr.grid["alignment"]) for tr in trs]
+  n = min(len(tr.grid["alignment"]) for tr in trs)
+  mean_al = t5_runs.nanmean0([tr.grid["alignment"][:n] for tr in trs])
+  mean_prof = alignment_profile(trs[0].grid["step"][:n + 1], mean_al)
+  ratios = [step_size_ratio(tr.grid["step"], tr.grid["update_norm"], tr.warmup_steps)
+            for tr in trs]
+  step_alignment = [float(np.nanmean(tr.alignment[tr.step > tr.train_steps / 2])) for tr in trs]
+  return {"alignment": al, "mean_profile": mean_prof, "step_ratio": ratios,
+          "step_ratio_mean": float(np.nanmean(ratios)) if np.isfinite(ratios).any() else None,
+          "step_alignment_late": step_alignment,
+          "eq2": [eq2_summary(tr) for tr in trs], "ratio": [ratio_stability(tr) for tr in trs],
+          "step_size_first_last": [(float(tr.grid["update_norm"][0]),
+                                    float(tr.grid["update_norm"][-1])) for tr in trs]}
+
+
+def criteria(m: dict, cfg: Fig5Config) -> list:
+  prof = m["mean_profile"]
+  if prof["peak"] is None:
+    return [check("alignment between checkpoints rises to ~0.15, then decays to ~0", None,
+                  ours="no checkpoint-to-checkpoint quantities in this run",
+                  paper=paper.FIG5["alignment_peak"]),
+            check("step size between checkpoints grows slightly", None, ours="—")]
+  lo, hi = cfg.peak_range
+  out = [
+      check(f"alignment between checkpoints peaks at {lo}-{hi} (paper ~0.15) in the first half "
+            "of the run", lo <= prof["peak"] <= hi and prof["peak_frac"] <= 0.5,
+            ours=f"{prof['peak']:.3f} at t = {prof['peak_step']} ({prof['peak_frac']:.0%} of T)",
+            paper=paper.FIG5["alignment_peak"]),
+      check(f"then decays to ~0: mean |alignment| over the second half < "
+            f"{cfg.late_alignment_max} and below a third of the peak",
+            prof["late_abs"] < cfg.late_alignment_max and prof["late_abs"] < prof["peak"] / 3,
+            ours=f"{prof['late_abs']:.3f} (mean {prof['late_mean']:+.3f})", paper="~0"),
+  ]
+  r = m["step_ratio_mean"]
+  glo, ghi = cfg.step_growth_range
+  out.append(check(f"step size between checkpoints grows slightly: last / first quarter past "
+                   f"warm-up in [{glo}, {ghi}]", r is not None and glo <= r <= ghi,
+                   ours=r, paper=f"grows by < {paper.FIG5['step_size_growth_below']:g} "
+                   "(absolute, 220M parameters)"))
+  return out
+
+
+# ----------------------------------------------------------------------------- plot
+
+
+def _grid_panel(ax, trs, key, color="black"):
+  ends = trs[0].grid["step"][1:].astype(np.float64)
+  v = t5_runs.stack([tr.grid[key] for tr in trs])
+  x = ends[:v.shape[1]]
+  ax.plot(x, t5_runs.nanmean0(v), color=color, marker=".", markersize=2, linewidth=0.9,
+          label=f"ours, between checkpoints ({len(trs)} run{'s' if len(trs) > 1 else ''})")
+  if len(v) > 1:
+    ax.fill_between(x, np.nanmin(v, 0), np.nanmax(v, 0), color=color, alpha=0.2, linewidth=0)
+
+
+def _step_panel(ax, trs, values, label):
+  for tr, c in zip(trs, plt_colors(len(trs))):
+    v = values(tr)
+    if v is None:
+      continue
+    x, mu, lo, hi = t5_runs.smooth(tr.step, v)
+    ax.plot(x, mu, color=c, linewidth=0.8, label=f"{tr.label}: {label}")
+    ax.fill_between(x, lo, hi, color=c, alpha=0.15, linewidth=0)
+
+
+def _plot(ctx, cfg, trs, m):
+  fig, axes = plotting.new_figure(2, 3, height_per_row=2.3)
+  ax = axes.ravel()
+  tr0 = trs[0]
+  interval = int(tr0.grid["step"][1] - tr0.grid["step"][0]) if len(tr0.grid["step"]) > 1 else 0
+  has_grid = np.isfinite(tr0.grid["alignment"]).any()
+  # (a) alignment between checkpoints
+  if has_grid:
+    _grid_panel(ax[0], trs, "alignment")
+  ax[0].axhline(paper.FIG5["alignment_peak"], **plotting.PAPER_STYLE,
+                label="paper: peak ≈ 0.15, then ≈ 0")
+  ax[0].axhline(0.0, color="0.6", linewidth=0.5)
+  ax[0].set_title(f"(a) alignment cos(θ_b − θ_a, θ_a), checkpoints {interval} steps apart")
+  ax[0].set_ylabel("cosine")
+  # (b) alignment per step
+  _step_panel(ax[1], trs, lambda tr: tr.alignment, "binned mean, 10-90%")
+  ax[1].axhline(0.0, color="0.6", linewidth=0.5)
+  ax[1].set_title("(b) alignment cos(δ_t, θ_t) per step")
+  # (c) step size between checkpoints
+  if has_grid:
+    _grid_panel(ax[2], trs, "update_norm")
+  ax[2].set_title("(c) step size ‖θ_b − θ_a‖ between checkpoints")
+  ax[2].set_ylabel("‖Δθ‖")
+  ax[2].plot([], [], " ", label=f"paper: grows by < {paper.FIG5['step_size_growth_below']:g} "
+             "(220M params)")
+  # (d) step size per step
+  _step_panel(ax[3], trs, lambda tr: tr.update_norm, "binned mean, 10-90%")
+  ax[3].set_title("(d) step size ‖δ_t‖ per step")
+  ax[3].set_ylabel("‖δ_t‖")
+  # (e) Assumption 1
+  _step_panel(ax[4], trs, t5_runs.assumption1_ratio, "binned mean, 10-90%")
+  ax[4].axhline(1.0, **plotting.PAPER_STYLE, label="constant (= 1: clipping active)")
+  ax[4].set_ylim(0, 1.15)
+  ax[4].set_title("(e) Assumption 1: ‖δ_t‖ / (lr_t ‖θ_t‖)")
+  # (f) eq. 2
+  e0 = t5_runs.eq2_terms(tr0)
+  if e0 is not None:
+    terms = [t5_runs.eq2_terms(tr) for tr in trs]
+    n = min(len(t["step"]) for t in terms)
+    x = e0["step"][:n]
+    for key, color, label in (("measured", "black", "measured ‖θ_t‖² − ‖θ_0‖²"),
+                              ("misaligned", "tab:blue", "misaligned part Σ‖δ_i‖²"),
+                              ("aligned", "tab:red", "aligned part 2Σ θ_i·δ_i")):
+      v = np.asarray([t[key][:n] for t in terms])
+      ax[5].plot(x, v.mean(0), color=color, linewidth=1.0, label=label)
+      if len(v) > 1:
+        ax[5].fill_between(x, v.min(0), v.max(0), color=color, alpha=0.15, linewidth=0)
+    s = m["eq2"][0]
+    ax[5].set_title(f"(f) eq. 2: misaligned part alone → ‖θ_T‖ ≈ "
+                    f"{np.mean([q['norm_misaligned_only'] for q in m['eq2']]):.1f} "
+                    f"(measured {np.mean([q['norm_T'] for q in m['eq2']]):.1f})"
+                    + ("" if s["exact"] else ", estimated"))
+    ax[5].axhline(0.0, color="0.6", linewidth=0.5)
+  else:
+    ax[5].set_title("(f) eq. 2: ‖θ_0‖ unknown")
+  for a in ax:
+    a.set_xlabel("step t")
+    a.grid(alpha=0.3, linewidth=0.5)
+    if a.get_legend_handles_labels()[0]:
+      a.legend(loc="best", fontsize=5)
+    if tr0.warmup_steps:
+      a.axvline(tr0.warmup_steps, color="0.6", linewidth=0.6, linestyle=":")
+  sub = (f"{cfg.run.describe()}; bands: min-max over {len(trs)} seeds"
+         if trs[0].label.startswith("seed") else f"{tr0.label}: {tr0.grid_source}")
+  fig.suptitle(sub + ("; dotted line: t = W" if tr0.warmup_steps else ""), fontsize=7, y=1.02)
+  fig.tight_layout()
+  return plotting.save(fig, ctx.path(NAME))
+
+
+# ----------------------------------------------------------------------------- the figure
+
+
+def _rows(m, trs):
+  prof = m["mean_profile"]
+  rows = [core.Row("peak alignment between checkpoints", paper.FIG5["alignment_peak"],
+                   *core.mean_spread([a["peak"] for a in m["alignment"]])
+                   if prof["peak"] is not None else (None,)),
+          core.Row("where it peaks (fraction of T)", None,
+                   *core.mean_spread([a["peak_frac"] for a in m["alignment"]])
+                   if prof["peak"] is not None else (None,)),
+          core.Row("mean alignment between checkpoints, second half", "~0",
+                   *core.mean_spread([a["late_mean"] for a in m["alignment"]])
+                   if prof["peak"] is not None else (None,)),
+          core.Row("mean alignment per step, second half", None,
+                   *core.mean_spread(m["step_alignment_late"])),
+          core.Row("step size between checkpoints: last / first quarter past warm-up",
+                   "grows slightly", *core.mean_spread(m["step_ratio"])
+                   if np.isfinite(m["step_ratio"]).all() else (None,)),
+          core.Row("step size between checkpoints: first → last pair", "growth < 20 (absolute)",
+                   f"{np.mean([a for a, _ in m['step_size_first_last']]):.3g} → "
+                   f"{np.mean([b for _, b in m['step_size_first_last']]):.3g}")]
+  for name in ("<W", "W-4W", "4W-16W", ">16W"):
+    vals = [r[name] for r in m["ratio"] if r is not None and r[name] is not None]
+    if vals:
+      rows.append(core.Row(f"Assumption 1 ratio ‖δ‖/(lr‖θ‖), RMS over t in {name}",
+                           "constant (assumed)", *core.mean_spread(vals)))
+  eq = [q for q in m["eq2"] if q is not None]
+  if eq:
+    rows += [
+        core.Row("‖θ_T‖ measured", None, *core.mean_spread([q["norm_T"] for q in eq])),
+        core.Row("‖θ_T‖ from the misaligned part alone, √(‖θ_0‖² + Σ‖δ‖²)",
+                 "= measured (assumed)",
+                 *core.mean_spread([q["norm_misaligned_only"] for q in eq])),
+        core.Row("aligned part 2Σθ·δ / measured ‖θ_T‖² − ‖θ_0‖²", "0 (assumed)",
+                 *core.mean_spread([q["aligned_share"] for q in eq])),
+        core.Row("eq. 2 closure |mis + ali − measured| / measured", None,
+                 *core.mean_spread([abs(q["closure"]) for q in eq])),
+    ]
+  return rows
+
+
+def make(ctx: core.FigureContext, cfg: Fig5Config) -> core.FigureResult:
+  trs = t5_runs.load_runs(ctx, cfg.run)
+  m = measure(trs)
+  files = _plot(ctx, cfg, trs, m)
+  binned = {}
+  for tr in trs:
+    b = {}
+    for key, v in (("alignment", tr.alignment), ("update_norm", tr.update_norm),
+                   ("assumption1_ratio", t5_runs.assumption1_ratio(tr))):
+      if v is not None:
+        b[key] = dict(zip(("step", "mean", "p10", "p90"), t5_runs.smooth(tr.step, v)))
+    e = t5_runs.eq2_terms(tr)
+    if e is not None:
+      idx = np.unique(np.linspace(0, len(e["step"]) - 1, 200).astype(int))
+      b["eq2"] = {k: np.asarray(e[k])[idx] for k in ("step", "measured", "misaligned",
+                                                      "aligned")}
+    binned[tr.label] = b
+  numbers = {"runs": [t5_runs.to_json(tr) for tr in trs], "per_step_binned": binned,
+             "alignment_profile": m["alignment"],
+             "step_size_ratio": [r if np.isfinite(r) else None for r in m["step_ratio"]],
+             "eq2": m["eq2"], "assumption1_ratio_windows": m["ratio"], "paper": paper.FIG5}
+  files.append(core.write_numbers(ctx, NAME, numbers))
+  from_dir = bool((ctx.options or {}).get("model_dir"))
+  tr0 = trs[0]
+  setup = ([f"run: {tr0.label} ({tr0.source}); checkpoint grid from {tr0.grid_source}"]
+           if from_dir else [
+               f"the runs of Fig. 1: {cfg.run.describe()}",
+               f"checkpoints {cfg.run.grid_interval} steps apart (the paper: ~5,100), "
+               "quantities from the hook's anchor rows and norms (exact identities)",
+           ])
+  setup.append("the paper's '< 20' is an absolute change over 220M parameters; at our size "
+               "the scale-free check is the ratio of late to early step size")
+  eq = [q for q in m["eq2"] if q is not None]
+  notes = []
+  if eq:
+    q = eq[0]
+    notes.append(
+        f"eq. 2 ({tr0.label}): ||theta_T|| = {q['norm_T']:.2f} measured; the misaligned part "
+        f"alone predicts {q['norm_misaligned_only']:.2f}; the aligned part 2 sum theta.delta "
+        f"= {q['aligned']:.1f} is {q['aligned_share']:+.0%} of ||theta_T||^2 - ||theta_0||^2 "
+        f"= {q['measured']:.1f}" + ("" if q["exact"] else " (estimated from every k-th step)"))
+  return core.FigureResult(NAME, TITLE, files, _rows(m, trs), criteria(m, cfg), setup, notes)
