@@ -2,13 +2,15 @@
 
 :func:`normgrowth_jax.train.train` calls these, in this order, before it writes anything:
 
-* :func:`validate_train_args`: counts, sizes and lengths in range (``TRAIN_STEPS >= 1``,
+* :func:`validate_train_args`: counts, sizes and lengths in range (``TRAIN_STEPS >= 0``: 0
+  writes the initial state as checkpoint 0,
   ``BATCH_SIZE >= 1``, every feature length >= 1, periods >= 1, ...), the task registered;
 * :func:`check_run_dir`: ``MODEL_DIR`` is new, empty, or a run of this trainer. A T5X model
   directory (``checkpoint_<step>/``) or a folder holding other files is refused with what it
   holds (log files ``*.log``/``*.txt``/``*.out``/``*.err`` and hidden files are tolerated);
-* :func:`check_resume_config`: when the directory holds checkpoints, the operative config must
-  equal the saved ``config.gin`` in every binding that changes the trajectory.
+* :func:`check_resume_config`: when a checkpoint was restored (after the checkpoint's own
+  model and seed checks, before the streams are truncated), the operative config must equal
+  the saved ``config.gin`` in every binding that changes the trajectory.
 
 Which bindings change the trajectory: all of them, except ``NON_TRAJECTORY`` (the output
 directory, ``train_steps``: extending a run is how a run is resumed to more steps, and the
@@ -20,7 +22,9 @@ the saved file only). A deliberate change is allowed with ``train.allow_config_c
 directory and the previous config is kept as ``config.before_step<N>.gin``.
 
 Every error here is a :class:`ConfigError` (a ``ValueError``) with a one-line message naming
-the problem and the fix; the command line prints it and exits with status 2.
+the problem and the fix; the command line prints it and exits with status 2. (A checkpoint of
+another model or seed is a :class:`normgrowth_jax.checkpoints.CheckpointMismatchError`, found
+first, exit status 1.)
 """
 
 from __future__ import annotations
@@ -77,8 +81,8 @@ def validate_train_args(*, train_steps, batch_size, feature_lengths, save_every,
   Raises:
     ConfigError: naming the gin macro or binding and the valid range.
   """
-  _int_at_least("TRAIN_STEPS", train_steps, 1, "set --gin.TRAIN_STEPS to the total number of "
-                "updates (a resumed run continues up to it).")
+  _int_at_least("TRAIN_STEPS", train_steps, 0, "set --gin.TRAIN_STEPS to the total number of "
+                "updates (a resumed run continues up to it; 0 saves only the initial state).")
   _int_at_least("BATCH_SIZE", batch_size, 1, "set --gin.BATCH_SIZE to the global batch size.")
   _int_at_least("CHECKPOINT_PERIOD (train.save_every)", save_every, 1,
                 "use a positive number of steps between checkpoints.")
@@ -200,10 +204,18 @@ def _is_trajectory(key: str) -> bool:
   return not (selector.rpartition("/")[2] == "train" and param in NON_TRAJECTORY)
 
 
-def compare_configs(saved: str, current: str) -> list[tuple[str, str, str]]:
+def _checked_by_checkpoint(key: str) -> bool:
+  """Bindings the checkpoint's own checks report (seed; the model's shapes)."""
+  return key in ("train.seed", "train.model") or key.startswith("MODEL/")
+
+
+def compare_configs(saved: str, current: str, skip_checkpoint_checked: bool = False
+                    ) -> list[tuple[str, str, str]]:
   """``[(binding, saved value, current value)]`` for the trajectory bindings that differ."""
   a, b = parse_config(saved), parse_config(current)
-  return [(k, a[k], b[k]) for k in sorted(set(a) & set(b)) if _is_trajectory(k) and a[k] != b[k]]
+  return [(k, a[k], b[k]) for k in sorted(set(a) & set(b))
+          if _is_trajectory(k) and a[k] != b[k]
+          and not (skip_checkpoint_checked and _checked_by_checkpoint(k))]
 
 
 def _append_log(model_dir: str, row: dict) -> None:
@@ -212,8 +224,13 @@ def _append_log(model_dir: str, row: dict) -> None:
     f.write(json.dumps(row) + "\n")
 
 
-def check_resume_config(model_dir: str, current: str, allow: bool = False) -> list:
+def check_resume_config(model_dir: str, current: str, allow: bool = False,
+                        early: bool = False) -> list:
   """Compares ``current`` (operative config text) with ``MODEL_DIR/config.gin``.
+
+  The trainer calls it twice: ``early=True`` before it builds anything (cheap; skips the seed
+  and model bindings, which the checkpoint's own checks report by parameter path; records
+  nothing), and once after restoring (every trajectory binding; records an allowed change).
 
   Returns:
     The allowed differences (empty when the configs agree).
@@ -227,6 +244,8 @@ def check_resume_config(model_dir: str, current: str, allow: bool = False) -> li
          "(gin: train.allow_config_change=True) to change them on purpose.")
   latest = max([int(n) for n in os.listdir(os.path.join(model_dir, "checkpoints"))
                 if n.isdigit()], default=None)
+  if early and (allow or not os.path.isfile(path)):
+    return []
   if not os.path.isfile(path):
     if not allow:
       raise ConfigMismatchError(f"MODEL_DIR={model_dir} holds checkpoints but no config.gin, so "
@@ -236,7 +255,7 @@ def check_resume_config(model_dir: str, current: str, allow: bool = False) -> li
     return [("config.gin", "missing", "")]
   with open(path) as f:
     saved = f.read()
-  diffs = compare_configs(saved, current)
+  diffs = compare_configs(saved, current, skip_checkpoint_checked=early)
   if diffs and not allow:
     shown = "; ".join(f"{k}: {a} -> {b}" for k, a, b in diffs[:6])
     more = f" (and {len(diffs) - 6} more)" if len(diffs) > 6 else ""

@@ -304,8 +304,9 @@ def train(model_dir: str = gin.REQUIRED,
                                                       prefix="train"))
   tx = optimizers.make_optimizer(sink=norm_sink, track_every=track_every)
   init_fn, loss_fn = adapter(model)
-  if run_checks.has_checkpoints(model_dir):  # before anything in MODEL_DIR changes
-    run_checks.check_resume_config(model_dir, gin.operative_config_str(), allow_config_change)
+  if run_checks.has_checkpoints(model_dir):  # cheap refusal before anything is built
+    run_checks.check_resume_config(model_dir, gin.operative_config_str(), allow_config_change,
+                                   early=True)
   rng = jax.random.PRNGKey(seed)
   init_rng, step_rng = jax.random.split(rng)
 
@@ -318,7 +319,14 @@ def train(model_dir: str = gin.REQUIRED,
   start = 0
   resumed_from = None
   if ckpt.all_steps():
-    state, manifest, damaged = ckpt.restore_intact(state)
+    try:
+      state, manifest, damaged = ckpt.restore_intact(state)
+    except checkpoints.CheckpointMismatchError:
+      raise
+    except Exception:  # a state of another structure (e.g. another optimizer): name the cause
+      if not allow_config_change:
+        run_checks.check_resume_config(model_dir, gin.operative_config_str())
+      raise
     if damaged:
       import warnings  # pylint: disable=g-import-not-at-top
       warnings.warn(run_checks.report_damage(
@@ -332,6 +340,8 @@ def train(model_dir: str = gin.REQUIRED,
       raise checkpoints.CheckpointMismatchError(
           f"{model_dir} holds a run with seed {manifest['seed']}, not {seed}; "
           "use another MODEL_DIR or the same seed.")
+    # Before anything in MODEL_DIR changes (the streams are truncated just below).
+    run_checks.check_resume_config(model_dir, gin.operative_config_str(), allow_config_change)
     start = resumed_from = int(manifest["step"])
   norm_sink.resume(start, state["opt_state"])
   metric_sink.truncate_after(start)

@@ -223,11 +223,11 @@ BAD_INPUTS = [
      checkpoints.CheckpointMismatchError, r"differs: w checkpoint \[3\]"),
     # the trainer's command line: status 2, one line naming the problem and the fix
     ("train-steps-negative", _cli("MODEL_DIR={d}/never", "TRAIN_STEPS=-3"),
-     SystemExit, r"TRAIN_STEPS=-3 must be >= 1; set --gin.TRAIN_STEPS"),
-    ("train-steps-0", _cli("MODEL_DIR={d}/never", "TRAIN_STEPS=0"),
-     SystemExit, r"TRAIN_STEPS=0 must be >= 1"),
+     SystemExit, r"TRAIN_STEPS=-3 must be >= 0; set --gin.TRAIN_STEPS"),
     ("train-steps-float", _cli("MODEL_DIR={d}/never", "TRAIN_STEPS=2.5"),
-     SystemExit, r"TRAIN_STEPS=2.5 must be an integer >= 1"),
+     SystemExit, r"TRAIN_STEPS=2.5 must be an integer >= 0"),
+    ("train-steps-string", _cli("MODEL_DIR={d}/never", "TRAIN_STEPS=many"),
+     SystemExit, r"TRAIN_STEPS='many' must be an integer >= 0"),
     ("batch-size-0", _cli("MODEL_DIR={d}/never", "TRAIN_STEPS=2", "BATCH_SIZE=0"),
      SystemExit, r"BATCH_SIZE=0 must be >= 1; set --gin.BATCH_SIZE"),
     ("feature-length-0", _cli("MODEL_DIR={d}/never", "TRAIN_STEPS=2",
@@ -358,9 +358,14 @@ def test_resume_with_a_changed_config_is_refused_naming_the_bindings(trained_run
                      r"@optimizers.adafactor_t5 -> @optimizers.adamw_paper"):
     _train(run, "TRAIN_STEPS=6", "OPTIMIZER=@optimizers.adamw_paper")
   with pytest.raises(run_checks.ConfigMismatchError,
-                     match=r"train.seed: 0 -> 1.*train.task_name: 'ng_span_corruption_botchan_"
-                     r"bytes' -> 'ng_span_corruption_bbc_bytes'"):
-    _train(run, "TRAIN_STEPS=6", "SEED=1", "MIXTURE_OR_TASK_NAME='ng_span_corruption_bbc_bytes'")
+                     match=r"train.split: 'train' -> 'validation'; train.task_name: "
+                     r"'ng_span_corruption_botchan_bytes' -> 'ng_span_corruption_bbc_bytes'"):
+    _train(run, "TRAIN_STEPS=6", "train.split='validation'",
+           "MIXTURE_OR_TASK_NAME='ng_span_corruption_bbc_bytes'")
+  with pytest.raises(run_checks.ConfigMismatchError, match=r"LEARNING_RATE/rsqrt_schedule.warmup_steps: 1000 -> 10"):
+    _train(run, "TRAIN_STEPS=6", "WARMUP_STEPS=10")  # the schedule
+  with pytest.raises(checkpoints.CheckpointMismatchError, match="seed 0, not 1"):
+    _train(run, "TRAIN_STEPS=6", "SEED=1")  # the checkpoint's own check comes first
   with pytest.raises(SystemExit) as err:  # the command line: status 2, one line
     train.console_main([f"--gin_file={TINY}", *[f"--gin.{b}" for b in SMALL],
                         f"--gin.MODEL_DIR={run}", "--gin.TRAIN_STEPS=6",
