@@ -172,7 +172,8 @@ def make_eval_step(loss_fn: Callable):
   def eval_step(params, batch):
     _, aux = loss_fn(params, batch, jax.random.PRNGKey(0))
     denom = jnp.maximum(aux["weight_sum"], 1.0)
-    return {"loss": aux["loss"] / denom, "accuracy": aux["accuracy"]}
+    return {"loss": aux["loss"] / denom, "accuracy": aux["accuracy"],
+            "weight_sum": aux["weight_sum"]}
 
   return eval_step
 
@@ -198,6 +199,52 @@ def _check_batch(batch: Mapping[str, np.ndarray], step: int, task: str):
     raise ConfigError(f"Batch {step} of task {task!r} has no target tokens: the corpus is empty "
                      "or the feature lengths are too short. Prepare the data (see README, "
                      "`python -m normgrowth_jax.data ...`) or pick another MIXTURE_OR_TASK_NAME.")
+
+
+@gin.configurable(denylist=["model"])
+def validation_loss(model: Any, task_name: str = gin.REQUIRED,
+                    feature_lengths: Mapping[str, int] = gin.REQUIRED,
+                    batch_size: int = gin.REQUIRED, split: str = "validation",
+                    num_batches: int = 8, adapter: Callable = encoder_decoder_loss,
+                    data_fn: Callable = batch_iterator):
+  """An ``evaluator`` for :func:`train`: loss and accuracy on fixed held-out batches.
+
+  Off by default (``train.evaluator = None``). Turn it on with
+  ``train.evaluator = @train.validation_loss`` and ``train.eval_every = N``; the rows go to
+  ``eval.jsonl`` and ``tb/eval`` at step 0, every N steps and at the last step.
+
+  Args:
+    model: the trained model (``train`` passes it).
+    task_name, feature_lengths, batch_size: as training (``runs/pretrain.gin`` binds them).
+    split: the held-out split.
+    num_batches: the first ``num_batches`` batches of ``split`` (data seed 0), read once and
+      evaluated at every evaluation: the same tokens each time.
+    adapter: as ``train.adapter``; called with ``enable_dropout=False``.
+    data_fn: as ``train.data_fn``.
+
+  Returns:
+    ``eval_fn(params) -> {"loss", "accuracy", "tokens"}``: the per-token loss (with the
+    z-loss, as the training metric) and accuracy over all the batches' target tokens.
+  """
+  _, loss_fn = adapter(model, enable_dropout=False)
+  eval_step = jax.jit(make_eval_step(loss_fn))
+  data = data_fn(task_name, split, feature_lengths, batch_size, 0, start_batch=0)
+  batches = [b for _, b in zip(range(num_batches), data)]
+  if not batches:
+    raise ValueError(f"validation_loss: split {split!r} of task {task_name!r} has no batch of "
+                     f"{batch_size}; lower BATCH_SIZE or use another split.")
+
+  def eval_fn(params) -> dict:
+    loss = correct = tokens = 0.0
+    for batch in batches:
+      m = jax.device_get(eval_step(params, batch))
+      w = float(m["weight_sum"])
+      loss, correct, tokens = loss + float(m["loss"]) * w, correct + float(m["accuracy"]) * w, \
+          tokens + w
+    return {"loss": loss / max(tokens, 1.0), "accuracy": correct / max(tokens, 1.0),
+            "tokens": tokens}
+
+  return eval_fn
 
 
 # ------------------------------------------------------------------------------ the loop
@@ -351,7 +398,9 @@ def train(model_dir: str = gin.REQUIRED,
     eval_sink = sinks.MultiSink(sinks.JsonlSink(os.path.join(model_dir, "eval.jsonl")),
                                 sinks.TensorBoardSink(os.path.join(model_dir, "tb", "eval"),
                                                       prefix="eval"))
-    eval_sink.truncate_after(start)
+    # A fresh start (re)writes the step-0 evaluation too: truncate before it, or the
+    # TensorBoard sink takes step 0 as already written and drops it.
+    eval_sink.truncate_after(start if start > 0 else -1)
 
   def evaluate(at_step: int, params):
     row = {"step": np.array([at_step])}

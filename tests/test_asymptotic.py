@@ -240,11 +240,20 @@ def test_softmax_masking_both_modes():
 
 
 def test_softmax_tie_tolerance():
-    s = np.array([[1.0, 1.0 + 1e-8, 0.5]], np.float32)
+    # A gap float32 can hold (above its epsilon, 1.19e-7) and below the default tie_rtol 1e-6.
+    gap = np.float32(3e-7)
+    s = np.array([[1.0, 1.0 + gap, 0.5]], np.float32)
+    assert s[0, 1] > s[0, 0] and s[0, 1] - s[0, 0] < 1e-6
     out = asy.softmax(asy.lift(jnp.asarray(s), 2))
-    np.testing.assert_allclose(out.leading, [[0.5, 0.5, 0.0]])
+    np.testing.assert_array_equal(out.leading, [[0.5, 0.5, 0.0]])  # within tolerance: a tie
     strict = asy.softmax(asy.lift(jnp.asarray(s), 2), tie_rtol=0.0)
-    assert float(strict.leading.sum()) == pytest.approx(1.0)
+    np.testing.assert_array_equal(strict.leading, [[0.0, 1.0, 0.0]])  # the larger one wins
+    # A gap above the tolerance is no tie, at the default and at a tolerance just below it.
+    wide = np.array([[1.0, 1.0 + 4e-6, 0.5]], np.float32)
+    np.testing.assert_array_equal(asy.softmax(asy.lift(jnp.asarray(wide), 2)).leading,
+                                  [[0.0, 1.0, 0.0]])
+    np.testing.assert_array_equal(
+        asy.softmax(asy.lift(jnp.asarray(wide), 2), tie_rtol=1e-5).leading, [[0.5, 0.5, 0.0]])
 
 
 def ln_np(x, scale, bias, eps):

@@ -1,5 +1,10 @@
 """Checkpointer: exact round trip, manifest, mismatch errors, save cadence."""
 
+import os
+import signal
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -64,13 +69,50 @@ def test_mismatched_model_names_every_differing_path(tmp_path):
   ckpt.close()
 
 
-def test_incomplete_checkpoint_is_invisible(tmp_path):
+_KILLED_WHILE_SAVING = """
+import os, signal, sys
+import jax.numpy as jnp
+from orbax.checkpoint._src.path import atomicity
+from normgrowth_jax import checkpoints
+
+finalize = atomicity.AtomicRenameTemporaryPath.finalize
+
+async def killed_before_commit(self):
+  if self.get_final().name == "2":  # every file of step 2 written, not yet committed
+    os.kill(os.getpid(), signal.SIGKILL)
+  return await finalize(self)
+
+atomicity.AtomicRenameTemporaryPath.finalize = killed_before_commit
+ckpt = checkpoints.Checkpointer(sys.argv[1], save_every=1, async_save=False)
+for step in (1, 2):
+  state = {"params": {"w": jnp.arange(6.0) + step}, "opt_state": (), "step": jnp.asarray(step)}
+  ckpt.save(step, state, data_position=step, seed=0)
+print("not killed")
+"""
+
+
+def test_checkpoint_killed_while_saving_is_invisible(tmp_path):
+  """A process SIGKILLed after writing step 2 but before orbax committed it."""
+  proc = subprocess.run([sys.executable, "-c", _KILLED_WHILE_SAVING, str(tmp_path)],
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr[-2000:]
+  left = sorted(os.listdir(tmp_path))
+  assert "1" in left and "2" not in left
+  assert any(d.startswith("2") for d in left), left  # the uncommitted step-2 directory
   ckpt = checkpoints.Checkpointer(tmp_path, save_every=1, async_save=False)
-  ckpt.save(1, _state(), data_position=1, seed=0)
+  assert ckpt.latest_step() == 1 and ckpt.all_steps() == [1]
+  target = {"params": {"w": jnp.zeros(6)}, "opt_state": (), "step": jnp.asarray(0)}
+  restored, manifest = ckpt.restore(target)
+  np.testing.assert_array_equal(restored["params"]["w"], np.arange(6.0) + 1)
+  assert int(restored["step"]) == 1 and manifest["data_position"] == 1
+  # The leftover does not block saving step 2 again.
+  again = {"params": {"w": jnp.arange(6.0) + 2}, "opt_state": (), "step": jnp.asarray(2)}
+  assert ckpt.save(2, again, data_position=2, seed=0)
+  assert ckpt.latest_step() == 2
+  np.testing.assert_array_equal(ckpt.restore(target)[0]["params"]["w"], np.arange(6.0) + 2)
   ckpt.close()
-  # What a SIGKILL mid-write leaves behind: a temporary step directory.
-  (tmp_path / "2.orbax-checkpoint-tmp-123").mkdir()
-  ckpt = checkpoints.Checkpointer(tmp_path, save_every=1)
-  assert ckpt.latest_step() == 1
-  with pytest.raises(FileNotFoundError):
+
+
+def test_restore_without_a_checkpoint_names_the_directory(tmp_path):
+  with pytest.raises(FileNotFoundError, match="No complete checkpoint in .*empty"):
     checkpoints.Checkpointer(tmp_path / "empty").restore(_state())

@@ -112,3 +112,99 @@ def test_missing_corpus_error_at_get_dataset(tmp_path, monkeypatch):
   with pytest.raises(corpora.CorpusNotPreparedError, match="prepare --corpus wiki"):
     pipeline.make_batch_iterator("ng_span_corruption_wiki_bytes", "train",
                                  {"inputs": 512, "targets": 114}, 2, seed=0)
+
+
+# ----------------------------------------------------------------------------- content
+
+BYTE_OFFSET = 3  # seqio.ByteVocabulary: ids 0, 1, 2 are PAD, EOS, UNK; byte b is id b + 3
+EOS = 1
+
+
+def _body(row):
+  """The non-padding tokens of a row without their final EOS, checking that EOS is there."""
+  tokens = row[row > 0]
+  assert tokens[-1] == EOS and EOS not in tokens[:-1]
+  return tokens[:-1]
+
+
+def _text_bytes(tokens):
+  return bytes((np.asarray(tokens) - BYTE_OFFSET).astype(np.uint8).tolist())
+
+
+def test_prefix_lm_inputs_then_targets_are_the_source_text(data_cache):  # noqa: F811
+  """Every example is a contiguous cut of the text; in order, the examples are the text."""
+  fl = {"inputs": 64, "targets": 32}
+  rows = list(pipeline.make_batch_iterator("ng_prefix_lm_botchan_bytes", "validation", fl, 1,
+                                           seed=0))
+  source = "".join(line + "\n" for line in corpora.split_path(
+      "botchan", "validation", data_cache).read_text().splitlines()).encode()
+  pieces = []
+  for i, b in enumerate(rows):
+    inputs, targets = _body(b["encoder_input_tokens"][0]), _body(b["decoder_target_tokens"][0])
+    assert 1 <= len(inputs) <= 63 and 1 <= len(targets) <= 31
+    if i < len(rows) - 1:  # every segment but the stream's last is full: 63 + 31 tokens
+      assert len(inputs) + len(targets) == 94
+    pieces += [_text_bytes(inputs), _text_bytes(targets)]
+  assert b"".join(pieces) == source
+
+  # Decoder-only prefix LM: the same examples as one sequence, the prefix fully visible and
+  # the loss on the continuation only.
+  dec = list(pipeline.make_batch_iterator("ng_prefix_lm_botchan_bytes", "validation", fl, 1,
+                                          seed=0, model_type="decoder"))
+  assert len(dec) == len(rows)
+  for b, d in zip(rows, dec):
+    enc_in = b["encoder_input_tokens"][0][b["encoder_input_tokens"][0] > 0]
+    tgt = b["decoder_target_tokens"][0][b["decoder_target_tokens"][0] > 0]
+    seq = d["decoder_target_tokens"][0]
+    n_in, n = len(enc_in), len(enc_in) + len(tgt)
+    np.testing.assert_array_equal(seq[:n], np.concatenate([enc_in, tgt]))
+    assert not seq[n:].any()
+    np.testing.assert_array_equal(d["decoder_input_tokens"][0], np.concatenate([[0], seq[:-1]]))
+    # Fully visible: the positions whose input token (shifted right) is BOS or the prefix.
+    np.testing.assert_array_equal(d["decoder_causal_attention"][0],
+                                  np.arange(len(seq)) < n_in + 1)
+    np.testing.assert_array_equal(d["decoder_loss_weights"][0],
+                                  (np.arange(len(seq)) >= n_in) & (np.arange(len(seq)) < n))
+
+
+def test_a_packed_row_splits_back_into_its_examples(tmp_path, monkeypatch):
+  """Causal LM on a corpus of very short lines: each group of 128 lines is one short example,
+  so packing puts several in a row; split by segment id, the rows give back the examples."""
+  monkeypatch.setenv("NORMGROWTH_DATA", str(tmp_path))
+  lines = [chr(97 + i % 26) * (1 + i % 2) for i in range(1200)]
+  src = tmp_path / "lines.txt"
+  src.write_text("\n\n".join("\n".join(lines[i:i + 12]) for i in range(0, 1200, 12)) + "\n")
+  corpora.prepare_text(src, "packlines", tmp_path, progress=False)
+  name = tasks.register_corpus_tasks("packlines", vocab_names=("bytes",))[-1]
+  assert name == "ng_causal_lm_packlines_bytes"
+  kw = dict(shuffle=False, num_epochs=1)
+  plain = list(pipeline.make_batch_iterator(name, "train", {"targets": 1024}, 1, 0, **kw))
+  packed = list(pipeline.make_batch_iterator(name, "train", {"targets": 1024}, 1, 0, pack=True,
+                                             **kw))
+  examples = [tuple(b["decoder_target_tokens"][0][b["decoder_target_tokens"][0] > 0])
+              for b in plain]
+  assert all(len(e) < 512 for e in examples)
+  segments, per_row = [], []
+  for b in packed:
+    tokens, ids = b["decoder_target_tokens"][0], b["decoder_segment_ids"][0]
+    pos, inp, w = b["decoder_positions"][0], b["decoder_input_tokens"][0], b["decoder_loss_weights"][0]
+    k = int(ids.max())
+    per_row.append(k)
+    assert sorted(set(ids.tolist()) - {0}) == list(range(1, k + 1))
+    for s in range(1, k + 1):
+      at = ids == s
+      seg = tokens[at]
+      np.testing.assert_array_equal(pos[at], np.arange(len(seg)))
+      # Teacher forcing restarts in each segment: 0 (BOS), then the segment shifted.
+      np.testing.assert_array_equal(inp[at], np.concatenate([[0], seg[:-1]]))
+      assert (w[at] == 1).all()
+      segments.append(tuple(seg))
+    assert not tokens[ids == 0].any() and not w[ids == 0].any()
+  assert max(per_row) >= 2  # packing did put several examples in one row
+  assert sorted(segments) == sorted(examples)
+  # And the examples are the text: each line, newline, EOS, in order.
+  stream = [t for e in examples for t in e]
+  train_text = corpora.split_path("packlines", "train", tmp_path).read_text().splitlines()
+  expected = [t for line in train_text for t in [*(np.frombuffer(line.encode() + b"\n",
+                                                                  np.uint8) + BYTE_OFFSET), EOS]]
+  assert stream == expected

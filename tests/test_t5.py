@@ -2,6 +2,7 @@
 
 import math
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -120,7 +121,7 @@ def test_t5x_shaped_checkpoint_loads_and_every_leaf_is_used(model_and_params, lo
     # A checkpoint with a missing leaf is rejected.
     broken = unflatten_dict({tuple(k.split("/")): v for k, v in flatten_dict(
         ckpt, sep="/").items() if k != "encoder/encoder_norm/scale"})
-    with pytest.raises(Exception, match="encoder_norm"):
+    with pytest.raises(flax.errors.ScopeParamNotFoundError, match="encoder_norm"):
         model.apply({"params": broken}, ENC, DEC_IN, DEC_TGT)
 
 
@@ -302,7 +303,7 @@ def test_dropout_needs_rng_and_changes_output(model_and_params):
     a = model.apply({"params": params}, ENC, DEC_IN, DEC_TGT, enable_dropout=True,
                     rngs={"dropout": rbg_key(1)}).logits
     assert np.max(np.abs(a - det)) > 1e-3
-    with pytest.raises(Exception, match="dropout"):
+    with pytest.raises(flax.errors.InvalidRngError, match="dropout"):
         model.apply({"params": params}, ENC, DEC_IN, DEC_TGT, enable_dropout=True)
 
 

@@ -132,6 +132,8 @@ def _local_ts_spec(spec: dict, ckpt_dir: str) -> dict:
   rel = kv.get("path") or spec.pop("path", None)
   if rel is None:
     raise ValueError(f"TensorStore spec without a path: {spec}")
+  # T5X writes the array's directory with a trailing "/" ("target.encoder.x.kernel/").
+  rel = rel.rstrip("/")
   if kv.get("driver") == "gcs":
     rel = rel.split("/")[-1]  # gs://bucket/.../checkpoint_N/<name>: keep the array name
   spec["kvstore"] = {"driver": "file", "path": os.path.join(ckpt_dir, os.path.basename(rel))}
