@@ -283,3 +283,17 @@ def test_fig2_level_criteria_need_a_matching_checkpoint():
   far = {"measured": {"rho": np.array([0.2, 0.5, 0.60])}}
   assert [c.passed for c in fig2.level_criteria([T5Decoder()], [near])] == [True, None]
   assert [c.passed for c in fig2.level_criteria([T5Decoder()], [far])] == [False, None]
+
+
+def test_report_keeps_figures_made_earlier_into_the_same_folder(tmp_path):
+  made = lambda name, ok: core.FigureResult(name, name.upper(), [], [], [check("c", ok)], ["s"],
+                                            wall_s=1.0)
+  for name in ("fig2", "fig4"):
+    (tmp_path / f"{name}.png").write_bytes(b"png")
+  pipeline.write_report(tmp_path, [made("fig4", True)], "quick")
+  merged = pipeline.write_report(tmp_path, [made("fig2", False)], "quick")
+  assert [(r.name, r.verdict) for r in merged] == [("fig2", "not reproduced"),
+                                                   ("fig4", "reproduced")]
+  assert "| fig4 | FIG4 | reproduced |" in (tmp_path / "report.md").read_text()
+  assert [r.name for r in pipeline.write_report(tmp_path, [made("fig2", True)], "smoke")] == [
+      "fig2"]  # another profile's figures are never mixed in

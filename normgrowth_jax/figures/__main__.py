@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pathlib
 import sys
@@ -46,7 +47,9 @@ def main(argv=None) -> int:
                          options={"hf_model_dirs": args.hf_model_dir,
                                   "model_dir": args.model_dir},
                          progress=not args.no_progress)
-  if args.readme:
+  if args.readme:  # every figure in the folder, this call's and earlier ones
+    results = [core.FigureResult.from_json(f) for f in json.loads(
+        (pathlib.Path(out) / "results.json").read_text())["figures"]]
     readme = pathlib.Path(args.readme)
     rel = os.path.relpath(out, readme.parent)
     readme.write_text(report.splice_readme(readme.read_text(),

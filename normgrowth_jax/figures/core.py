@@ -104,6 +104,13 @@ class FigureResult:
   def verdict(self) -> str:
     return verdict_lib.verdict(self.criteria)
 
+  @classmethod
+  def from_json(cls, d: dict) -> "FigureResult":
+    """Reads back :meth:`to_json` (the report of an earlier call)."""
+    return cls(d["name"], d["title"], d["files"], [Row(**r) for r in d["rows"]],
+               [verdict_lib.Criterion(**c) for c in d["criteria"]], d["setup"], d["notes"],
+               d["wall_s"])
+
   def to_json(self) -> dict:
     return {"name": self.name, "title": self.title, "verdict": self.verdict,
             "wall_s": self.wall_s, "files": [str(f) for f in self.files],

@@ -75,7 +75,7 @@ def run(names: Sequence[str], profile: str, out_dir, runs_root, *, force: bool =
   bar = _Progress(sum(m.work(c) for m, c in zip(modules, configs)), progress)
   ctx = core.FigureContext(profile=profile, out_dir=Path(out_dir), runs_root=Path(runs_root),
                            force=force, options=dict(options or {}), advance=bar)
-  results, t_start = [], time.perf_counter()
+  results = []
   try:
     for module, config in zip(modules, configs):
       t0 = time.perf_counter()
@@ -88,19 +88,37 @@ def run(names: Sequence[str], profile: str, out_dir, runs_root, *, force: bool =
       bar.write(f"{result.name}: {result.verdict} ({result.wall_s:.0f} s)")
   finally:
     bar.close()
-  total = time.perf_counter() - t_start
-  write_report(ctx.out_dir, results, profile, total)
+  write_report(ctx.out_dir, results, profile)
   for r in results:
     print(f"{r.name:5s} {r.wall_s:8.1f} s  {r.verdict:15s} {r.title}", flush=True)
   return results
 
 
-def write_report(out_dir: Path, results, profile: str, total_s: float) -> Path:
-  """Writes report.md and results.json (every figure's table, criteria and verdict)."""
+def _merge_earlier(out_dir: Path, results, profile: str) -> list:
+  """This call's results plus those of figures made earlier into the same folder (same
+  profile) and not remade now, in the paper's order, so report.md covers the whole folder."""
+  saved = out_dir / "results.json"
+  if not saved.is_file():
+    return list(results)
+  earlier = json.loads(saved.read_text())
+  if earlier.get("profile") != profile:
+    return list(results)
+  now = {r.name for r in results}
+  kept = [core.FigureResult.from_json(f) for f in earlier["figures"]
+          if f["name"] not in now and (out_dir / f"{f['name']}.png").is_file()]
+  order = {n: i for i, n in enumerate(registry.PAPER_FIGURES)}
+  return sorted([*results, *kept], key=lambda r: order.get(r.name, len(order)))
+
+
+def write_report(out_dir: Path, results, profile: str) -> list:
+  """Writes report.md and results.json (every figure's table, criteria and verdict), keeping
+  the figures of earlier calls into the same folder that this call did not remake."""
   out_dir.mkdir(parents=True, exist_ok=True)
-  path = out_dir / "report.md"
-  path.write_text(report.render(results, profile, report.environment(), total_s))
+  results = _merge_earlier(out_dir, results, profile)
+  total_s = sum(r.wall_s for r in results)
+  (out_dir / "report.md").write_text(
+      report.render(results, profile, report.environment(), total_s))
   (out_dir / "results.json").write_text(json.dumps(
       {"profile": profile, "total_s": total_s, "figures": [r.to_json() for r in results]},
       indent=1, default=str))
-  return path
+  return results
