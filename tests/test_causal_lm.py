@@ -87,6 +87,16 @@ def test_ptb_files_feed_the_same_task(tmp_path):
                                 np.sort(data.split("train"), axis=0))
 
 
+def test_wikitext2_files_feed_the_same_task(tmp_path):
+  src = tmp_path / "wt2"
+  src.mkdir()
+  text = " = Heading = \n It was big . It fell ! \n\n Then it rose . \n"
+  for name in ("train", "valid", "test"):
+    (src / f"wiki.{name}.tokens").write_text(text)
+  corpora.prepare_wikitext2(src, tmp_path / "cache", progress=False)
+  data = word_lm.load("wikitext2", vocab_words=50, max_len=6, root=tmp_path / "cache")
+  assert [data.decode(r) for r in data.split("validation")] == [
+      "it was big .", "it fell !", "then it rose ."]
 def test_epoch_iterator_resumes_exactly():
   tokens = np.arange(30, dtype=np.int32).reshape(10, 3)
   full = word_lm.EpochIterator(tokens, batch_size=3, seed=1)

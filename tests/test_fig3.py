@@ -87,6 +87,14 @@ def test_best_step_uses_dev_loss_and_existing_checkpoints():
     fig3.best_step(rows, [5])
 
 
+def test_prune_keeps_only_the_named_checkpoints(tmp_path):
+  for step in (10, 20, 30):
+    (tmp_path / "checkpoints" / str(step)).mkdir(parents=True)
+  (tmp_path / "checkpoints" / "tmp_junk").mkdir()
+  assert fig3.prune_checkpoints(tmp_path, {20, 30}) == [10]
+  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["20", "30", "tmp_junk"]
+
+
 def test_bindings_name_every_setting_and_the_quick_budget_is_fixed():
   cfg = fig3.CONFIGS["quick"]
   b = fig3.bindings(cfg, PRE, LEAKY, 2, 600)

@@ -302,12 +302,14 @@ def task_name(corpus: str) -> str:
   return TASK_PREFIX + corpus
 
 
-def unigram_loss(data: WordLMData, split: str = "validation") -> float:
+def unigram_loss(data: WordLMData, split: str = "validation",
+                 max_sentences: int | None = None) -> float:
   """Cross-entropy (nats/token) on ``split`` of the train split's unigram distribution.
 
-  Over the predicted tokens (every real token but a sentence's first word), add-one smoothed
-  over ``num_ids`` ids: the loss a model reaches by learning unigram statistics only (the
-  original's post-norm runs stopped there).
+  Over the predicted tokens (every real token but a sentence's first word) of the first
+  ``max_sentences`` sentences (None: all), add-one smoothed over ``num_ids`` ids: the loss a
+  model reaches by learning unigram statistics only (the original's post-norm runs stopped
+  there).
   """
   def targets(rows):
     t = rows[:, 1:]
@@ -315,7 +317,7 @@ def unigram_loss(data: WordLMData, split: str = "validation") -> float:
 
   counts = np.bincount(targets(data.split("train")), minlength=data.num_ids) + 1.0
   logp = np.log(counts / counts.sum())
-  return float(-logp[targets(data.split(split))].mean())
+  return float(-logp[targets(data.split(split)[:max_sentences])].mean())
 
 
 # ----------------------------------------------------------------------------- batches

@@ -149,10 +149,10 @@ def variants(cfg: Fig3Config):
 
 
 def work(cfg: Fig3Config) -> int:
-  try:
-    steps = train_steps(cfg)
-  except Exception:  # pylint: disable=broad-except  (data not prepared yet: an estimate)
-    steps = cfg.steps or int(cfg.epochs * 42_000 // cfg.batch_size)
+  steps = cfg.steps
+  if steps is None:  # epochs: exact once the corpus is prepared, else PTB's size (never fetches)
+    steps = (train_steps(cfg, word_lm.load(cfg.corpus, cfg.vocab_words, cfg.max_len))
+             if corpora.is_prepared(cfg.corpus) else int(cfg.epochs * 42_068 // cfg.batch_size))
   return len(variants(cfg)) * len(cfg.seeds) * (steps + 1)
 
 
@@ -190,6 +190,16 @@ def best_step(eval_rows: list[dict], available: list[int]) -> int:
   if not cands:
     raise ValueError(f"no evaluated checkpoint among steps {available}")
   return min(cands, key=lambda r: (r["loss"], r["step"]))["step"]
+
+
+def prune_checkpoints(run_dir: Path, keep: set) -> list[int]:
+  """Deletes a finished run's checkpoints other than ``keep`` (e.g. {best, last}); returns the
+  deleted steps. At the paper's size each checkpoint (params + Adam moments) is ~0.6 GB."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  gone = [s for s in _checkpoint_steps(run_dir) if s not in keep]
+  for s in gone:
+    shutil.rmtree(Path(run_dir) / "checkpoints" / str(s))
+  return gone
 
 
 def _checkpoint_steps(run_dir: Path) -> list[int]:
@@ -242,7 +252,10 @@ def analyse_run(cfg: Fig3Config, norm: str, mask: str, run_dir: Path,
   """Curves (eval, norms) and the best checkpoint's saturated head statistics of one run."""
   eval_rows = sinks.read_jsonl(str(Path(run_dir) / "eval.jsonl"))
   norm_rows = sinks.read_jsonl(str(Path(run_dir) / "norms.jsonl"))
-  step = best_step(eval_rows, _checkpoint_steps(run_dir))
+  available = _checkpoint_steps(run_dir)
+  step = best_step(eval_rows, available)
+  if runs.is_finished(run_dir):  # only the best (analysed, Fig. 2) and the last are needed
+    prune_checkpoints(run_dir, {step, max(available)})
   params = restore_params(run_dir, step)
   w_rho, w_lim = _attention_fn(cfg, norm, mask)(params, jnp.asarray(tokens))
   heads = {"rho": head_statistics(w_rho, tokens), "limit": head_statistics(w_lim, tokens)}
@@ -423,9 +436,8 @@ def _plot_heads(ctx, cfg, results):
       ax.set_xlabel(xlabel)
       ax.grid(alpha=0.3, linewidth=0.5)
       if i == 0:
-        ax.set_title(f"{_label(norm, mask)}\n{len(rho)} heads; "
-                     + ("over the padded length" if convention(mask) == "padded"
-                        else "over real tokens"))
+        ax.set_title(f"{_label(norm, mask)}\n{len(rho)} heads, "
+                     + ("padded length" if convention(mask) == "padded" else "real tokens"))
       if j == 0:
         ax.set_ylabel("fraction of heads")
   axes[0, -1].legend(loc="upper right")
@@ -446,6 +458,13 @@ def _band(ax, xs, ys, color, style, label):
     ax.fill_between(xs, ys.min(0), ys.max(0), color=color, alpha=0.15, linewidth=0)
 
 
+def layer_profile(row: dict, kind: str = "limit") -> list:
+  """Per-layer saturation (layers 1..L) from an eval row (``saturation_<kind>/layers_<i>``)."""
+  keys = sorted((k for k in row if k.startswith(f"saturation_{kind}/layers_")),
+                key=lambda k: int(k.rsplit("_", 1)[1]))
+  return [row[k] for k in keys]
+
+
 def _plot_training(ctx, cfg, results, unigram):
   fig, axes = plotting.new_figure(1, 4, height_per_row=2.2)
   colors = {"prenorm_paper": "tab:blue", "postnorm": "tab:orange"}
@@ -457,32 +476,45 @@ def _plot_training(ctx, cfg, results, unigram):
     ev_steps = np.asarray(runs_[0]["eval"]["step"])
     _band(axes[1], ev_steps, [r["eval"]["loss"] for r in runs_], c, s, label)
     _band(axes[2], ev_steps, [r["eval"]["saturation_rho"] for r in runs_], c, s, label)
-    _band(axes[3], ev_steps, [r["eval"]["saturation_limit"] for r in runs_], c, s, label)
+    axes[2].plot(ev_steps, np.mean([r["eval"]["saturation_limit"] for r in runs_], 0), "x",
+                 color=c, ms=3.5, mew=0.8)
+    layers = np.arange(1, cfg.num_layers + 1)
+    _band(axes[3], layers, [layer_profile(r["best"]) for r in runs_], c, s, label)
+    axes[3].plot(layers, np.mean([layer_profile(r["init"]) for r in runs_], 0), s, color=c,
+                 linewidth=0.7, alpha=0.6, marker=".", ms=2.5)
   axes[1].axhline(unigram, color="0.3", linestyle=":", linewidth=0.9,
                   label=f"unigram model ({unigram:.2f})")
+  axes[2].plot([], [], "x", color="0.3", ms=3.5, label="exact limit (x)")
+  axes[3].plot([], [], "-", color="0.3", linewidth=0.7, alpha=0.6, marker=".", ms=2.5,
+               label="at initialisation (thin)")
+  lo, hi = paper.SMALL_LM["saturation_trained"]
   for ax in axes[2:]:
-    lo, hi = paper.SMALL_LM["saturation_trained"]
-    ax.axhspan(lo, hi, color="0.6", alpha=0.35, linewidth=0, label="paper, trained (PTB)")
-    for key, color in (("saturation_init_prenorm", colors["prenorm_paper"]),
-                       ("saturation_init_postnorm", colors["postnorm"])):
-      lo, hi = paper.SMALL_LM[key]
-      ax.errorbar([0], [(lo + hi) / 2], yerr=[[(hi - lo) / 2 + 0.005]], fmt="s", ms=3,
-                  color=color, mfc="white", capsize=2, linewidth=0.8,
-                  label=f"paper, init ({'pre' if 'pre' in key else 'post'}-norm)")
+    ax.axhspan(lo, hi, color="0.6", alpha=0.35, linewidth=0,
+               label="paper, trained (PTB)" if ax is axes[2] else None)
     ax.set_ylim(-0.05, 1.05)
+  for key, color in (("saturation_init_prenorm", colors["prenorm_paper"]),
+                     ("saturation_init_postnorm", colors["postnorm"])):
+    ilo, ihi = paper.SMALL_LM[key]
+    axes[2].errorbar([0], [(ilo + ihi) / 2], yerr=[[(ihi - ilo) / 2 + 0.005]], fmt="s", ms=3,
+                     color=color, mfc="white", capsize=2, linewidth=0.8,
+                     label=f"paper, init ({'pre' if 'pre' in key else 'post'}-norm)")
   titles = ("encoder norm ||θ|| (paper filter)", "dev loss (nats / token)",
-            f"saturation, ρ = {cfg.rho:g} (last layer)", "saturation, exact limit")
-  for ax, t in zip(axes, titles):
+            f"saturation, last layer, ρ = {cfg.rho:g}", "saturation by layer, best ckpt")
+  xlabels = ("training step",) * 3 + ("layer (exact limit)",)
+  for ax, t, xl in zip(axes, titles, xlabels):
     ax.set_title(t)
-    ax.set_xlabel("training step")
+    ax.set_xlabel(xl)
     ax.grid(alpha=0.3, linewidth=0.5)
+  axes[3].set_xticks(np.arange(1, cfg.num_layers + 1))
   axes[0].set_ylabel("L2 norm")
   axes[2].set_ylabel("cos(f(x; θ), sf(x; θ))")
   handles, labels = axes[0].get_legend_handles_labels()
-  extra = axes[3].get_legend_handles_labels()
-  handles += [axes[1].get_lines()[-1]] + extra[0][-3:]
-  labels += [axes[1].get_lines()[-1].get_label()] + extra[1][-3:]
-  fig.legend(handles, labels, loc="lower center", ncol=4, bbox_to_anchor=(0.5, -0.13))
+  for ax in axes[1:]:
+    h, l = ax.get_legend_handles_labels()
+    new = [(hh, ll) for hh, ll in zip(h, l) if ll not in labels]
+    handles += [hh for hh, _ in new]
+    labels += [ll for _, ll in new]
+  fig.legend(handles, labels, loc="lower center", ncol=4, bbox_to_anchor=(0.5, -0.17))
   fig.suptitle(f"Small LMs on {cfg.corpus!r} sentences: {cfg.num_layers} layers, d_model "
                f"{cfg.d_model}, AdamW lr {cfg.learning_rate:g} wd {cfg.weight_decay:g}; lines: "
                f"mean over {len(cfg.seeds)} seed(s), bands: min-max", fontsize=7.5, y=1.04)
@@ -532,7 +564,7 @@ def _make(ctx: core.FigureContext, cfg: Fig3Config) -> core.FigureResult:
     ctx.advance(0, f"{NAME}: heads of {run_name(norm, mask, seed)}")
     results.setdefault((norm, mask), []).append(analyse_run(cfg, norm, mask, d, tokens))
     ctx.advance(1, None)
-  unigram = word_lm.unigram_loss(data)
+  unigram = word_lm.unigram_loss(data, "validation", cfg.eval_sentences)  # the dev loss's text
   files = _plot_heads(ctx, cfg, results) + _plot_training(ctx, cfg, results, unigram)
 
   fractions = {k: head_fractions(pooled(results, *k), cfg.max_len) for k in results}
