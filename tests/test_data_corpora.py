@@ -164,3 +164,10 @@ def test_all_builtin_corpora(data_cache):  # noqa: F811
     m = prepare_once(name, root)
     words = sum(s["words"] for s in m["splits"].values())
     assert lo < words < hi, (name, words)
+
+
+def test_the_session_cache_is_test_only(normgrowth_test_data):
+  """conftest.py points every test at the test-only cache, never the user's ~/.cache."""
+  from pathlib import Path
+  assert corpora.data_root() == normgrowth_test_data
+  assert not str(corpora.data_root()).startswith(str(Path("~/.cache").expanduser()))
