@@ -18,6 +18,7 @@ import pytest
 
 from data_helpers import data_cache  # noqa: F401  (session fixture)
 from normgrowth_jax import checkpoints, sinks, train
+from normgrowth_jax.analysis import checkpoints as ac
 from normgrowth_jax.analysis import trajectory
 from normgrowth_jax.data import pipeline
 from normgrowth_jax.models import t5
@@ -270,8 +271,7 @@ def test_command_line_configuration_errors_exit_2(args, expected):
 
 @pytest.mark.slow  # measured > 30 s (one real train() compile or more)
 def test_command_line_runtime_errors_exit_1(tmp_path, data_cache):  # noqa: F811
-  # A MODEL_DIR whose name holds "gin" must not turn a run's error into a config error.
-  run = tmp_path / "origin_run"
+  run = tmp_path / "origin_run"  # a name holding "gin": still a run error, not a config one
   _run(run, 1)
   proc = _cli(*_cli_run_args(run, 2, "network.T5Config.num_heads=2"), "--allow_config_change")
   assert proc.returncode == 1, proc.stderr[-3000:]
@@ -304,12 +304,16 @@ print("RESULT", json.dumps({"devices": jax.local_device_count(), "calls": calls}
 
 @pytest.mark.slow
 def test_four_host_devices_follow_the_one_device_trajectory(tmp_path, data_cache):  # noqa: F811
+  # A small learning rate (rsqrt at 1/sqrt(10000)): at BASE's 0.7 the float32 differences of
+  # the sharded batch reduction (1e-7 at step 2) grow chaotically to 1e-3 by step 4.
   one, four = tmp_path / "one", tmp_path / "four"
-  _run(one, 6)
+  slow_lr = "WARMUP_STEPS=10000"
+  _run(one, 6, slow_lr)
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
              PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
   proc = subprocess.run(
-      [sys.executable, "-c", _MULTI_DEVICE, TINY, f"MODEL_DIR='{four}'", *BASE, "TRAIN_STEPS=6"],
+      [sys.executable, "-c", _MULTI_DEVICE, TINY, f"MODEL_DIR='{four}'", *BASE, "TRAIN_STEPS=6",
+       slow_lr],
       cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   result = json.loads(proc.stdout.split("RESULT", 1)[1])
@@ -322,8 +326,12 @@ def test_four_host_devices_follow_the_one_device_trajectory(tmp_path, data_cache
     assert a[0].keys() == b[0].keys()
     for k in a[0]:
       if k != "nonfinite":
-        np.testing.assert_allclose([r[k] for r in b], [r[k] for r in a], rtol=2e-4, atol=1e-6,
+        np.testing.assert_allclose([r[k] for r in b], [r[k] for r in a], rtol=1e-4, atol=1e-5,
                                    err_msg=f"{name}: {k}")
-  pa, pb = _checkpoint(one, 6)["params"], _checkpoint(four, 6)["params"]
-  for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb)):
-    np.testing.assert_allclose(y, x, rtol=1e-3, atol=1e-5)
+  # The 4-device checkpoint reads back on 1 device (the analysis reader; orbax's plain restore
+  # refuses the other topology) and holds the same parameters.
+  pa = ac.read_params(ac.list_checkpoints(str(one))[-1], "all")
+  pb = ac.read_params(ac.list_checkpoints(str(four))[-1], "all")
+  assert sorted(pa) == sorted(pb) and len(pa) > 10
+  for k in pa:
+    np.testing.assert_allclose(pb[k], pa[k], rtol=2e-4, atol=1e-6, err_msg=k)
