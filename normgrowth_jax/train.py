@@ -651,8 +651,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
 
 
 def _user_message(err: BaseException) -> str:
-  """The error's own message, without the "In call to configurable ..." lines gin appends."""
-  return str(err).split("\n  In call to configurable")[0].strip()
+  """The error's own message, without the "In call to configurable ..." lines gin appends
+  (what :func:`_explain_gin_error` added after them, e.g. which macro to set, is kept)."""
+  return "\n".join(line for line in str(err).split("\n")
+                   if not line.lstrip().startswith("In call to configurable")).strip()
 
 
 def console_main(argv: Optional[Sequence[str]] = None):

@@ -259,6 +259,7 @@ def _cli_run_args(model_dir, steps, *bindings):
 @pytest.mark.parametrize("args, expected", [
     ([f"--gin_file={TINY}", "--gin.TRAIN_STEPS"], "expected --gin.KEY=VALUE"),
     (["--gin_file=gin_configs/local/no_such.gin"], "not found"),
+    ([f"--gin_file={TINY}"], "add --gin.MODEL_DIR=VALUE"),  # a required macro is unset
     (["--gin_file=gin_configs/local/models/t5_1_1_tiny.gin"], "Required bindings for `train`"),
     ([f"--gin_file={TINY}", "--bogus"], "unrecognised argument"),
     ([], "at least one --gin_file"),
