@@ -274,9 +274,15 @@ def test_fig5_criteria_both_sides(kw, index):
 def test_alignment_profile_and_step_ratio():
   steps = np.arange(0, 110, 10)
   a = np.array([0.05, 0.15, 0.1, 0.05, 0.02, 0.01, 0.0, -0.01, 0.0, 0.01])
-  p = fig5.alignment_profile(steps, a)
+  p = fig5.alignment_profile(steps, a, width=1)
   assert p["peak"] == 0.15 and p["peak_step"] == 20 and p["peak_frac"] == pytest.approx(0.2)
   assert p["late_abs"] == pytest.approx(np.mean(np.abs(a[steps[1:] > 50])))
+  # the default reads a 5-checkpoint moving average: one noise spike is not a peak
+  noisy = np.zeros(40)
+  noisy[30] = 0.5
+  assert fig5.alignment_profile(np.arange(41), noisy)["peak"] == pytest.approx(0.1)
+  np.testing.assert_allclose(fig5.moving_average([1.0, 2, 3, np.nan, 5], 3),
+                             [1.5, 2, 2.5, 4, 5])
   d = np.array([9.0, 1, 1, 1, 1, 2, 2, 2, 2, 2])
   assert fig5.step_size_ratio(steps, d, warmup=10) == pytest.approx(2.0)
   assert fig1.spearman([0, 1, 2, 3], [1.0, 1.1, 1.3, 1.2]) == pytest.approx(0.8)

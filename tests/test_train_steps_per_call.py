@@ -6,6 +6,7 @@ import pytest
 
 from data_helpers import data_cache  # noqa: F401  (session fixture)
 from normgrowth_jax import checkpoints, sinks, train
+from normgrowth_jax.figures import t5_runs
 
 GIN = "gin_configs/local/t5_normgrowth_bbc.gin"
 TOY = ["MIXTURE_OR_TASK_NAME='ng_span_corruption_botchan_bytes'", "BATCH_SIZE=4",
@@ -16,10 +17,10 @@ TOY = ["MIXTURE_OR_TASK_NAME='ng_span_corruption_botchan_bytes'", "BATCH_SIZE=4"
        "network.T5Config.num_encoder_layers=2", "network.T5Config.num_decoder_layers=1"]
 
 
-def _run(model_dir, k):
+def _run(model_dir, k, *more):
   gin.clear_config()
   try:
-    train.parse_gin([GIN], [f"MODEL_DIR='{model_dir}'", *TOY,
+    train.parse_gin([GIN], [f"MODEL_DIR='{model_dir}'", *TOY, *more,
                             f"train.train.steps_per_call={k}", "train.train.keep_checkpoints=5"])
     return train.train(progress=False)
   finally:
@@ -29,7 +30,9 @@ def _run(model_dir, k):
 @pytest.mark.slow  # three compilations of the toy T5 (~1 min on 2 quiet cores)
 def test_steps_per_call_reproduces_the_step_by_step_run(tmp_path, data_cache):  # noqa: F811
   one = _run(tmp_path / "k1", 1)
-  four = _run(tmp_path / "k4", 4)  # calls of 4 (0-4, 5-9), single steps at 4, 9, 10-12
+  # calls of 4 (steps 0-3, 5-8), single steps at 4, 9, 10-12; JSONL only
+  four = _run(tmp_path / "k4", 4, "train.train.tensorboard=False")
+  assert (tmp_path / "k1" / "tb").is_dir() and not (tmp_path / "k4" / "tb").exists()
   a = sinks.read_jsonl(tmp_path / "k1" / "norms.jsonl")
   b = sinks.read_jsonl(tmp_path / "k4" / "norms.jsonl")
   assert [r["step"] for r in b] == list(range(1, 14)) == [r["step"] for r in a]
@@ -47,6 +50,15 @@ def test_steps_per_call_reproduces_the_step_by_step_run(tmp_path, data_cache):  
   assert sorted(steps) == [5, 10, 13]
   assert four["step"] == one["step"] == 13
   assert four["param_norm"] == pytest.approx(one["param_norm"], rel=2e-5)
+  # Figs. 1/5 recompute the trainer's initialisation: its norm equals ||theta_0|| solved from
+  # the first row (||theta_1||, ||delta_0||, cos(delta_0, theta_0))
+  cfg = t5_runs.T5RunConfig(emb_dim=8, num_heads=2, head_dim=4, mlp_dim=16,
+                            num_encoder_layers=2, num_decoder_layers=1, batch_size=4,
+                            inputs_length=32, targets_length=8)
+  init = t5_runs.init_norms(cfg, 0)
+  r = a[0]
+  assert t5_runs.theta0_norm(r["param_norm"], r["update_norm"], r["alignment"]) == \
+      pytest.approx(init["param_norm"], rel=1e-5)
 
 
 def test_steps_per_call_must_be_positive(tmp_path, data_cache):  # noqa: F811

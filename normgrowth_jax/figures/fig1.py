@@ -211,9 +211,11 @@ def _paper_axis(ax, T):
   """A top axis in the paper's steps (t scaled by 2^19 / T)."""
   scale = t5_runs.PAPER_T / T
   top = ax.secondary_xaxis("top", functions=(lambda t: t * scale, lambda t: t / scale))
-  top.set_xlabel("paper-equivalent step (t · 2^19 / T)", fontsize=5.5)
+  top.set_xlabel("paper-equivalent step (t · 2¹⁹ / T)", fontsize=5.5)
   top.tick_params(labelsize=5)
-  top.xaxis.get_offset_text().set_fontsize(5)
+  import matplotlib.ticker as mticker  # pylint: disable=g-import-not-at-top
+  top.xaxis.set_major_locator(mticker.FixedLocator([0, 1e5, 2e5, 3e5, 4e5, 5e5]))
+  top.xaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v / 1e3:.0f}k"))
 
 
 def _plot(ctx, cfg, trs, m):
@@ -237,9 +239,9 @@ def _plot(ctx, cfg, trs, m):
     ax[0].plot(gs[w], f(gs[w]), color=color, linestyle=ls, linewidth=0.9,
                label=f"{fits.LAW_LABELS[law]} (t ≥ {m['per_run'][0]['fit_from']}): "
                f"r² = {m['law_r2'][law]:.4f}")
-  ax[0].set_title("(a) encoder norm ‖θ_t‖ and growth laws")
+  ax[0].set_title("(a) encoder norm and growth-law fits")
   ax[0].set_ylabel("‖θ_t‖ (paper filter)")
-  ax[0].legend(loc="upper left", fontsize=4.8)
+  ax[0].legend(loc="upper left", fontsize=4.6)
   _paper_axis(ax[0], T)
   # (b) the free exponent per run and pooled
   labels, ps, los, his = [], [], [], []
@@ -263,11 +265,12 @@ def _plot(ctx, cfg, trs, m):
                   label=f"r²/2 from the measured r (t > 4W): {m['ratio_late'] ** 2 / 2:.3f}")
   ax[1].set_yticks(y)
   ax[1].set_yticklabels(labels)
-  ax[1].set_ylim(-0.7, len(ps) - 0.3 + 1.2)
+  ax[1].set_ylim(-0.7, len(ps) + 1.8)
   ax[1].set_xlabel("exponent p")
   blk = m["per_run"][0]["exponent"].block
-  ax[1].set_title(f"(b) free exponent (t ≥ W; blocks of {blk} checkpoints)")
-  ax[1].legend(loc="upper left", fontsize=5)
+  ax[1].set_title(f"(b) exponent p of a·t^p + b (t ≥ W)")
+  ax[1].legend(loc="upper left", fontsize=4.6, title=f"95% CI: blocks of {blk} checkpoints",
+               title_fontsize=4.6)
   # (c) r_t
   colors = plt_colors(len(trs))
   any_r = False
@@ -282,20 +285,20 @@ def _plot(ctx, cfg, trs, m):
   ax[2].axhline(1.0, **plotting.PAPER_STYLE, label="r = 1: clipping active, p = 1/2")
   if tr0.warmup_steps:
     ax[2].axvline(tr0.warmup_steps, color="0.6", linewidth=0.6, linestyle=":")
-  ax[2].set_ylim(0, 1.15)
-  ax[2].set_title("(c) Adafactor ratio r_t = ‖δ_t‖ / (lr_t ‖θ_t‖)"
-                  + ("" if any_r else ": no learning rate recorded"))
-  ax[2].legend(loc="lower right", fontsize=5)
+  ax[2].set_ylim(0, 1.45)
+  ax[2].set_title("(c) Adafactor ratio r_t" + ("" if any_r else ": no learning rate recorded"))
+  ax[2].set_ylabel("‖δ_t‖ / (lr_t ‖θ_t‖), binned")
+  ax[2].legend(loc="upper center", fontsize=4.6, ncol=2)
   # (d) per-layer norms
   names = m["layer_names"]
   lc = plt_colors(len(names), "viridis")
   for g, c, fac in zip(names, lc, m["layer_factors"]):
     _band(ax[3], gs, [tr.grid["layers"][g] for tr in trs], c,
           f"layer {t5_runs.layer_index(g) + 1}: x{fac:.3f}")
-  ax[3].set_title("(d) per-layer norm (growth factor t = 0 → T)")
+  ax[3].set_title("(d) per-layer norms (× growth 0 → T)")
   ax[3].set_ylabel("‖θ_t^(layer)‖")
   if names:
-    ax[3].legend(loc="upper left", fontsize=5)
+    ax[3].legend(loc="upper left", fontsize=4.6)
   # (e) direction convergence
   mids = gs[1:]
   cos = t5_runs.stack([tr.grid["direction_cos"] for tr in trs])
@@ -308,8 +311,8 @@ def _plot(ctx, cfg, trs, m):
     _band(ax[4], mids, list(cos), "black", "all encoder layers", linewidth=1.0)
     lo = np.nanpercentile(cos, 5)
     ax[4].set_ylim(max(lo - 0.002, -1), 1.0005)
-    ax[4].legend(loc="lower right", fontsize=5)
-  ax[4].set_title(f"(e) cos(θ_a, θ_b), consecutive checkpoints ({int(gs[1] - gs[0])} steps)")
+    ax[4].legend(loc="lower right", fontsize=4.6)
+  ax[4].set_title(f"(e) cos(θ_a, θ_b), checkpoints {int(gs[1] - gs[0])} steps apart")
   ax[4].set_ylabel("cosine")
   # (f) growth factor by layer
   if names:
@@ -320,17 +323,19 @@ def _plot(ctx, cfg, trs, m):
       ax[5].errorbar(x, runs_f.mean(0), yerr=runs_f.std(0, ddof=1), fmt="none", color="black",
                      capsize=2, linewidth=0.8)
     ax[5].set_xticks(x)
-    ax[5].set_ylim(min(1.0, runs_f.min()) - 0.02, runs_f.max() * 1.02 + 0.02)
+    sd = runs_f.std(0, ddof=1) if len(runs_f) > 1 else np.zeros(len(names))
+    ax[5].set_ylim(min(1.0, (runs_f.mean(0) - sd).min()) - 0.02,
+                   max(runs_f.max(), (runs_f.mean(0) + sd).max()) * 1.04 + 0.02)
     ax[5].set_xlabel("encoder layer")
     ax[5].set_ylabel("‖θ_T‖ / ‖θ_0‖")
-    ax[5].set_title(f"(f) growth by layer (Spearman ρ = {m['layer_spearman']:.2f}; "
-                    "paper: later faster)")
+    ax[5].set_title(f"(f) growth by layer (Spearman ρ = {m['layer_spearman']:.2f})")
+    ax[5].text(0.02, 0.97, "paper: later layers grow faster", transform=ax[5].transAxes,
+               fontsize=5, va="top", color="0.35")
   for a in (ax[0], ax[2], ax[3], ax[4]):
     a.set_xlabel("step t")
     a.grid(alpha=0.3, linewidth=0.5)
   ax[1].grid(alpha=0.3, linewidth=0.5, axis="x")
-  fig.suptitle(f"{tr0.label if len(trs) == 1 else 'T5 pretraining'}: {_subtitle(cfg, trs)}",
-               fontsize=7, y=1.02)
+  fig.suptitle(_subtitle(cfg, trs), fontsize=6.5, y=1.0)
   fig.tight_layout()
   return plotting.save(fig, ctx.path(NAME))
 
@@ -345,8 +350,8 @@ def plt_colors(n, cmap="tab10"):
 
 def _subtitle(cfg, trs):
   if trs[0].label.startswith("seed"):
-    return f"{cfg.run.describe()}; bands: min-max over {len(trs)} seeds"
-  return f"from {trs[0].source}; grid from {trs[0].grid_source}"
+    return f"{cfg.run.describe()}\nbands: min-max over {len(trs)} seeds"
+  return f"{trs[0].label}: per step from {trs[0].source}\ncheckpoints from {trs[0].grid_source}"
 
 
 # ----------------------------------------------------------------------------- the figure
