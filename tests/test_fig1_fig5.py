@@ -21,6 +21,7 @@ from normgrowth_jax.analysis import checkpoints as ac
 from normgrowth_jax.figures import __main__ as figures_main
 from normgrowth_jax.figures import core, fig1, fig5, t5_runs
 from normgrowth_jax.figures.verdict import verdict
+from data_helpers import data_cache  # noqa: F401  (session fixture)
 
 
 # ----------------------------------------------------------------------------- toy runs
@@ -298,3 +299,24 @@ def test_byte_ids_follow_byte_vocabulary():
 def test_no_saturation_subject_without_a_finished_run(tmp_path):
   ctx = core.FigureContext("smoke", tmp_path / "out", tmp_path / "runs")
   assert fig1.saturation_subjects(ctx, ["A sentence of a few words."]) == []
+
+
+@pytest.mark.slow  # trains the smoke run (a toy T5, 52 steps) and compiles its init
+def test_smoke_run_step0_norms_init_and_fig2_subject(tmp_path, data_cache):  # noqa: F811
+  ctx = core.FigureContext("smoke", tmp_path / "out", tmp_path / "runs")
+  cfg = t5_runs.PROFILES["smoke"]
+  (d,) = t5_runs.train_all(ctx, cfg)
+  recorded = t5_runs.eval_norms(d)               # the evaluator's row at step 0
+  recomputed = t5_runs.filtered_norms(t5_runs.init_params(cfg, cfg.seeds[0]))
+  assert set(recorded) == set(recomputed) and len(recorded) == 1 + cfg.num_encoder_layers
+  for k, v in recomputed.items():
+    assert recorded[k] == pytest.approx(v, rel=1e-6), k
+  tr = t5_runs.load(d)                           # ||theta_0|| from row 1 alone agrees
+  assert tr.norm0 == pytest.approx(recomputed["param_norm"], rel=1e-5)
+  np.testing.assert_allclose(t5_runs.rsqrt_learning_rate(tr.step, cfg.warmup_steps)[9::10],
+                             [r["learning_rate"] for r in sinks.read_jsonl(d / "metrics.jsonl")
+                              if r["step"] % 10 == 0], rtol=1e-6)
+  (subject,) = fig1.saturation_subjects(ctx, ["A short sentence here.", "Another one, é."])
+  hidden = subject.f(subject.params)
+  assert len(hidden) == 1 + cfg.num_encoder_layers
+  assert subject.mask.sum() == len("A short sentence here.") + 1 + len("Another one, é.".encode()) + 1

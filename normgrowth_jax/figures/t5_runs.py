@@ -45,6 +45,7 @@ import os
 from pathlib import Path
 from typing import Optional, Sequence
 
+import gin
 import numpy as np
 
 PAPER_T = 2 ** 19
@@ -139,6 +140,7 @@ def bindings(cfg: T5RunConfig, seed: int) -> list[str]:
       "num_decoder_layers")]
   out.append(f"train.train.steps_per_call = {cfg.steps_per_call}")
   out.append("train.train.tensorboard = False")  # norms.jsonl is what the figures read
+  out.append("train.train.evaluator = @t5_runs.norm_evaluator")  # step-0 norms, eval.jsonl
   return out
 
 
@@ -200,8 +202,32 @@ def init_params(cfg: T5RunConfig, seed: int):
 INIT_NORMS_FILE = "init_norms.json"
 
 
+@gin.configurable(module="t5_runs", denylist=["model"])
+def norm_evaluator(model):
+  """An ``evaluator`` for ``train.train``: :func:`filtered_norms` of the params, so
+  ``eval.jsonl`` holds the step-0 (and last-step) norms, globally and per layer."""
+  del model
+  return filtered_norms
+
+
+def eval_norms(model_dir, step: int = 0) -> Optional[dict]:
+  """The norms :func:`norm_evaluator` wrote for ``step`` in ``eval.jsonl`` (None if absent)."""
+  from normgrowth_jax import sinks  # pylint: disable=g-import-not-at-top
+  path = os.path.join(model_dir, "eval.jsonl")
+  if not os.path.isfile(path):
+    return None
+  for r in sinks.read_jsonl(path):
+    if r.get("step") == step and "param_norm" in r:
+      return {k: float(v) for k, v in r.items() if k.startswith("param_norm")}
+  return None
+
+
 def init_norms(cfg: T5RunConfig, seed: int, model_dir=None) -> dict:
-  """:func:`filtered_norms` of the run's initialisation, cached in ``model_dir``."""
+  """:func:`filtered_norms` of the run's initialisation: from the run's ``eval.jsonl`` (step
+  0), else recomputed (and cached in ``model_dir``)."""
+  recorded = eval_norms(model_dir) if model_dir else None
+  if recorded:
+    return recorded
   path = os.path.join(model_dir, INIT_NORMS_FILE) if model_dir else None
   if path and os.path.isfile(path):
     return json.loads(Path(path).read_text())
