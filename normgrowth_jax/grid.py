@@ -8,7 +8,10 @@ the cells are a ``jax.vmap`` axis: each cell has its own parameters, optimizer s
 moments, the injected learning rate) and norm trace, and every cell sees the same batches.
 Steps run in blocks under ``lax.scan`` (one dispatch per block, state donated); the cells are
 split into chunks of ``chunk_cells`` so the program fits in memory (the last chunk is padded
-with copies of its last cell, so one compilation serves every chunk).
+with copies of its last cell, so one compilation serves every chunk). With several devices
+(GPUs, or host devices from ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` on CPU) the
+cell axis of a chunk is sharded over them: on CPU that is how the program uses more than one
+core, since XLA runs these small per-cell matrices on one thread.
 
 What the original did instead: one process per cell (20 x 20 = 400 of them), each compiled and
 run alone. :meth:`GridTrainer.run_separately` does that here (lr and wd baked in as constants,
@@ -49,6 +52,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from normgrowth_jax import norms, optimizers, tracking
 from normgrowth_jax import train as train_lib
@@ -224,11 +229,15 @@ class GridTrainer:
     block_steps: steps per compiled ``lax.scan`` block.
     history_size: rows kept per cell (None: enough for the whole run).
     rng_seed: the dropout rng (unused by deterministic models); the same for every cell.
+    devices: the devices the cell axis is sharded over (default: every local device; on CPU
+      that is one unless ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` was set before
+      JAX started). A chunk is padded to a multiple of their number.
   """
 
   def __init__(self, loss_fn: Callable, base: Callable = optimizers.adamw_paper, *,
                track_every: int = 1, param_filter="paper", groups=None, block_steps: int = 16,
-               history_size: Optional[int] = None, rng_seed: int = 0):
+               history_size: Optional[int] = None, rng_seed: int = 0,
+               devices: Optional[Sequence[Any]] = None):
     if block_steps < 1 or track_every < 1:
       raise ValueError(f"block_steps ({block_steps}) and track_every ({track_every}) must be "
                        ">= 1.")
@@ -240,6 +249,7 @@ class GridTrainer:
     self.block_steps = block_steps
     self.history_size = history_size
     self.rng = jax.random.PRNGKey(rng_seed)
+    self.devices = list(devices) if devices is not None else jax.local_devices()
     self._programs: dict = {}
 
   # -- one cell ------------------------------------------------------------------------------
@@ -332,50 +342,29 @@ class GridTrainer:
     two = self.memory_analysis(params, 2, batches)["total"]
     per_cell = max(two - one, 1)
     fixed = max(one - per_cell, 0)
-    n = max(1, int((budget - fixed) // per_cell))
+    n = max(1, int((budget - fixed) // per_cell)) * len(self.devices)  # budget per device
     return min(n, max_cells) if max_cells else n
 
   # -- running -------------------------------------------------------------------------------
 
-  def _run_program(self, params, lr, wd, batches, vmapped, consts, keep_params, progress,
-                   n_real):
-    steps = _num_steps(batches)
-    init, block, final_norms = self._program(steps, vmapped, consts)
-    t0 = time.perf_counter()
-    lr_a = jnp.asarray(lr, jnp.float32)
-    wd_a = jnp.asarray(wd, jnp.float32)
-    state = init(params, lr_a, wd_a)
-    norm0 = final_norms(state["params"])
-    losses, compile_s, seen = [], 0.0, set()
-    for start in range(0, steps, self.block_steps):
-      stop = min(start + self.block_steps, steps)
-      tb = time.perf_counter()
-      state, loss = block(state, lr_a, wd_a, _take(batches, start, stop))
-      loss = np.asarray(jax.device_get(loss))
-      if stop - start not in seen:  # the first call of each block length compiles it
-        seen.add(stop - start)
-        compile_s += time.perf_counter() - tb
-      losses.append(loss.reshape(stop - start, -1))
+  def start(self, params, lr, wd, steps: int, *, vmapped: bool = True,
+            n_real: Optional[int] = None) -> "GridRun":
+    """A run of the cells (lr[i], wd[i]) for ``steps`` steps, advanced block by block with
+    :meth:`GridRun.advance` (what :meth:`run` does; benchmarks interleave runs this way).
+
+    ``vmapped=False`` runs one cell with lr and wd compiled in as constants (its own program).
+    ``n_real``: the first n cells are real, the rest padding (dropped from the result).
+    """
+    return GridRun(self, params, lr, wd, steps, vmapped, n_real)
+
+  def _run_program(self, params, lr, wd, batches, vmapped, keep_params, progress, n_real):
+    run = self.start(params, lr, wd, _num_steps(batches), vmapped=vmapped, n_real=n_real)
+    for start in range(0, run.steps, self.block_steps):
+      stop = min(start + self.block_steps, run.steps)
+      run.advance(_take(batches, start, stop))
       if progress is not None:
         progress(stop - start)
-    norm_final = np.asarray(final_norms(state["params"]), np.float64).reshape(-1)
-    opt_state = state["opt_state"]
-    if not vmapped:  # give the single run a [1] cell axis
-      opt_state = jax.tree.map(lambda x: np.asarray(x)[None], jax.device_get(opt_state))
-    traces = cell_traces(opt_state, n_real)
-    diverged = _first_nonfinite(opt_state)[:n_real]
-    final = None
-    if keep_params:
-      final = jax.tree.map(lambda x: np.asarray(x).reshape((-1,) + np.shape(x)[vmapped:])
-                           [:n_real], jax.device_get(state["params"]))
-    return GridResult(
-        lr=np.asarray(lr, np.float64).reshape(-1)[:n_real],
-        wd=np.asarray(wd, np.float64).reshape(-1)[:n_real],
-        norm_init=np.asarray(norm0, np.float64).reshape(-1)[:n_real],
-        norm_final=norm_final[:n_real], losses=np.concatenate(losses)[:, :n_real],
-        diverged_at=diverged, traces=traces, final_params=final,
-        wall_s=time.perf_counter() - t0, compile_s=compile_s,
-        chunk_cells=int(np.size(lr)))
+    return run.result(keep_params)
 
   def run(self, params, lr: Sequence[float], wd: Sequence[float], batches, *,
           chunk_cells: Union[int, str, None] = None, keep_params: bool = False,
@@ -408,6 +397,8 @@ class GridTrainer:
     if chunk_cells == "auto":
       chunk_cells = self.cells_that_fit(params, batches, max_cells=n)
     size = n if chunk_cells is None else max(1, min(int(chunk_cells), n))
+    width = len(self.devices)
+    program = -(-size // width) * width  # cells per program: a multiple of the devices
     parts = []
     for c, start in enumerate(range(0, n, size)):
       if done_chunks and c in done_chunks:
@@ -416,8 +407,8 @@ class GridTrainer:
           progress(_num_steps(batches))
         continue
       idx = np.arange(start, min(start + size, n))
-      pad = np.concatenate([idx, np.full(size - len(idx), idx[-1])])  # one program for all
-      part = self._run_program(params, lr[pad], wd[pad], batches, True, None, keep_params,
+      pad = np.concatenate([idx, np.full(program - len(idx), idx[-1])])  # one program for all
+      part = self._run_program(params, lr[pad], wd[pad], batches, True, keep_params,
                                progress, len(idx))
       if on_chunk is not None:
         on_chunk(c, part)
@@ -437,15 +428,93 @@ class GridTrainer:
     wd = np.asarray(wd, np.float64).reshape(-1)
     parts = []
     for a, b in zip(lr, wd):
-      if traced:
-        part = self._run_program(params, np.asarray([a]), np.asarray([b]), batches, True,
-                                 None, keep_params, progress, 1)
-      else:
-        part = self._run_program(params, np.asarray([a]), np.asarray([b]), batches, False,
-                                 (float(a), float(b)), keep_params, progress, 1)
+      part = self._run_program(params, np.asarray([a]), np.asarray([b]), batches, traced,
+                               keep_params, progress, 1)
+      if not traced:  # do not keep 400 compiled programs alive
         self._programs.pop((_num_steps(batches), False, (float(a), float(b))), None)
       parts.append(part)
     return _concat_results(parts)
+
+
+class GridRun:
+  """One chunk of cells in training: :meth:`advance` by a block of batches, then :meth:`result`.
+
+  Attributes:
+    steps: the run's length; step: the steps done; wall_s: seconds spent in this run so far
+    (init, compilation, blocks); compile_s: seconds of init and of the first block of each
+    block length (the calls that compile).
+  """
+
+  def __init__(self, trainer: GridTrainer, params, lr, wd, steps: int, vmapped: bool,
+               n_real: Optional[int]):
+    t0 = time.perf_counter()
+    self.trainer, self.steps, self.vmapped, self.step = trainer, int(steps), vmapped, 0
+    self.lr = np.asarray(lr, np.float64).reshape(-1)
+    self.wd = np.asarray(wd, np.float64).reshape(-1)
+    self.n_real = n_real or self.lr.size
+    consts = None if vmapped else (float(self.lr[0]), float(self.wd[0]))
+    self._init, self._block, self._norms = trainer._program(  # pylint: disable=protected-access
+        self.steps, vmapped, consts)
+    self._lr = jnp.asarray(self.lr, jnp.float32)
+    self._wd = jnp.asarray(self.wd, jnp.float32)
+    self._put = lambda x: x
+    sharded = vmapped and len(trainer.devices) > 1 and self.lr.size % len(trainer.devices) == 0
+    if sharded:  # the cell axis split over the devices
+      mesh = Mesh(np.asarray(trainer.devices), ("cells",))
+      cells_sh, same = NamedSharding(mesh, P("cells")), NamedSharding(mesh, P())
+      self._lr, self._wd = jax.device_put((self._lr, self._wd), cells_sh)
+      params = jax.device_put(params, same)
+      self._put = lambda x: jax.device_put(x, same)
+    self.state = self._init(params, self._lr, self._wd)
+    if sharded:
+      self.state = jax.device_put(self.state, cells_sh)
+    self.norm0 = np.asarray(self._norms(self.state["params"]), np.float64).reshape(-1)
+    self._losses, self._seen = [], set()
+    self.compile_s = self.wall_s = time.perf_counter() - t0
+
+  def advance(self, batch_block) -> float:
+    """Trains the next ``len(batch_block)`` steps ([k, batch, len] or a dict); returns seconds
+    (the losses are fetched, so the work is done when it returns)."""
+    t0 = time.perf_counter()
+    block = _batch_dict(batch_block)
+    k = _num_steps(block)
+    if self.step + k > self.steps:
+      raise ValueError(f"{k} more steps exceed the run's {self.steps} (at {self.step}).")
+    self.state, loss = self._block(self.state, self._lr, self._wd,
+                                   self._put({n: np.asarray(v) for n, v in block.items()}))
+    self._losses.append(np.asarray(jax.device_get(loss)).reshape(k, -1))
+    self.step += k
+    dt = time.perf_counter() - t0
+    if k not in self._seen:  # the first call of each block length compiles it
+      self._seen.add(k)
+      self.compile_s += dt
+    self.wall_s += dt
+    return dt
+
+  def result(self, keep_params: bool = False) -> GridResult:
+    """The cells' results (after the last block)."""
+    t0 = time.perf_counter()
+    n, vm = self.n_real, self.vmapped
+    norm_final = np.asarray(self._norms(self.state["params"]), np.float64).reshape(-1)
+    opt_state = self.state["opt_state"]
+    if not vm:  # give the single run a [1] cell axis
+      opt_state = jax.tree.map(lambda x: np.asarray(x)[None], jax.device_get(opt_state))
+    final = None
+    if keep_params:
+      final = jax.tree.map(lambda x: np.asarray(x).reshape((-1,) + np.shape(x)[vm:])[:n],
+                           jax.device_get(self.state["params"]))
+    out = GridResult(
+        lr=self.lr[:n], wd=self.wd[:n], norm_init=self.norm0[:n], norm_final=norm_final[:n],
+        losses=np.concatenate(self._losses)[:, :n] if self._losses else np.zeros((0, n)),
+        diverged_at=_first_nonfinite(opt_state)[:n], traces=cell_traces(opt_state, n),
+        final_params=final, compile_s=self.compile_s, chunk_cells=int(self.lr.size))
+    self.wall_s += time.perf_counter() - t0
+    out.wall_s = self.wall_s
+    return out
+
+  def state_bytes(self) -> int:
+    """Bytes of the live state (params, optimizer state, traces) of every cell."""
+    return int(sum(x.nbytes for x in jax.tree.leaves(self.state)))
 
 
 # ----------------------------------------------------------------------------- thresholds

@@ -213,3 +213,34 @@ def test_thresholds_from_a_result():
   ths = grid.thresholds(r, [1e-3, 1e-2], [1e-4, 1e-3, 1e-2])
   assert [t.kind for t in ths] == ["crossing", "crossing"]
   assert 1e-3 < ths[0].wd < 1e-2 and 1e-4 < ths[1].wd < 1e-3
+
+
+SHARDED = """
+import jax, numpy as np
+from normgrowth_jax import causal_lm, grid
+from normgrowth_jax.models.small_lm import SmallLM, SmallLMConfig
+model = SmallLM(SmallLMConfig(vocab_size=20, num_layers=1, d_model=8, d_ff=8, num_heads=2,
+                              max_len=6, use_bias=False))
+init_fn, loss_fn = causal_lm.loss_adapter(model)
+b = np.random.default_rng(0).integers(1, 20, (4, 4, 6)).astype(np.int32)
+params = init_fn(jax.random.PRNGKey(0), {"decoder_target_tokens": b[0]})
+lr, wd = np.array([1e-3, 1e-1, 1e-2]), np.array([1e-4, 1e-2, 0.0])
+two = grid.GridTrainer(loss_fn, block_steps=4).run(params, lr, wd, b)
+one = grid.GridTrainer(loss_fn, block_steps=4, devices=jax.local_devices()[:1]).run(
+    params, lr, wd, b)
+assert len(jax.local_devices()) == 2 and two.chunk_cells == 4 and one.chunk_cells == 3
+np.testing.assert_allclose(two.norm_final, one.norm_final, rtol=1e-5)
+np.testing.assert_allclose(two.losses, one.losses, rtol=1e-5)
+assert [t["step"].tolist() for t in two.traces] == [[1, 2, 3, 4]] * 3
+print("OK")
+"""
+
+
+def test_cells_sharded_over_two_host_devices_equal_one_device():
+  """With two (host) devices the cell axis is split between them (3 cells padded to 4)."""
+  import os, subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+             JAX_PLATFORMS="cpu")
+  out = subprocess.run([sys.executable, "-c", SHARDED], env=env, capture_output=True,
+                       text=True, timeout=600, check=False)
+  assert out.returncode == 0 and out.stdout.strip().endswith("OK"), out.stderr[-2000:]

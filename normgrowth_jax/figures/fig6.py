@@ -7,7 +7,11 @@ PyTorch's defaults (lr 1e-3, wd 1e-2) still grow.
 
 Here the whole grid (plus PyTorch's default cell, when it is not on the grid) is trained as one
 vmapped program (:mod:`normgrowth_jax.grid`): every cell starts from the same initialisation
-and sees the same batches; each has its own params, Adam state and norm trace. We draw
+and sees the same batches; each has its own params, Adam state and norm trace. On a CPU the
+program runs on one core unless JAX sees several host devices: ``XLA_FLAGS=
+--xla_force_host_platform_device_count=2 python -m normgrowth_jax.figures fig6 ...`` shards the
+cells over two cores (it also makes the embedded trainer of other figures data-parallel).
+We draw
 
 * heat maps of ||theta_T|| - ||theta_0|| and of ||theta_T|| / ||theta_0|| on log axes, with
   the zero contour (growth | shrinkage), a triangle at PyTorch's defaults, per learning rate
@@ -255,7 +259,7 @@ def train_grid(ctx: core.FigureContext, cfg: Fig6Config) -> tuple[grid.GridResul
                        on_chunk=lambda c, part: save_part(directory / f"chunk_{c:03d}.npz", part),
                        done_chunks=done)
   run = {"wall_s": result.wall_s, "compile_s": result.compile_s, "chunk_cells": size,
-         "chunks": math.ceil(lr.size / size)}
+         "chunks": math.ceil(lr.size / size), "devices": len(trainer.devices)}
   done_file.write_text(json.dumps({"name": "fig6-grid", "run": run}, indent=1))
   ctx.trained.add(directory)
   info.update(run, cached=False)
@@ -525,7 +529,8 @@ def make(ctx: core.FigureContext, cfg: Fig6Config) -> core.FigureResult:
       "norm: the paper's (App. A): encoder parameters incl. LayerNorm, embeddings excluded; "
       "the original's grid.py measured all encoder parameters too",
       f"trained as one vmapped program ({info.get('chunks', 1)} chunk(s) of "
-      f"{info.get('chunk_cells', result.lr.size)} cells), "
+      f"{info.get('chunk_cells', result.lr.size)} cells, cell axis on "
+      f"{info.get('devices', 1)} device(s)), "
       + ("loaded from the run cache" if info.get("cached") else
          f"{info.get('wall_s', 0):.0f} s including {info.get('compile_s', 0):.0f} s for "
          "compilation and the first block"),
