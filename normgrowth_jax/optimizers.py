@@ -174,7 +174,7 @@ def applied_learning_rate(opt_state) -> jax.Array:
 
   Example:
     >>> import jax.numpy as jnp
-    >>> tx = make_optimizer(adamw_paper, 0.5, groups=None)
+    >>> tx = make_optimizer(adamw_paper, 0.5, groups=None, param_filter="all")
     >>> float(applied_learning_rate(tx.init({"w": jnp.ones(3)})))
     0.5
   """
