@@ -1,6 +1,7 @@
 """Fig. 3: criteria on both sides, head statistics, the best checkpoint, Fig. 2's subjects."""
 
 import dataclasses
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -137,6 +138,15 @@ def test_init_params_are_the_trainers_and_the_run_is_analysed(tiny_run):
   heads = res["heads"]["limit"]["real"]["num_attended"]
   assert heads.shape == (cfg.num_layers, cfg.num_heads)
   assert np.all(heads >= 1) and np.all(np.isfinite(heads))
+
+
+def test_checkpoints_restore_from_a_relative_run_dir(tiny_run, monkeypatch):
+  # `make reproduce-figures` passes the relative default runs/figures; orbax wants absolute paths.
+  _, run_dir, _ = tiny_run
+  absolute = fig3.restore_params(run_dir, 2)
+  monkeypatch.chdir(run_dir.parent)
+  relative = fig3.restore_params(Path(run_dir.name), 2)
+  assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), absolute, relative))
 
 
 def test_saturation_subjects_offer_the_trained_model_against_its_init(tiny_run):

@@ -173,9 +173,10 @@ def init_params(cfg: Fig3Config, norm: str, mask: str, seed: int):
 
 
 def restore_params(run_dir: Path, step: int):
-  """The parameters of checkpoint ``step`` of a run."""
+  """The parameters of checkpoint ``step`` of a run (``run_dir`` may be relative)."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  mngr = ocp.CheckpointManager(Path(run_dir) / "checkpoints", item_names=("state",))
+  # orbax refuses relative checkpoint paths ("Checkpoint path should be absolute").
+  mngr = ocp.CheckpointManager(Path(run_dir).resolve() / "checkpoints", item_names=("state",))
   try:
     state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
   finally:

@@ -73,8 +73,9 @@ def run(names: Sequence[str], profile: str, out_dir, runs_root, *, force: bool =
   modules = [registry.module(n) for n in names]
   configs = [m.CONFIGS[profile] for m in modules]
   bar = _Progress(sum(m.work(c) for m, c in zip(modules, configs)), progress)
-  ctx = core.FigureContext(profile=profile, out_dir=Path(out_dir), runs_root=Path(runs_root),
-                           force=force, options=dict(options or {}), advance=bar)
+  ctx = core.FigureContext(profile=profile, out_dir=Path(out_dir),
+                           runs_root=Path(runs_root).resolve(), force=force,
+                           options=dict(options or {}), advance=bar)
   results = []
   try:
     for module, config in zip(modules, configs):
