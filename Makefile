@@ -10,7 +10,7 @@ PROFILE ?= quick
 FIGURES ?= all
 
 .PHONY: install main test test-fast data train-tiny reproduce-figures bench bench-tracking bench-saturation \
-        bench-trainer bench-data clean
+        bench-trainer bench-data bench-steps-per-call bench-grid clean
 
 install:
 	$(PYTHON) -m pip install -e ".[dev]"
@@ -47,7 +47,7 @@ train-tiny:
 	$(PYTHON) -m normgrowth_jax.train --gin_file=$(TINY_GIN) --gin.MODEL_DIR=$(TINY_DIR)
 	$(PYTHON) -m normgrowth_jax.analysis $(TINY_DIR) --fit_from 1000
 
-bench: bench-tracking bench-saturation bench-trainer bench-data
+bench: bench-tracking bench-saturation bench-trainer bench-data bench-steps-per-call bench-grid
 
 bench-tracking:
 	$(PYTHON) benchmarks/bench_tracking.py
@@ -60,6 +60,12 @@ bench-trainer:
 
 bench-data:
 	$(PYTHON) benchmarks/bench_data.py
+
+bench-steps-per-call:
+	$(PYTHON) benchmarks/bench_steps_per_call.py
+
+bench-grid:
+	$(PYTHON) benchmarks/bench_grid.py
 
 clean:
 	rm -rf runs out .pytest_cache

@@ -21,7 +21,9 @@ alike. ``compile`` is each variant's initialisation plus its first block per pro
 that compile); ``per step`` is the time to advance all cells by one step after that. Memory:
 XLA's accounting of one compiled block program (arguments + outputs + temporaries), the live
 state of all cells, and the peak resident memory of a fresh process running one block of the
-variant (``ru_maxrss``; for ``separate``: one cell, as one process per cell would).
+variant (``VmHWM`` of /proc/self/status; for ``separate``: one cell, as one process per cell
+would). Not ``ru_maxrss``: Linux carries it across fork + exec, so every child would report
+this parent's peak.
 The default ``--steps 64`` keeps the loop affordable on 2 cores; the totals are extrapolated to
 the quick profile's steps (compile + steps x per step) as well. Final norms are compared: they
 agree to float32 rounding except where the attention key biases (exact gradient 0) take Adam
@@ -34,7 +36,6 @@ Usage:
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -95,7 +96,16 @@ def memory_child(variant: str, steps: int, cells: int) -> None:
   runs = start(variant, trainers, params, lr, wd, steps)
   for r in runs[:1]:
     r.advance(batches[:block])
-  print("RSS_MB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, flush=True)
+  print("RSS_MB", peak_rss_mb(), flush=True)
+
+
+def peak_rss_mb() -> float:
+  """This process's peak resident memory (VmHWM: this address space's own high-water mark)."""
+  with open("/proc/self/status") as fh:
+    for line in fh:
+      if line.startswith("VmHWM:"):
+        return int(line.split()[1]) / 1024
+  raise RuntimeError("no VmHWM in /proc/self/status (this benchmark's memory needs Linux)")
 
 
 def main():

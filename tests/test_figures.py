@@ -45,6 +45,7 @@ def test_smoke_writes_every_declared_file_with_finite_numbers(smoke):
     assert numbers and all(math.isfinite(n) for n in numbers), r.name
     assert r.verdict in ("reproduced", "partly", "not reproduced", "not comparable")
     assert r.criteria and r.setup and r.wall_s > 0
+    assert r.cached_train_s == 0  # Fig. 5 reuses Fig. 1's runs, trained in this same call
 
 
 def test_smoke_report_has_every_figure_and_verdict(smoke):
@@ -211,9 +212,13 @@ def test_train_cached_reuses_resumes_and_forces(tmp_path, data_cache, _fresh_gin
   first = (d / "norms.jsonl").read_text()
   assert [json.loads(l)["step"] for l in first.splitlines()] == [1, 2, 3]
 
-  units.clear()  # a second call reuses the finished run without training
+  units.clear()  # reused within the call that trained it: no training, no cached time
   assert runs.train_cached(ctx, "t5", [TINY], bindings, 3) == d and units == [3]
-  assert (d / "norms.jsonl").read_text() == first
+  assert (d / "norms.jsonl").read_text() == first and ctx.reused == {}
+  later = core.FigureContext("smoke", tmp_path, tmp_path / "runs")  # a later call
+  assert runs.train_cached(later, "t5", [TINY], bindings, 3) == d
+  trained_s = json.loads((d / runs.DONE_FILE).read_text())["wall_s"]
+  assert trained_s > 0 and later.reused == {d: trained_s}
 
   other = runs.run_dir(ctx, "t5", [TINY], CACHE_BINDINGS + ["TRAIN_STEPS=4"])
   assert other != d and not other.exists()  # a new config goes to a new directory
@@ -297,3 +302,12 @@ def test_report_keeps_figures_made_earlier_into_the_same_folder(tmp_path):
   assert "| fig4 | FIG4 | reproduced |" in (tmp_path / "report.md").read_text()
   assert [r.name for r in pipeline.write_report(tmp_path, [made("fig2", True)], "smoke")] == [
       "fig2"]  # another profile's figures are never mixed in
+
+
+def test_report_adds_the_training_time_of_reused_cached_runs(tmp_path):
+  r = core.FigureResult("fig1", "F1", [], [], [check("c", True)], ["s"], wall_s=5.0,
+                        cached_train_s=450.0)
+  assert core.FigureResult.from_json(r.to_json()).cached_train_s == 450.0
+  text = report.render([r], "quick", total_s=5.0)
+  assert "| fig1 | F1 | reproduced | 1 of 1 | 5 s + 7.5 min cached training |" in text
+  assert "Total wall time: 5 s; with the training of the cached runs it reused, 7.6 min" in text

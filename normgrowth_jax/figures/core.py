@@ -42,6 +42,8 @@ class FigureContext:
     options: figure-specific options from the command line (``hf_model_dirs``, ``model_dir``).
     advance: ``advance(units, stage)`` moves the pipeline's progress bar.
     trained: run directories trained during this call (``--force`` retrains each only once).
+    reused: run directory -> the wall time its training took, for every cached run reused by
+      this call (so the report can say what a call without the cache would take).
   """
   profile: str
   out_dir: Path
@@ -50,6 +52,13 @@ class FigureContext:
   options: dict = dataclasses.field(default_factory=dict)
   advance: Callable[[int, Optional[str]], None] = lambda units=1, stage=None: None
   trained: set = dataclasses.field(default_factory=set)
+  reused: dict = dataclasses.field(default_factory=dict)
+
+  def note_reused(self, directory: Path, train_wall_s: float) -> None:
+    """Records that a cached run (trained in ``train_wall_s`` seconds) was reused; a run
+    trained earlier in this call is not counted again."""
+    if Path(directory) not in self.trained:
+      self.reused.setdefault(Path(directory), float(train_wall_s))
 
   def path(self, filename: str) -> Path:
     self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -99,6 +108,7 @@ class FigureResult:
   setup: list            # how our setup differs from the paper's (model, data, steps)
   notes: list = dataclasses.field(default_factory=list)
   wall_s: float = 0.0
+  cached_train_s: float = 0.0  # training time of the cached runs this figure was first to reuse
 
   @property
   def verdict(self) -> str:
@@ -109,11 +119,11 @@ class FigureResult:
     """Reads back :meth:`to_json` (the report of an earlier call)."""
     return cls(d["name"], d["title"], d["files"], [Row(**r) for r in d["rows"]],
                [verdict_lib.Criterion(**c) for c in d["criteria"]], d["setup"], d["notes"],
-               d["wall_s"])
+               d["wall_s"], d.get("cached_train_s", 0.0))
 
   def to_json(self) -> dict:
     return {"name": self.name, "title": self.title, "verdict": self.verdict,
-            "wall_s": self.wall_s, "files": [str(f) for f in self.files],
+            "wall_s": self.wall_s, "cached_train_s": self.cached_train_s, "files": [str(f) for f in self.files],
             "rows": [dataclasses.asdict(r) for r in self.rows],
             "criteria": [c.to_json() for c in self.criteria],
             "setup": self.setup, "notes": self.notes}

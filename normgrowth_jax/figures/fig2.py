@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 
+from matplotlib import ticker
 import numpy as np
 
 from normgrowth_jax.figures import core, paper, plotting, subjects as subjects_lib
@@ -109,17 +110,20 @@ def _plot(ctx, subjects, results, rho):
   n = 1 + len(subjects)
   cols = min(3, n)
   rows = -(-n // cols)
-  fig, axes = plotting.new_figure(rows, cols, height_per_row=2.3, squeeze=False, sharey=True)
+  fig, axes = plotting.new_figure(rows, cols, height_per_row=3.0, squeeze=False, sharey=True,
+                                  layout="constrained")
   axes = axes.ravel()
   _plot_paper(axes[0])
   for ax, s, r in zip(axes[1:], subjects, results):
     _plot_subject(ax, s, r, rho)
   for ax in axes[:n]:
     ax.set_xlabel("layer")
-    ax.set_ylim(-0.15, 1.35)
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    ax.set_ylim(-0.15, 1.05)
     ax.set_yticks(np.arange(0.0, 1.01, 0.2))
     ax.grid(alpha=0.3, linewidth=0.5)
-    ax.legend(loc="upper left", ncol=2, columnspacing=0.8, handlelength=1.6)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2 if ax is axes[0] else 1,
+              columnspacing=0.8, handlelength=1.6)
   for ax in axes[n:]:
     ax.set_visible(False)
   for r in range(rows):

@@ -234,6 +234,7 @@ def train_grid(ctx: core.FigureContext, cfg: Fig6Config) -> tuple[grid.GridResul
     ctx.advance(work(cfg), f"{NAME}: grid (cached)")
     result = grid._concat_results([load_part(p) for p in parts])  # pylint: disable=protected-access
     info.update(json.loads(done_file.read_text()).get("run", {}), cached=True)
+    ctx.note_reused(directory, info.get("wall_s", 0.0))
     return result, info
   directory.mkdir(parents=True, exist_ok=True)
   model = model_for(cfg, data.num_ids)

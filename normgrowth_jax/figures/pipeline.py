@@ -79,9 +79,10 @@ def run(names: Sequence[str], profile: str, out_dir, runs_root, *, force: bool =
   results = []
   try:
     for module, config in zip(modules, configs):
-      t0 = time.perf_counter()
+      t0, reused_before = time.perf_counter(), set(ctx.reused)
       result = module.make(ctx, config)
       result.wall_s = time.perf_counter() - t0
+      result.cached_train_s = sum(s for d, s in ctx.reused.items() if d not in reused_before)
       missing = [str(f) for f in result.files if not Path(f).is_file()]
       if missing:
         raise RuntimeError(f"{module.NAME} declared files it did not write: {missing}")

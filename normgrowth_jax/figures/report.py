@@ -60,11 +60,18 @@ def _seconds(s: float) -> str:
   return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
 
 
+def wall_time(r: FigureResult) -> str:
+  """The figure's wall time, plus the training time of the cached runs it reused."""
+  shown = _seconds(r.wall_s)
+  return shown + (f" + {_seconds(r.cached_train_s)} cached training" if r.cached_train_s
+                  else "")
+
+
 def verdict_table(results: Sequence[FigureResult]) -> list[str]:
   return _table(["figure", "what", "verdict", "criteria passed", "wall time"],
                 [[r.name, r.title, r.verdict,
                   f"{sum(c.passed is True for c in r.criteria)} of "
-                  f"{sum(c.passed is not None for c in r.criteria)}", _seconds(r.wall_s)]
+                  f"{sum(c.passed is not None for c in r.criteria)}", wall_time(r)]
                  for r in results])
 
 
@@ -108,7 +115,10 @@ def render(results: Sequence[FigureResult], profile: str,
            "evaluated.", ""]
   lines += verdict_table(results)
   if total_s is not None:
-    lines += ["", f"Total wall time: {_seconds(total_s)}."]
+    cached = sum(r.cached_train_s for r in results)
+    lines += ["", f"Total wall time: {_seconds(total_s)}" + (
+        f"; with the training of the cached runs it reused, {_seconds(total_s + cached)} "
+        "(what a call with an empty run cache takes)." if cached else ".")]
   for r in results:
     lines += ["", f"## {r.name}: {r.title}", "", f"**Verdict: {r.verdict}**", "",
               f"![{r.name}]({r.name}.png)", ""]
@@ -120,7 +130,7 @@ def render(results: Sequence[FigureResult], profile: str,
     lines += [f"- {s}" for s in r.setup]
     if r.notes:
       lines += ["", "Notes:", ""] + [f"- {n}" for n in r.notes]
-    lines += ["", f"Wall time: {_seconds(r.wall_s)}."]
+    lines += ["", f"Wall time: {wall_time(r)}."]
   if environment:
     lines += ["", "## Environment", ""]
     lines += _table(["", ""], [[k, v] for k, v in environment.items()])

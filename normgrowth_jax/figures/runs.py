@@ -72,6 +72,7 @@ def train_cached(ctx: FigureContext, name: str, gin_files: Sequence[str],
   if ctx.force and directory.exists() and directory not in ctx.trained:
     shutil.rmtree(directory)  # retrain once per call, even if several figures use the run
   if is_finished(directory):
+    ctx.note_reused(directory, json.loads((directory / DONE_FILE).read_text()).get("wall_s", 0.0))
     ctx.advance(steps, f"{name} (cached)")
     return directory
   directory.mkdir(parents=True, exist_ok=True)
