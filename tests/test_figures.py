@@ -304,7 +304,7 @@ def test_report_keeps_figures_made_earlier_into_the_same_folder(tmp_path):
       "fig2"]  # another profile's figures are never mixed in
 
 
-def test_report_adds_the_training_time_of_reused_cached_runs(tmp_path):
+def test_report_adds_the_training_time_of_reused_cached_runs():
   r = core.FigureResult("fig1", "F1", [], [], [check("c", True)], ["s"], wall_s=5.0,
                         cached_train_s=450.0)
   assert core.FigureResult.from_json(r.to_json()).cached_train_s == 450.0

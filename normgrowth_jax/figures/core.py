@@ -123,7 +123,8 @@ class FigureResult:
 
   def to_json(self) -> dict:
     return {"name": self.name, "title": self.title, "verdict": self.verdict,
-            "wall_s": self.wall_s, "cached_train_s": self.cached_train_s, "files": [str(f) for f in self.files],
+            "wall_s": self.wall_s, "cached_train_s": self.cached_train_s,
+            "files": [str(f) for f in self.files],
             "rows": [dataclasses.asdict(r) for r in self.rows],
             "criteria": [c.to_json() for c in self.criteria],
             "setup": self.setup, "notes": self.notes}

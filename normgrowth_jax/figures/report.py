@@ -62,9 +62,8 @@ def _seconds(s: float) -> str:
 
 def wall_time(r: FigureResult) -> str:
   """The figure's wall time, plus the training time of the cached runs it reused."""
-  shown = _seconds(r.wall_s)
-  return shown + (f" + {_seconds(r.cached_train_s)} cached training" if r.cached_train_s
-                  else "")
+  cached = f" + {_seconds(r.cached_train_s)} cached training" if r.cached_train_s else ""
+  return _seconds(r.wall_s) + cached
 
 
 def verdict_table(results: Sequence[FigureResult]) -> list[str]:
