@@ -81,10 +81,8 @@ def setup(steps: int, cells: int):
 def start(variant, trainers, params, lr, wd, steps):
   t = trainers[variant]
   if variant in ("vmapped", "sharded"):
-    width = len(t.devices)
-    pad = -(-len(lr) // width) * width - len(lr)
-    return [t.start(params, np.concatenate([lr, [lr[-1]] * pad]),
-                    np.concatenate([wd, [wd[-1]] * pad]), steps, n_real=len(lr))]
+    pad = grid.padded_cells(len(lr), len(t.devices))
+    return [t.start(params, lr[pad], wd[pad], steps, n_real=len(lr))]
   return [t.start(params, [a], [b], steps, vmapped=variant == "reused") for a, b in zip(lr, wd)]
 
 
@@ -144,7 +142,7 @@ def main():
     print(f"block {i + 1}/{len(blocks)}: " +
           ", ".join(f"{v} {total[v]:.0f} s" for v in variants), flush=True)
 
-  results = {v: grid._concat_results(  # pylint: disable=protected-access
+  results = {v: grid.concat_results(
       [r.result() for r in runs[v]]) for v in variants}
   timed = max(args.steps - block, 1)
   quick = cfg.steps

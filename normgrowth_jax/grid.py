@@ -99,6 +99,17 @@ def cells(lrs: Sequence[float], wds: Sequence[float],
   return np.asarray(lr, np.float64), np.asarray(wd, np.float64)
 
 
+def padded_cells(n: int, width: int) -> np.ndarray:
+  """Indices 0..n-1 padded with copies of the last to a multiple of ``width`` (the devices the
+  cell axis is sharded over), so one compiled program serves every chunk.
+
+  Example:
+    >>> padded_cells(3, 2).tolist()
+    [0, 1, 2, 2]
+  """
+  return np.concatenate([np.arange(n), np.full(-n % width, n - 1)])
+
+
 def find_cell(lr: np.ndarray, wd: np.ndarray, at_lr: float, at_wd: float) -> Optional[int]:
   """Index of the cell (at_lr, at_wd) (relative tolerance 1e-6), or None."""
   hit = np.flatnonzero(np.isclose(lr, at_lr, rtol=1e-6) & np.isclose(wd, at_wd, rtol=1e-6))
@@ -152,7 +163,8 @@ class GridResult:
     return (self.diverged_at >= 0) | ~np.isfinite(self.norm_final)
 
 
-def _concat_results(parts: Sequence[GridResult]) -> GridResult:
+def concat_results(parts: Sequence[GridResult]) -> GridResult:
+  """The chunks' results as one :class:`GridResult`, cells in order."""
   params = None
   if all(p.final_params is not None for p in parts):
     params = jax.tree.map(lambda *xs: np.concatenate(xs), *[p.final_params for p in parts])
@@ -206,7 +218,6 @@ def _take(batches, start: int, stop: int) -> dict:
 def default_memory_budget(fraction: float = 0.5) -> int:
   """Bytes a grid program may use: ``fraction`` of the accelerator's memory, or of the host's
   physical memory on CPU."""
-  stats = None
   try:
     stats = jax.local_devices()[0].memory_stats()
   except Exception:  # pylint: disable=broad-except  (CPU backends may not implement it)
@@ -250,7 +261,8 @@ class GridTrainer:
     self.history_size = history_size
     self.rng = jax.random.PRNGKey(rng_seed)
     self.devices = list(devices) if devices is not None else jax.local_devices()
-    self._programs: dict = {}
+    self._programs: dict = {}   # (steps, vmapped, consts) -> jitted (init, block, norms)
+    self._memory: dict = {}     # (cells, steps, batch shapes) -> XLA's byte counts
 
   # -- one cell ------------------------------------------------------------------------------
 
@@ -319,8 +331,8 @@ class GridTrainer:
     k = min(self.block_steps, steps)
     b = jax.tree.map(lambda x: jax.ShapeDtypeStruct((k,) + np.shape(x)[1:], np.asarray(x).dtype),
                      _batch_dict(batches))
-    key = ("memory", n_cells, steps, tuple(sorted((n, x.shape) for n, x in b.items())))
-    if key not in self._programs:
+    key = (n_cells, steps, tuple(sorted((n, x.shape) for n, x in b.items())))
+    if key not in self._memory:
       init, block, _ = self._program(steps, True)
       lr = jnp.full((n_cells,), 1e-3, jnp.float32)
       state = jax.eval_shape(init, params, lr, lr)
@@ -328,8 +340,8 @@ class GridTrainer:
       out = {"argument": m.argument_size_in_bytes, "output": m.output_size_in_bytes,
              "temp": m.temp_size_in_bytes, "alias": m.alias_size_in_bytes}
       out["total"] = out["argument"] + out["output"] + out["temp"] - out["alias"]
-      self._programs[key] = out
-    return dict(self._programs[key])
+      self._memory[key] = out
+    return dict(self._memory[key])
 
   def cells_that_fit(self, params, batches, budget_bytes: Optional[int] = None,
                      max_cells: Optional[int] = None) -> int:
@@ -397,8 +409,6 @@ class GridTrainer:
     if chunk_cells == "auto":
       chunk_cells = self.cells_that_fit(params, batches, max_cells=n)
     size = n if chunk_cells is None else max(1, min(int(chunk_cells), n))
-    width = len(self.devices)
-    program = -(-size // width) * width  # cells per program: a multiple of the devices
     parts = []
     for c, start in enumerate(range(0, n, size)):
       if done_chunks and c in done_chunks:
@@ -406,14 +416,15 @@ class GridTrainer:
         if progress is not None:
           progress(_num_steps(batches))
         continue
-      idx = np.arange(start, min(start + size, n))
-      pad = np.concatenate([idx, np.full(program - len(idx), idx[-1])])  # one program for all
+      real = min(size, n - start)
+      # every chunk padded to the first chunk's size, then to a multiple of the devices
+      pad = start + padded_cells(size, len(self.devices)).clip(max=real - 1)
       part = self._run_program(params, lr[pad], wd[pad], batches, True, keep_params,
-                               progress, len(idx))
+                               progress, real)
       if on_chunk is not None:
         on_chunk(c, part)
       parts.append(part)
-    return _concat_results(parts)
+    return concat_results(parts)
 
   def run_separately(self, params, lr: Sequence[float], wd: Sequence[float], batches, *,
                      keep_params: bool = False, traced: bool = False,
@@ -433,7 +444,7 @@ class GridTrainer:
       if not traced:  # do not keep 400 compiled programs alive
         self._programs.pop((_num_steps(batches), False, (float(a), float(b))), None)
       parts.append(part)
-    return _concat_results(parts)
+    return concat_results(parts)
 
 
 class GridRun:

@@ -47,6 +47,7 @@ import numpy as np
 
 from normgrowth_jax import saturation as sat
 from normgrowth_jax import sinks
+from normgrowth_jax.analysis import checkpoints as ckpt_reader
 from normgrowth_jax.data import corpora, word_lm
 from normgrowth_jax.figures import core, paper, plotting, runs
 from normgrowth_jax.figures.verdict import check
@@ -174,14 +175,10 @@ def init_params(cfg: Fig3Config, norm: str, mask: str, seed: int):
 
 def restore_params(run_dir: Path, step: int):
   """The parameters of checkpoint ``step`` of a run (``run_dir`` may be relative)."""
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  # orbax refuses relative checkpoint paths ("Checkpoint path should be absolute").
-  mngr = ocp.CheckpointManager(Path(run_dir).resolve() / "checkpoints", item_names=("state",))
-  try:
-    state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-  finally:
-    mngr.close()
-  return jax.tree.map(jnp.asarray, state["state"]["params"])
+  refs = {r.step: r for r in ckpt_reader.list_checkpoints(run_dir)}
+  if step not in refs:
+    raise FileNotFoundError(f"{run_dir} has no checkpoint {step}; it has {sorted(refs)}.")
+  return jax.tree.map(jnp.asarray, ckpt_reader.read_state_tree(refs[step], ("params",)))
 
 
 def best_step(eval_rows: list[dict], available: list[int]) -> int:

@@ -232,7 +232,7 @@ def train_grid(ctx: core.FigureContext, cfg: Fig6Config) -> tuple[grid.GridResul
   parts = sorted(directory.glob("chunk_*.npz")) if directory.exists() else []
   if done_file.is_file():
     ctx.advance(work(cfg), f"{NAME}: grid (cached)")
-    result = grid._concat_results([load_part(p) for p in parts])  # pylint: disable=protected-access
+    result = grid.concat_results([load_part(p) for p in parts])
     info.update(json.loads(done_file.read_text()).get("run", {}), cached=True)
     ctx.note_reused(directory, info.get("wall_s", 0.0))
     return result, info
