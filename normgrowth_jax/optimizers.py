@@ -96,6 +96,67 @@ def adafactor_t5(learning_rate: Any,
       eps=eps)
 
 
+def normalize_block_rms(target: float = 1.0, min_ndim: int = 2) -> optax.GradientTransformation:
+  """Scales every update tensor of ``min_ndim`` or more dimensions to RMS exactly ``target``.
+
+  Tensors of fewer dimensions (scales, biases) are clipped at RMS 1 as Adafactor's own
+  ``clip_by_block_rms(1.0)`` does: their gradients can be ~0 for long stretches, and
+  scaling such a tensor's noise up to a fixed RMS makes it run away.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> tx = normalize_block_rms(0.5)
+    >>> u, _ = tx.update({"w": jnp.full((2, 2), 3.0), "b": jnp.full(2, 0.1)}, tx.init(None))
+    >>> float(u["w"][0, 0]), round(float(u["b"][0]), 6)  # w scaled to RMS 0.5, b left (RMS < 1)
+    (0.5, 0.1)
+  """
+  if target <= 0:
+    raise ValueError(f"normalize_block_rms: target must be > 0, got {target}.")
+
+  def update(updates, state, params=None):
+    del params
+
+    def scale(u):
+      rms = jnp.sqrt(jnp.mean(jnp.square(u)))
+      if u.ndim >= min_ndim:
+        return u * (target / jnp.maximum(rms, jnp.finfo(u.dtype).tiny))
+      return u / jnp.maximum(1.0, rms)
+
+    return jax.tree.map(scale, updates), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+@gin.configurable
+def adafactor_fixed_ratio(learning_rate: Any,
+                          update_rms: float = 1.0,
+                          min_ndim: int = 2,
+                          decay_rate: float = 0.8,
+                          min_dim_size_to_factor: int = 128,
+                          multiply_by_parameter_scale: bool = True,
+                          eps: float = 1e-30) -> optax.GradientTransformation:
+  """T5's Adafactor with the update ratio r held at ``update_rms`` (the paper's mechanism test).
+
+  :func:`adafactor_t5` divides the preconditioned update ``u`` by ``max(1, RMS(u))``, so with
+  parameter scaling each tensor moves by ``||delta|| = lr ||theta|| min(RMS(u), 1)``: the
+  ratio ``r = ||delta|| / (lr ||theta||)`` is 1 only while the clipping binds. Here every
+  tensor of ``min_ndim`` or more dimensions is divided by ``RMS(u) / update_rms`` instead, so
+  its ``r`` equals ``update_rms`` on every step and the update keeps Adafactor's direction;
+  vectors keep Adafactor's clipping (:func:`normalize_block_rms`). Misaligned updates under
+  ``lr_t = 1/sqrt(t)`` then predict ``||theta_t|| ~ t^(r^2/2)``.
+
+  Example:
+    >>> tx = adafactor_fixed_ratio(learning_rate=0.01, update_rms=0.5)
+  """
+  return optax.chain(
+      optax.scale_by_factored_rms(decay_rate=decay_rate,
+                                  min_dim_size_to_factor=min_dim_size_to_factor, epsilon=eps),
+      normalize_block_rms(update_rms, min_ndim),
+      optax.scale_by_learning_rate(learning_rate, flip_sign=False),
+      optax.scale_by_param_block_rms() if multiply_by_parameter_scale else optax.identity(),
+      optax.scale(-1))
+
+
 @gin.configurable
 def adamw_paper(learning_rate: Any = 1e-3,
                 weight_decay: float = 1e-2,
@@ -154,7 +215,7 @@ def make_optimizer(base: Callable[..., optax.GradientTransformation] = adafactor
     and the norm trace (``tracking.read_trace(state)``).
   """
   if learning_rate is None:
-    learning_rate = rsqrt_schedule() if base is adafactor_t5 else 1e-3
+    learning_rate = rsqrt_schedule() if base in (adafactor_t5, adafactor_fixed_ratio) else 1e-3
 
   def base_with_lr(learning_rate):
     return base(learning_rate=learning_rate)

@@ -24,8 +24,9 @@ def test_rsqrt_schedule_matches_float64_reference():
 
 
 def _np_adafactor(params, grads_seq, lrs, factor, clip=1.0, decay=0.8,
-                  eps1=1e-30, eps2=1e-3):
-  """T5's Adafactor (Shazeer & Stern 2018, Alg. 4 + T5 settings) in float64."""
+                  eps1=1e-30, eps2=1e-3, fixed_rms=None):
+  """T5's Adafactor (Shazeer & Stern 2018, Alg. 4 + T5 settings) in float64; with
+  ``fixed_rms`` the clipping is replaced by scaling u to that RMS (matrices)."""
   p = params.astype(np.float64)
   vr = vc = v = None
   out = []
@@ -42,7 +43,10 @@ def _np_adafactor(params, grads_seq, lrs, factor, clip=1.0, decay=0.8,
       v = g2 * (1 - beta2) if v is None else beta2 * v + (1 - beta2) * g2
       vhat = v
     u = g / np.sqrt(vhat)
-    u = u / max(1.0, np.sqrt(np.mean(u * u)) / clip)
+    if fixed_rms is None:
+      u = u / max(1.0, np.sqrt(np.mean(u * u)) / clip)
+    else:
+      u = u * fixed_rms / np.sqrt(np.mean(u * u))
     step = lr * max(np.sqrt(np.mean(p * p)), eps2) * u
     p = p - step
     out.append(p.copy())
@@ -70,6 +74,50 @@ def test_adafactor_t5_matches_float64_reference(factor):
     np.testing.assert_allclose(np.asarray(params), ref[t], rtol=2e-5, atol=1e-6)
     np.testing.assert_allclose(float(optimizers.applied_learning_rate(state)),
                                _np_rsqrt(t, warmup=2), rtol=1e-6)
+
+
+@pytest.mark.parametrize("factor", [True, False])
+@pytest.mark.parametrize("ratio", [1.0, 0.5])
+def test_adafactor_fixed_ratio_matches_float64_reference(factor, ratio):
+  rng = np.random.default_rng(2)
+  p0 = rng.normal(size=(6, 5)).astype(np.float32)
+  grads = [rng.normal(size=(6, 5)).astype(np.float32) * s for s in (30.0, 1.0, 0.01, 1e-4)]
+  lrs = [_np_rsqrt(t, warmup=2) for t in range(len(grads))]
+  tx = optimizers.adafactor_fixed_ratio(optimizers.rsqrt_schedule(warmup_steps=2),
+                                        update_rms=ratio,
+                                        min_dim_size_to_factor=2 if factor else 128)
+  params = jnp.asarray(p0)
+  state = tx.init(params)
+  ref = _np_adafactor(p0, grads, lrs, factor, fixed_rms=ratio)
+  prev = p0.astype(np.float64)
+  for t, g in enumerate(grads):
+    upd, state = tx.update(jnp.asarray(g), state, params)
+    params = optax.apply_updates(params, upd)
+    np.testing.assert_allclose(np.asarray(params), ref[t], rtol=2e-5, atol=1e-6)
+    # The ratio ||delta|| / (lr ||theta||) is held at `ratio` on every step, tiny gradients too.
+    delta = np.asarray(upd, np.float64)
+    np.testing.assert_allclose(np.linalg.norm(delta) / (lrs[t] * np.linalg.norm(prev)), ratio,
+                               rtol=1e-5)
+    prev = ref[t]
+
+
+def test_adafactor_fixed_ratio_keeps_adafactors_direction_and_its_vectors():
+  rng = np.random.default_rng(3)
+  params = {"w": jnp.asarray(rng.normal(size=(200, 130)), jnp.float32),  # factored
+            "v": jnp.asarray(rng.normal(size=(7, 3)), jnp.float32),  # unfactored
+            "scale": jnp.asarray(rng.normal(size=(9,)), jnp.float32)}
+  t5 = optimizers.adafactor_t5(learning_rate=0.1)
+  fixed = optimizers.adafactor_fixed_ratio(learning_rate=0.1, update_rms=1.0)
+  s_t5, s_fixed = t5.init(params), fixed.init(params)
+  for step in range(3):
+    g = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape) * 10.0 ** -step,
+                                           jnp.float32), params)
+    u_t5, s_t5 = t5.update(g, s_t5, params)
+    u_fixed, s_fixed = fixed.update(g, s_fixed, params)
+    for name in ("w", "v"):
+      a, b = (np.asarray(u[name], np.float64).ravel() for u in (u_t5, u_fixed))
+      np.testing.assert_allclose(a @ b / np.linalg.norm(a) / np.linalg.norm(b), 1.0, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(u_t5["scale"]), np.asarray(u_fixed["scale"]))
 
 
 def test_adafactor_clipping_caps_update_rms():
