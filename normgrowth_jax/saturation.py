@@ -17,6 +17,12 @@ Similarities are per-token cosines over the last axis, averaged over real tokens
 Every function is jitted with `fn` as a static argument: pass the same function object again to
 reuse the compiled computation (a fresh lambda per call recompiles).
 
+Every function that evaluates the model traces it under float32-exact matmul precision
+(`matmul_precision="float32"`, i.e. `jax.default_matmul_precision("float32")`, HIGHEST in the
+lowered program), also when called inside the caller's own `jax.jit`: on NVIDIA GPUs since Ampere
+float32 products default to TF32 (10-bit mantissa), an error that rho = 1000 amplifies into every
+softmax. `matmul_precision=None` keeps the backend's default. Training is not affected.
+
 Example:
     >>> import jax, jax.numpy as jnp
     >>> from normgrowth_jax import saturation as sat
@@ -32,6 +38,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Any, Callable, Sequence
 
@@ -42,6 +49,16 @@ import numpy as np
 from normgrowth_jax import norms
 
 PyTree = Any
+
+MATMUL_PRECISION = "float32"
+"""The default `matmul_precision` of every measurement (a `jax.default_matmul_precision` name)."""
+
+
+def _precision_scope(matmul_precision):
+    """The context a measurement traces the model in; None keeps the backend's default."""
+    if matmul_precision is None:
+        return contextlib.nullcontext()
+    return jax.default_matmul_precision(matmul_precision)
 
 
 # ----------------------------------------------------------------------------- input checks
@@ -170,7 +187,8 @@ def _saturation_similarity(fn, params, rho, mask, where):
     return jnp.where(_valid_scale(rho), sims, jnp.nan)
 
 
-def saturation_similarity(fn: Callable, params: PyTree, rho=1000.0, mask=None, where=None) -> jax.Array:
+def saturation_similarity(fn: Callable, params: PyTree, rho=1000.0, mask=None, where=None,
+                          matmul_precision=MATMUL_PRECISION) -> jax.Array:
     """cos(f(theta), f(rho*theta)) per token, averaged over real tokens, per output leaf.
 
     Args:
@@ -180,6 +198,8 @@ def saturation_similarity(fn: Callable, params: PyTree, rho=1000.0, mask=None, w
         mask: optional [batch, len] bool, True at real tokens.
         where: which parameters to scale (see `scale_params`); must be hashable (a name or a
             function) since it is static.
+        matmul_precision: `jax.default_matmul_precision` the model is traced under ("float32":
+            exact float32 products); None keeps the backend's default (TF32 on NVIDIA GPUs).
 
     Returns:
         A scalar (single-array output) or [n_leaves] array of mean cosines.
@@ -191,17 +211,25 @@ def saturation_similarity(fn: Callable, params: PyTree, rho=1000.0, mask=None, w
             rho is not finite and > 0, never a plausible cosine.
     """
     _check_scales("saturation_similarity", "rho", rho)
-    return _saturation_similarity(fn, params, rho, mask, where)
+    with _precision_scope(matmul_precision):
+        return _saturation_similarity(fn, params, rho, mask, where)
 
 
 @functools.partial(jax.jit, static_argnames=("fn_finite", "fn_limit"))
-def limit_similarity(fn_finite: Callable, fn_limit: Callable, params: PyTree, mask=None) -> jax.Array:
+def _limit_similarity(fn_finite, fn_limit, params, mask):
+    return _similarities(fn_finite(params), fn_limit(params), mask)
+
+
+def limit_similarity(fn_finite: Callable, fn_limit: Callable, params: PyTree, mask=None,
+                     matmul_precision=MATMUL_PRECISION) -> jax.Array:
     """cos(f(theta), sf(theta)) with the EXACT limit: fn_limit returns leading coefficients.
 
     Cosines are scale-free, so sf's leading coefficient (the direction of f(rho*theta) as
-    rho -> inf) is compared directly. Same output convention as `saturation_similarity`.
+    rho -> inf) is compared directly. Same output convention and `matmul_precision` as
+    `saturation_similarity` (the limit's hard-attention ties are decided on these products).
     """
-    return _similarities(fn_finite(params), fn_limit(params), mask)
+    with _precision_scope(matmul_precision):
+        return _limit_similarity(fn_finite, fn_limit, params, mask)
 
 
 @functools.partial(jax.jit, static_argnames=("fn", "where", "batch_size"))
@@ -215,7 +243,8 @@ def _rho_sweep(fn, params, rhos, mask, where, batch_size):
     return jax.lax.map(one, jnp.asarray(rhos), batch_size=batch_size or len(rhos))
 
 
-def rho_sweep(fn: Callable, params: PyTree, rhos, mask=None, where=None, batch_size=None) -> jax.Array:
+def rho_sweep(fn: Callable, params: PyTree, rhos, mask=None, where=None, batch_size=None,
+              matmul_precision=MATMUL_PRECISION) -> jax.Array:
     """`saturation_similarity` for every rho in `rhos`, vectorised in one compiled call.
 
     f(theta) is computed once; f(rho*theta) is vmapped over rho. `batch_size` (static) bounds
@@ -225,6 +254,7 @@ def rho_sweep(fn: Callable, params: PyTree, rhos, mask=None, where=None, batch_s
         rhos: 1-D, at least one value, each finite and > 0 (see `saturation_similarity` for a
             traced rhos: NaN where a value is invalid).
         batch_size: None (all at once) or an int >= 1.
+        matmul_precision: as in `saturation_similarity`.
 
     Returns:
         [n_rhos] (single-array output) or [n_rhos, n_leaves].
@@ -235,7 +265,8 @@ def rho_sweep(fn: Callable, params: PyTree, rhos, mask=None, where=None, batch_s
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
                                    or batch_size < 1):
         raise ValueError(f"rho_sweep: batch_size must be None or an int >= 1, got {batch_size!r}.")
-    return _rho_sweep(fn, params, rhos, mask, where, batch_size)
+    with _precision_scope(matmul_precision):
+        return _rho_sweep(fn, params, rhos, mask, where, batch_size)
 
 
 # ----------------------------------------------------------------------------- attention
@@ -257,6 +288,9 @@ def _stack_layers(attention_weights) -> jax.Array:
 @jax.jit
 def attention_stats(attention_weights, mask=None, threshold=1e-5, key_mask=None) -> dict:
     """Per layer and head: how many positions each real query attends to (paper Fig. 3).
+
+    The weights are the caller's: compute them at rho * theta or in the limit under
+    `jax.default_matmul_precision(MATMUL_PRECISION)`, as `figures.fig3` does.
 
     Args:
         attention_weights: tuple of per-layer [batch, heads, q_len, k_len] arrays (or one array
@@ -331,11 +365,13 @@ def _homogeneity_curve(fn, fn_limit, params, cs, mask):
     return jax.vmap(one)(jnp.asarray(cs))
 
 
-def homogeneity_curve(fn: Callable, fn_limit: Callable, params: PyTree, cs, mask=None) -> jax.Array:
+def homogeneity_curve(fn: Callable, fn_limit: Callable, params: PyTree, cs, mask=None,
+                      matmul_precision=MATMUL_PRECISION) -> jax.Array:
     """cos(f(x; c*theta), sf(x; theta)) for each c (paper Fig. 4), vectorised over c.
 
     Args:
         cs: 1-D scales, each finite and > 0 (traced: NaN where a value is invalid).
+        matmul_precision: as in `saturation_similarity`.
 
     Returns:
         [n_cs] (single-array output) or [n_cs, n_leaves].
@@ -343,7 +379,8 @@ def homogeneity_curve(fn: Callable, fn_limit: Callable, params: PyTree, cs, mask
     if np.ndim(cs) != 1:
         raise ValueError(f"homogeneity_curve: cs must be 1-D, got shape {np.shape(cs)}.")
     _check_scales("homogeneity_curve", "cs", cs)
-    return _homogeneity_curve(fn, fn_limit, params, cs, mask)
+    with _precision_scope(matmul_precision):
+        return _homogeneity_curve(fn, fn_limit, params, cs, mask)
 
 
 def _log_norm(x: jax.Array) -> jax.Array:
@@ -354,7 +391,8 @@ def _log_norm(x: jax.Array) -> jax.Array:
     return jnp.log(m) + 0.5 * jnp.log(jnp.sum(jnp.square(x / m)))
 
 
-def homogeneity_degree(fn: Callable, params: PyTree, cs) -> jax.Array:
+def homogeneity_degree(fn: Callable, params: PyTree, cs,
+                       matmul_precision=MATMUL_PRECISION) -> jax.Array:
     """Least-squares slope k of log ||f(c*theta)|| against log c, per output leaf.
 
     A k-homogeneous output gives exactly k (e.g. layer l of a biasless ReLU MLP: k = l). Use cs
@@ -363,6 +401,7 @@ def homogeneity_degree(fn: Callable, params: PyTree, cs) -> jax.Array:
     Args:
         cs: 1-D, at least 2 distinct values, each finite and > 0 (a traced cs is not checked:
             log c of an invalid c is NaN, and so is the slope).
+        matmul_precision: as in `saturation_similarity`.
 
     Returns:
         A scalar (single-array output) or [n_leaves].
@@ -370,7 +409,8 @@ def homogeneity_degree(fn: Callable, params: PyTree, cs) -> jax.Array:
     if np.ndim(cs) != 1:
         raise ValueError(f"homogeneity_degree: cs must be 1-D, got shape {np.shape(cs)}.")
     _check_scales("homogeneity_degree", "cs", cs, min_count=2, distinct=2)
-    return _homogeneity_degree(fn, params, cs)
+    with _precision_scope(matmul_precision):
+        return _homogeneity_degree(fn, params, cs)
 
 
 @functools.partial(jax.jit, static_argnames=("fn",))

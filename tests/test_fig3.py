@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from backend_helpers import dot_precisions
 from data_helpers import data_cache  # noqa: F401  (fixture)
 from normgrowth_jax import norms, sinks
 from normgrowth_jax.figures import core, fig3, subjects
@@ -105,6 +106,16 @@ def test_bindings_name_every_setting_and_the_quick_budget_is_fixed():
   full = fig3.CONFIGS["full"]
   assert (full.num_layers, full.d_model, full.d_ff, full.num_heads, full.epochs) == (
       12, 768, 512, 12, 5.0)
+
+
+def test_attention_weights_are_traced_at_float32_precision():
+  cfg = fig3.CONFIGS["smoke"]
+  m = fig3.model(cfg, PRE, CAUSAL)
+  tokens = jnp.ones((1, cfg.max_len), jnp.int32)
+  params = m.init(jax.random.key(0), tokens)["params"]
+  text = fig3._attention_fn(cfg, PRE, CAUSAL).lower(params, tokens).as_text()
+  precisions = dot_precisions(text)
+  assert precisions and set(precisions) == {"[HIGHEST, HIGHEST]"}, precisions
 
 
 # ----------------------------------------------------------------------------- a real tiny run

@@ -1,5 +1,6 @@
 """Saturation toolkit: analytic cases and a float64 NumPy reference model."""
 
+import functools
 import math
 
 import jax
@@ -7,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from backend_helpers import dot_precisions
 from normgrowth_jax import asymptotic as asy
 from normgrowth_jax import saturation as sat
 
@@ -323,3 +325,45 @@ def test_small_lm_prenorm_is_near_its_limit_at_small_c_postnorm_is_not(use_bias)
         curves[norm] = np.asarray(sat.homogeneity_curve(fn, lambda p: fn(p, True), params, jnp.array([1.0, 100.0])))
     assert curves["prenorm_paper"][0] > 0.6 and curves["postnorm"][0] < 0.3, curves
     assert curves["prenorm_paper"][1] > 0.99 and curves["postnorm"][1] > 0.99, curves
+
+
+# ----------------------------------------------------------------------------- matmul precision
+
+@pytest.fixture(scope="module")
+def small_lm_fns():
+    """A 2-layer SmallLM's (f, sf, params) over a fixed batch: flax Dense and attention einsums."""
+    from normgrowth_jax.models.small_lm import SmallLM, SmallLMConfig
+
+    model = SmallLM(SmallLMConfig(vocab_size=20, num_layers=2, d_model=8, d_ff=8, num_heads=2,
+                                  max_len=6))
+    tokens = jnp.array([[1, 2, 3, 4, 5, 6]])
+    params = model.init(jax.random.key(0), tokens)["params"]
+
+    def f(p, saturated=False):
+        return model.apply({"params": p}, tokens, saturated=saturated).hidden_states
+
+    return f, functools.partial(f, saturated=True), params
+
+
+MEASUREMENTS = {
+    "saturation_similarity": lambda f, sf, p, **kw: sat.saturation_similarity(f, p, 1000.0, **kw),
+    "limit_similarity": lambda f, sf, p, **kw: sat.limit_similarity(f, sf, p, **kw),
+    "rho_sweep": lambda f, sf, p, **kw: sat.rho_sweep(f, p, jnp.array([10.0, 1000.0]), **kw),
+    "homogeneity_curve": lambda f, sf, p, **kw: sat.homogeneity_curve(f, sf, p, jnp.array([1.0, 5.0]),
+                                                                      **kw),
+    "homogeneity_degree": lambda f, sf, p, **kw: sat.homogeneity_degree(f, p, jnp.array([1.0, 5.0]),
+                                                                        **kw),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MEASUREMENTS))
+def test_measurements_lower_every_matmul_at_float32_precision(small_lm_fns, name):
+    """TF32 (NVIDIA's float32 default) would be amplified by rho = 1000 into the softmax: every
+    dot product of a measurement must be HIGHEST, also when it is traced inside the caller's jit."""
+    f, sf, params = small_lm_fns
+    measure = functools.partial(MEASUREMENTS[name], f, sf)
+    precisions = dot_precisions(jax.jit(measure).lower(params).as_text())
+    assert precisions and set(precisions) == {"[HIGHEST, HIGHEST]"}, precisions
+    opted_out = dot_precisions(jax.jit(functools.partial(measure, matmul_precision=None))
+                                .lower(params).as_text())
+    assert "[HIGHEST, HIGHEST]" not in opted_out, opted_out

@@ -209,14 +209,16 @@ def _checkpoint_steps(run_dir: Path) -> list[int]:
 
 @functools.lru_cache(maxsize=None)
 def _attention_fn(cfg: Fig3Config, norm: str, mask: str):
-  """jitted ``(params, tokens) -> (rho weights, limit weights)``, [layers, b, h, q, k] each."""
+  """jitted ``(params, tokens) -> (rho weights, limit weights)``, [layers, b, h, q, k] each,
+  traced under the saturation measurements' float32-exact matmul precision."""
   m = model(cfg, norm, mask)
 
   @jax.jit
   def weights(params, tokens):
     real = tokens != word_lm.PAD_ID
-    at_rho = m.apply({"params": sat.scale_params(params, cfg.rho)}, tokens, real)
-    limit = m.apply({"params": params}, tokens, real, saturated=True)
+    with jax.default_matmul_precision(sat.MATMUL_PRECISION):
+      at_rho = m.apply({"params": sat.scale_params(params, cfg.rho)}, tokens, real)
+      limit = m.apply({"params": params}, tokens, real, saturated=True)
     return jnp.stack(at_rho.attention_weights), jnp.stack(limit.attention_weights)
 
   return weights
