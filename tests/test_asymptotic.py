@@ -9,8 +9,17 @@ import pytest
 from scipy.special import erf, expit
 
 from normgrowth_jax import asymptotic as asy
+from normgrowth_jax import saturation as sat
 
 RHOS = [1e2, 1e3, 1e4, 1e5, 1e6]
+
+
+@pytest.fixture(autouse=True)
+def exact_float32_products():
+    """The ops run as the saturation measurements run them: with exact float32 products (the
+    float64 references assume them; TF32, a GPU's default, misses them by ~1e-3)."""
+    with jax.default_matmul_precision(sat.MATMUL_PRECISION):
+        yield
 
 
 def f32(rng, *shape):

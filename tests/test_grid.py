@@ -236,6 +236,7 @@ print("OK")
 """
 
 
+@pytest.mark.cpu_only
 def test_cells_sharded_over_two_host_devices_equal_one_device():
   """With two (host) devices the cell axis is split between them (3 cells padded to 4)."""
   import os, subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports

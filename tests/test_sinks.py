@@ -130,6 +130,7 @@ _SHARDED = textwrap.dedent("""
 
 
 @pytest.mark.slow
+@pytest.mark.cpu_only
 def test_sharded_four_devices_one_row_per_step(tmp_path):
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
              JAX_PLATFORMS="cpu")

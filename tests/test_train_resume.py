@@ -304,6 +304,7 @@ print("RESULT", json.dumps({"devices": jax.local_device_count(), "calls": calls}
 
 
 @pytest.mark.slow
+@pytest.mark.cpu_only
 def test_four_host_devices_follow_the_one_device_trajectory(tmp_path, data_cache):  # noqa: F811
   # A small learning rate (rsqrt at 1/sqrt(10000)): at BASE's 0.7 the float32 differences of
   # the sharded batch reduction (1e-7 at step 2) grow chaotically to 1e-3 by step 4.
