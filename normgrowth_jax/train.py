@@ -55,6 +55,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from normgrowth_jax import checkpoints, optimizers, run_checks, sinks
+from normgrowth_jax.data import numpy_pipeline  # noqa: F401  (registers @numpy_data.batches)
 from normgrowth_jax.models import t5
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -303,7 +304,8 @@ def train(model_dir: str = gin.REQUIRED,
     split: dataset split to train on.
     seed: seeds the parameters, dropout and data order.
     adapter: ``adapter(model) -> (init_fn, loss_fn)``.
-    data_fn: ``data_fn(task, split, lengths, batch_size, seed, start_batch)`` -> iterator.
+    data_fn: ``data_fn(task, split, lengths, batch_size, seed, start_batch)`` -> iterator;
+      :func:`batch_iterator` (seqio, TensorFlow) or ``numpy_pipeline.batches`` (NumPy).
     save_every: checkpoint period in steps (a final checkpoint is always written).
     keep_checkpoints: how many checkpoints to keep.
     log_every: metrics period in steps.

@@ -11,6 +11,8 @@ Submodules load lazily, so ``from normgrowth_jax.data import corpora`` (and the
 - ``tasks``: ``ng_{span_corruption,prefix_lm,causal_lm}_{corpus}_{vocab}`` seqio tasks.
 - ``pipeline``: ``make_batch_iterator`` (deterministic, resumable, T5X feature names).
 - ``word_lm``: word-level PTB-style sentence rows for the paper's small LMs (no TensorFlow).
+- ``numpy_pipeline``: span corruption / prefix LM / causal LM on bytes in NumPy, the
+  trainer's TensorFlow-free ``data_fn`` (gin: ``train.data_fn = @numpy_data.batches``).
 
 Command line: ``python -m normgrowth_jax.data prepare --corpus all``.
 
@@ -23,7 +25,7 @@ Example:
 import importlib
 
 _SUBMODULES = ("corpora", "vocab", "segments", "span_corruption", "lm_objectives", "tasks", "pipeline",
-               "word_lm")
+               "word_lm", "numpy_pipeline")
 
 
 def __getattr__(name):

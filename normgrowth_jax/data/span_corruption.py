@@ -33,45 +33,9 @@ import seqio
 import tensorflow as tf
 
 from normgrowth_jax.data import segments
-
-NOISE_DENSITY = 0.15
-MEAN_NOISE_SPAN_LENGTH = 3.0
-
-
-def _span_counts(tokens_length: int, noise_density: float, mean_noise_span_length: float):
-  num_noise = int(round(tokens_length * noise_density))
-  num_noise = min(max(num_noise, 1), tokens_length - 1)
-  num_spans = max(1, int(round(num_noise / mean_noise_span_length)))
-  return num_noise, num_spans
-
-
-def random_spans_helper(
-    inputs_length: int = 512,
-    noise_density: float = NOISE_DENSITY,
-    mean_noise_span_length: float = MEAN_NOISE_SPAN_LENGTH,
-    extra_tokens_per_span_inputs: int = 1,
-    extra_tokens_per_span_targets: int = 1,
-) -> tuple[int, int]:
-  """Raw segment length whose corruption fills ``inputs_length`` (EOS included).
-
-  Returns:
-    ``(tokens_length, targets_length)``: the largest raw length whose corrupted
-    inputs (non-noise + one sentinel per span + EOS) fit in ``inputs_length``,
-    and the resulting targets length (noise + one sentinel per span + EOS).
-  """
-
-  def lengths(tokens_length):
-    num_noise, num_spans = _span_counts(tokens_length, noise_density, mean_noise_span_length)
-    inputs = tokens_length - num_noise + num_spans * extra_tokens_per_span_inputs + 1
-    targets = num_noise + num_spans * extra_tokens_per_span_targets + 1
-    return inputs, targets
-
-  if inputs_length < 3:
-    raise ValueError(f"inputs_length must be at least 3, got {inputs_length}.")
-  tokens_length = 2
-  while lengths(tokens_length + 1)[0] <= inputs_length:
-    tokens_length += 1
-  return tokens_length, lengths(tokens_length)[1]
+# The pure-Python constants and length helper are shared with the TensorFlow-free path.
+from normgrowth_jax.data.numpy_pipeline import (MEAN_NOISE_SPAN_LENGTH, NOISE_DENSITY,
+                                                random_spans_helper)
 
 
 def _random_segmentation(num_items, num_segments, seed):
