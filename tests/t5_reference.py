@@ -10,8 +10,10 @@ dropout, untied output layer), not from `normgrowth_jax.models.t5`:
   bidirectional (half of the buckets per direction), the decoder's causal. One table per stack
   (block 0's `relative_attention_bias`), added in every layer's self-attention only.
 * MLP: relu(x Wi) Wo, or gated gelu_new(x Wi_0) * (x Wi_1) Wo (GELU's tanh approximation).
-* Pre-norm residual blocks, a final norm per stack; logits from `lm_head`, or with tied
-  embeddings from `shared` after scaling the decoder output by d_model**-0.5.
+* Pre-norm residual blocks, a final norm per stack; logits from `lm_head` when the tensors hold
+  one, else from `shared` (as transformers, whatever tie_word_embeddings says), after scaling
+  the decoder output by d_model**-0.5 when `scale_decoder_outputs` (default:
+  `tie_word_embeddings`).
 
 Hidden states follow HF: [embedding output, layer 1 output, ..., final norm output].
 """
@@ -128,9 +130,8 @@ def t5_forward(tensors, cfg, enc_ids, dec_ids, dec_mask=None):
         dec_hidden.append(y)
     y = rms_norm(y, w["decoder.final_layer_norm.weight"], eps)
     dec_hidden[-1] = y
-    if cfg["tie_word_embeddings"]:
-        logits = (y * cfg["d_model"] ** -0.5) @ w["shared.weight"].T
-    else:
-        logits = y @ w["lm_head.weight"].T
+    if cfg.get("scale_decoder_outputs", cfg["tie_word_embeddings"]):
+        y = y * cfg["d_model"] ** -0.5
+    logits = y @ w.get("lm_head.weight", w["shared.weight"]).T
     return dict(encoder_hidden_states=enc_hidden, decoder_hidden_states=dec_hidden,
                 logits=logits)

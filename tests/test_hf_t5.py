@@ -131,6 +131,31 @@ def test_loaded_checkpoint_matches_float64_reference(tmp_path, cfg, shards):
     assert_matches_reference(run(model, params), ref, rtol=1e-4)
 
 
+# What transformers >= 5 writes for T5.1.1 (e.g. google/t5-v1_1-base re-saved): the tie flag is
+# true, the scaling flag says what the old tie flag meant, and lm_head.weight is its own tensor.
+TRANSFORMERS5_T5_1_1 = dict(GATED, tie_word_embeddings=True, scale_decoder_outputs=False,
+                            dense_act_fn="gelu_new", is_gated_act=True, dtype="float32",
+                            transformers_version="5.0.0")
+
+
+def test_transformers5_t5_1_1_directory_matches_reference(tmp_path):
+    tensors = random_hf_tensors(GATED, seed=2)  # with a separate lm_head.weight
+    model, params = load_hf_t5(write_checkpoint(tmp_path, TRANSFORMERS5_T5_1_1, tensors))
+    assert not model.config.logits_via_embedding
+    np.testing.assert_array_equal(params["decoder"]["logits_dense"]["kernel"],
+                                  tensors["lm_head.weight"].T)
+    ref = t5_forward(tensors, TRANSFORMERS5_T5_1_1, ENC, DEC_IN, dec_mask=DEC_TGT > 0)
+    assert_matches_reference(run(model, params), ref, rtol=1e-4)
+
+
+def test_scaled_outputs_with_a_separate_head_are_refused(tmp_path):
+    """A pairing t5.Transformer does not compute (HF would scale, then apply lm_head)."""
+    path = write_checkpoint(tmp_path, dict(TRANSFORMERS5_T5_1_1, scale_decoder_outputs=True),
+                            random_hf_tensors(GATED))
+    with pytest.raises(ValueError, match="scale_decoder_outputs=True.*lm_head.weight distinct"):
+        load_hf_t5(path)
+
+
 def test_loaded_checkpoint_in_float64_is_exact(tmp_path):
     tensors = random_hf_tensors(GATED, seed=1)
     path = write_checkpoint(tmp_path, GATED, tensors)
@@ -194,7 +219,12 @@ def test_real_hf_configs_translate():
     (dict(model_type="bert"), "model_type"),
     (dict(feed_forward_proj="gelu"), "feed_forward_proj"),
     (dict(relative_attention_max_distance=64), "relative_attention_max_distance"),
-    (dict(layer_norm_epsilon=1e-5), "layer_norm_epsilon")])
+    (dict(layer_norm_epsilon=1e-5), "layer_norm_epsilon"),
+    (dict(dense_act_fn="gelu"), "dense_act_fn='gelu'.*'gelu_new'"),
+    (dict(is_gated_act=False), "is_gated_act"),
+    (dict(is_decoder=True), "is_decoder"),
+    (dict(rope_theta=1e4, use_gated_attention=True),
+     r"does not interpret: \['rope_theta', 'use_gated_attention'\]")])
 def test_unsupported_configs_are_rejected(change, match):
     with pytest.raises(ValueError, match=match):
         hf_t5_config(dict(GATED, **change))
