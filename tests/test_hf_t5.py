@@ -116,9 +116,11 @@ _APPLY = {}  # config -> compiled apply, shared by the tests
 
 
 def run(model, params):
+    """model.apply compiled at float32 matmul precision (the references' products, not TF32)."""
     args = ({"params": params}, ENC, DEC_IN, DEC_TGT)
     if model.config not in _APPLY:
-        _APPLY[model.config] = fast_compile(model.apply, *args)
+        with jax.default_matmul_precision("float32"):
+            _APPLY[model.config] = fast_compile(model.apply, *args)
     return _APPLY[model.config](*args)
 
 
