@@ -421,52 +421,80 @@ class PairStats(NamedTuple):
   perp: jax.Array
 
 
-def unit_pair_stats(theta, delta, axis: int | None = None) -> PairStats:
-  """PairStats of one leaf (scalars), or per slice along ``axis`` (vectors [n_layers]).
+def pair_sums(theta, delta, axis: int | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """``(tt, td, dd)`` of one leaf, or per slice along ``axis``.
 
-  ``perp`` is ``dd - td^2 / tt`` when that keeps at least a quarter of ``dd``; otherwise
-  (delta nearly parallel to theta) a second pass computes ``||delta - c theta||^2`` with the
-  leaf's own projection coefficient, so it keeps full relative precision however small or
-  parallel delta is.
+  Three plain reductions: on XLA:CPU they run faster than one variadic reduce of the three
+  products (measured 1.5 vs 2.6 ms on a 768 x 3072 leaf) and are ~100x more accurate (the
+  variadic reduce accumulates sequentially: 2e-3 relative error there, vs 7e-8).
   """
-  tt = _reduce(_sq, (theta,), axis)
-  td = _reduce(_mul, (theta, delta), axis)
-  dd = _reduce(_sq, (delta,), axis)
+  return (_reduce(_sq, (theta,), axis), _reduce(_mul, (theta, delta), axis),
+          _reduce(_sq, (delta,), axis))
+
+
+def one_pass_perp(tt, td, dd) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """``(c, perp, ok)`` from the sums: ``c = td / tt``, ``perp = dd - td c`` and ``ok`` (same
+  shape): that value is accurate (~1e-6 relative), i.e. it keeps >= 1/4 of ``dd``, so delta
+  is not nearly parallel to theta (the usual case). Where not ok, take
+  :func:`orthogonal_sum_of_squares` with this ``c`` (a second pass)."""
   c = jnp.where(tt > 0, td / jnp.where(tt > 0, tt, 1), 0)
+  cheap = dd - td * c
+  return c, cheap, cheap >= 0.25 * dd
+
+
+def orthogonal_sum_of_squares(theta, delta, c, axis: int | None = None) -> jax.Array:
+  """``||delta - c theta||^2`` of one leaf (or per slice along ``axis``, ``c`` then [n])."""
   if axis is not None:
     shape = [1] * jnp.ndim(theta)
     shape[axis % jnp.ndim(theta)] = -1
-    c_b = c.reshape(shape)
-  else:
-    c_b = c
-  # One-pass value dd - td^2/tt is accurate to ~1e-6 relative when it keeps >= 1/4 of dd
-  # (delta not nearly parallel to theta, the usual case); otherwise run the second pass.
-  cheap = dd - td * c
-  safe = jnp.all(cheap >= 0.25 * dd)
-  perp = jax.lax.cond(
-      safe, lambda: cheap,
-      lambda: _reduce(lambda t, d: _sq(d - c_b.astype(t.dtype) * t), (theta, delta), axis))
+    c = c.reshape(shape)
+  return _reduce(lambda t, d: _sq(d - c.astype(t.dtype) * t), (theta, delta), axis)
+
+
+def unit_pair_stats(theta, delta, axis: int | None = None) -> PairStats:
+  """PairStats of one leaf (scalars), or per slice along ``axis`` (vectors [n_layers]).
+
+  ``perp`` is ``dd - td^2 / tt`` when
+  that keeps at least a quarter of ``dd``; otherwise (delta nearly parallel to theta) a second
+  pass computes ``||delta - c theta||^2`` with the leaf's own projection coefficient, so it
+  keeps full relative precision however small or parallel delta is.
+  """
+  tt, td, dd = pair_sums(theta, delta, axis)
+  c, cheap, ok = one_pass_perp(tt, td, dd)
+  perp = jax.lax.cond(jnp.all(ok), lambda: cheap,
+                      lambda: orthogonal_sum_of_squares(theta, delta, c, axis))
   return PairStats(tt, td, dd, perp)
+
+
+def combine_by(stats: PairStats, member) -> PairStats:
+  """Merges PairStats of disjoint parts into groups, vectorised and without dot products.
+
+  Args:
+    stats: PairStats whose fields are vectors [n_parts].
+    member: static bool array [n_groups, n_parts]; ``member[g, l]``: part l is in group g.
+
+  Returns:
+    PairStats of vectors [n_groups]. With ``c_l = td_l / tt_l`` per part and ``c = td / tt``
+    per group, ``perp = sum_l perp_l + (c_l - c)^2 tt_l`` (exact; every term is >= 0).
+  """
+  member = np.asarray(member, bool)
+  dt = jnp.result_type(stats.tt)
+  total = lambda v: jnp.sum(jnp.where(member, v[None, :], jnp.zeros((), dt)), axis=1)
+  tt, td, dd = total(stats.tt), total(stats.td), total(stats.dd)
+  c = jnp.where(tt > 0, td / jnp.where(tt > 0, tt, 1), 0)
+  c_l = jnp.where(stats.tt > 0, stats.td / jnp.where(stats.tt > 0, stats.tt, 1), 0)
+  extra = jnp.where(member, stats.perp[None, :] + _sq(c_l[None, :] - c[:, None]) * stats.tt,
+                    jnp.zeros((), dt))
+  return PairStats(tt, td, dd, jnp.sum(extra, axis=1))
 
 
 def combine_pair_stats(stats: list[PairStats]) -> PairStats:
-  """Merges PairStats of disjoint parameter sets without losing ``perp`` precision.
-
-  With ``c_l = td_l / tt_l`` per part and ``c = td / tt`` overall,
-  ``perp = sum_l perp_l + (c_l - c)^2 tt_l`` (exact; every term is non-negative).
-  """
+  """Merges scalar PairStats of disjoint parameter sets (see :func:`combine_by`)."""
   if not stats:
     z = jnp.zeros((), jnp.float32)
     return PairStats(z, z, z, z)
-  tt = sum(s.tt for s in stats)
-  td = sum(s.td for s in stats)
-  dd = sum(s.dd for s in stats)
-  c = jnp.where(tt > 0, td / jnp.where(tt > 0, tt, 1), 0)
-  perp = 0
-  for s in stats:
-    c_l = jnp.where(s.tt > 0, s.td / jnp.where(s.tt > 0, s.tt, 1), 0)
-    perp = perp + s.perp + _sq(c_l - c) * s.tt
-  return PairStats(tt, td, dd, perp)
+  vecs = PairStats(*(jnp.stack(jnp.broadcast_arrays(*f)) for f in zip(*stats)))
+  return PairStats(*(f[0] for f in combine_by(vecs, np.ones((1, len(stats)), bool))))
 
 
 def angle_from_stats(s: PairStats) -> jax.Array:

@@ -152,75 +152,151 @@ def _applied(p, u):
   return x
 
 
-def _split(stats: norms.PairStats, n: int) -> list[norms.PairStats]:
-  return [norms.PairStats(*(f[i] for f in stats)) for i in range(n)]
+class _Layout(NamedTuple):
+  """Static description of the filtered leaves and their groups (from the param paths).
+
+  A *part* is a filtered leaf, or one layer of a filtered scanned stack; sums are taken per
+  part once, and columns combine the small per-part vectors (no reduction per group).
+
+  Attributes:
+    units: ``[(leaf index, group)]`` of the filtered leaves (group: None, str or Stacked).
+    sizes: parts per unit (the layer count of a Stacked leaf, else 1).
+    groups: sorted group names.
+    member: [1 + len(groups), n_parts] bool; row 0 is every part, row 1 + i group i's parts.
+  """
+  units: list
+  sizes: list
+  groups: list
+  member: np.ndarray
 
 
-def _leaf_stats(p, u, group, new=None, anchor=None) -> dict:
-  """Sufficient statistics of one filtered leaf; [] scalars, or [n_layers] for a Stacked leaf.
+def _layout(params, keep, group_fn) -> _Layout:
+  units = _units(params, keep, group_fn)
+  leaves = jax.tree_util.tree_leaves(params)
+  sizes, names = [], []
+  for j, g in units:
+    if isinstance(g, norms.Stacked):
+      n = np.shape(leaves[j])[g.axis]
+      names += [g.template.format(i) for i in range(n)]
+    else:
+      n = 1
+      names.append(g)
+    sizes.append(n)
+  groups = sorted({g for g in names if g is not None})
+  member = np.array([[True] * len(names)] + [[g == name for g in names] for name in groups],
+                    bool).reshape(1 + len(groups), len(names))
+  return _Layout(units, sizes, groups, member)
 
-  Args:
-    p: theta_t leaf; u: delta_t leaf (same shape).
-    group: the leaf's group (None, name or :class:`norms.Stacked`).
-    new: theta_{t+1} leaf if known (else ``p + u`` rounded to p's dtype).
-    anchor: the anchor leaf theta_a, or None.
 
-  Returns:
-    ``{"pair": PairStats(theta_t, delta_t), "new_ss": ||theta_{t+1}||^2}`` (+ ``"anchor"``:
-    PairStats(theta_a, theta_{t+1} - theta_a)).
+def _low_precision(p, acc) -> bool:
+  dt = jnp.result_type(p)
+  return jnp.issubdtype(dt, jnp.floating) and jnp.finfo(dt).bits < jnp.finfo(acc).bits
+
+
+def _new(p, u, new):
+  """theta_{t+1} in float32 or better: ``new`` if given, else p + u rounded to p's dtype."""
+  if new is None:
+    return _applied(p, u)
+  return norms.upcast(new, jnp.promote_types(norms.acc_dtype(p), norms.acc_dtype(u)))
+
+
+def _part_sums(p, u, group, new=None, anchor=None) -> dict:
+  """Sums of one filtered leaf, as vectors [n_parts] (n_layers for a Stacked leaf, else 1).
+
+  ``tt``, ``td``, ``dd`` of (theta_t, delta_t); ``new_ss`` = ||theta_{t+1}||^2, which is
+  ``tt + 2 td + dd`` unless theta_{t+1} is given or rounded to a narrower dtype (bf16), then
+  summed; with ``anchor`` also ``a_tt``, ``a_td``, ``a_dd`` of (theta_a, theta_{t+1} - theta_a).
   """
   axis = group.axis if isinstance(group, norms.Stacked) else None
-  if new is None:
-    new = _applied(p, u)
+  vec = lambda v: jnp.reshape(v, (-1,))
+  tt, td, dd = norms.pair_sums(p, u, axis)
+  out = {"tt": vec(tt), "td": vec(td), "dd": vec(dd)}
+  acc = jnp.promote_types(norms.acc_dtype(p), norms.acc_dtype(u))
+  summed = new is not None or _low_precision(p, acc)
+  if summed or anchor is not None:
+    new = _new(p, u, new)
+  if summed:
+    out["new_ss"] = vec(norms._reduce(norms._sq, (new,), axis))  # pylint: disable=protected-access
   else:
-    new = norms.upcast(new, jnp.promote_types(norms.acc_dtype(p), norms.acc_dtype(u)))
-  out = {"pair": norms.unit_pair_stats(p, u, axis),
-         "new_ss": norms._reduce(norms._sq, (new,), axis)}  # pylint: disable=protected-access
+    out["new_ss"] = vec(tt + 2 * td + dd)
   if anchor is not None:
-    out["anchor"] = norms.unit_pair_stats(anchor, new - norms.upcast(anchor, new.dtype), axis)
+    a_tt, a_td, a_dd = norms.pair_sums(anchor, new - norms.upcast(anchor, new.dtype), axis)
+    out.update(a_tt=vec(a_tt), a_td=vec(a_td), a_dd=vec(a_dd))
   return out
 
 
-def _combine(units, stats: list[dict], with_groups: bool, with_anchor: bool = False) -> dict:
-  """Row values ``{column: []}`` from the per-unit :func:`_leaf_stats` (in ``units`` order)."""
-  parts, new_ss, anchor_parts = [], [], []
-  by_group: dict[str, list] = {}
-  for (_, g), st in zip(units, stats):
-    if isinstance(g, norms.Stacked):
-      n = st["new_ss"].shape[0]
-      pairs, sss = _split(st["pair"], n), [st["new_ss"][i] for i in range(n)]
-      anchors = _split(st["anchor"], n) if "anchor" in st else [None] * n
-      pieces = [(pairs[i], sss[i], g.template.format(i), anchors[i]) for i in range(n)]
-    else:
-      pieces = [(st["pair"], st["new_ss"], g, st.get("anchor"))]
-    for pair, ss, name, a_st in pieces:
-      parts.append(pair)
-      new_ss.append(ss)
-      if a_st is not None:
-        anchor_parts.append(a_st)
-      if with_groups and name is not None:
-        by_group.setdefault(name, []).append((pair, ss, a_st))
-  tot = norms.combine_pair_stats(parts)
-  angle = norms.angle_from_stats(tot)
-  den = jnp.sqrt(tot.tt * tot.dd)
+def _row_stats(leaves, uleaves, lay: _Layout, new_leaves=None, anchors=None) -> dict:
+  """Per-part statistics of the filtered leaves: ``{"pair": PairStats, "new_ss"[, "anchor"]}``
+  with fields [n_parts] (and, to order reads before writes, ``"parts"``: each unit's
+  :func:`_part_sums`, ``"perps"``: the cond's output). ``perp`` comes from the one-pass sums; only when some part's update is
+  nearly parallel to its params does one ``lax.cond`` (for all parts together) run a second
+  pass (:func:`norms.orthogonal_sum_of_squares`) for the parts that need it."""
+  new_leaves = new_leaves or [None] * len(leaves)
+  sums = [_part_sums(leaves[j], uleaves[j], g, new_leaves[j],
+                     None if anchors is None else anchors[k])
+          for k, (j, g) in enumerate(lay.units)]
+  keys = ("tt", "td", "dd", "new_ss") + (("a_tt", "a_td", "a_dd") if anchors is not None else ())
+  cat = {k: jnp.concatenate([s[k] for s in sums]) if sums else jnp.zeros((0,), jnp.float32)
+         for k in keys}
+  c, cheap, ok = norms.one_pass_perp(cat["tt"], cat["td"], cat["dd"])
+  prefixes = ("",) if anchors is None else ("", "a_")
+  cs, cheaps, oks = [c], [cheap], [ok]
+  if anchors is not None:
+    c_a, cheap_a, ok_a = norms.one_pass_perp(cat["a_tt"], cat["a_td"], cat["a_dd"])
+    cs, cheaps, oks = [c, c_a], [cheap, cheap_a], [ok, ok_a]
+
+  def second_pass():
+    outs = [[] for _ in prefixes]
+    off = 0
+    for k, ((j, g), n) in enumerate(zip(lay.units, lay.sizes)):
+      axis = g.axis if isinstance(g, norms.Stacked) else None
+      p, u = leaves[j], uleaves[j]
+      pairs = [(p, u)]
+      if anchors is not None:
+        new = _new(p, u, new_leaves[j])
+        pairs.append((anchors[k], new - norms.upcast(anchors[k], new.dtype)))
+      for out, (t, d), cv in zip(outs, pairs, cs):
+        cc = cv[off:off + n] if axis is not None else cv[off]
+        out.append(jnp.reshape(norms.orthogonal_sum_of_squares(t, d, cc, axis), (-1,)))
+      off += n
+    return tuple(jnp.where(o, ch, jnp.concatenate(out).astype(ch.dtype))
+                 for out, ch, o in zip(outs, cheaps, oks))
+
+  all_ok = jnp.all(jnp.stack([jnp.all(o) for o in oks]))
+  perps = jax.lax.cond(all_ok, lambda: tuple(cheaps), second_pass) if sums else tuple(cheaps)
+  out = {"pair": norms.PairStats(cat["tt"], cat["td"], cat["dd"], perps[0]),
+         "new_ss": cat["new_ss"], "parts": sums, "perps": perps}
+  if anchors is not None:
+    out["anchor"] = norms.PairStats(cat["a_tt"], cat["a_td"], cat["a_dd"], perps[1])
+  return out
+
+
+def _combine(lay: _Layout, st: dict) -> dict:
+  """Row values ``{column: []}`` from :func:`_row_stats`: all parts and each group at once."""
+  member = lay.member
+  g = norms.combine_by(st["pair"], member)
+  angle = norms.angle_from_stats(g)
+  new_ss = st["new_ss"]
+  pnorm = jnp.sqrt(jnp.sum(jnp.where(member, new_ss[None, :], jnp.zeros((), new_ss.dtype)),
+                           axis=1))
+  den = jnp.sqrt(g.tt[0] * g.dd[0])
   row = {
-      "param_norm": jnp.sqrt(sum(new_ss) if new_ss else jnp.zeros(())),
-      "update_norm": jnp.sqrt(tot.dd),
-      "alignment": jnp.where(den > 0, tot.td / jnp.where(den > 0, den, 1), 0.0),
-      "direction_angle": angle,
-      "direction_cos": jnp.cos(angle),
+      "param_norm": pnorm[0],
+      "update_norm": jnp.sqrt(g.dd[0]),
+      "alignment": jnp.where(den > 0, g.td[0] / jnp.where(den > 0, den, 1), 0.0),
+      "direction_angle": angle[0],
+      "direction_cos": jnp.cos(angle[0]),
   }
-  if with_anchor:  # with no filtered leaf: angle 0, as direction_angle
-    a_angle = norms.angle_from_stats(norms.combine_pair_stats(anchor_parts))
-    row["anchor_angle"] = a_angle
-    row["anchor_cos"] = jnp.cos(a_angle)
-  for g, items in by_group.items():
-    row[f"param_norm/{g}"] = jnp.sqrt(sum(s for _, s, _ in items))
-    row[f"direction_angle/{g}"] = norms.angle_from_stats(
-        norms.combine_pair_stats([p for p, _, _ in items]))
-    if with_anchor:
-      row[f"anchor_angle/{g}"] = norms.angle_from_stats(
-          norms.combine_pair_stats([a for _, _, a in items if a is not None]))
+  a_angle = None
+  if "anchor" in st:  # with no filtered leaf: angle 0, as direction_angle
+    a_angle = norms.angle_from_stats(norms.combine_by(st["anchor"], member))
+    row["anchor_angle"] = a_angle[0]
+    row["anchor_cos"] = jnp.cos(a_angle[0])
+  for i, name in enumerate(lay.groups, start=1):
+    row[f"param_norm/{name}"] = pnorm[i]
+    row[f"direction_angle/{name}"] = angle[i]
+    if a_angle is not None:
+      row[f"anchor_angle/{name}"] = a_angle[i]
   return row
 
 
@@ -281,37 +357,42 @@ def step_row(params, updates=None, *, new_params=None, param_filter="all",
     new_leaves = [None] * len(leaves)
     if len(uleaves) != len(leaves):
       raise ValueError("params and updates must have the same structure.")
-  units = _units(params, keep, group_fn)
-  stats = [_leaf_stats(leaves[j], uleaves[j], g, new_leaves[j]) for j, g in units]
-  row = _combine(units, stats, group_fn is not None)
-  kept = {j for j, _ in units}
+  lay = _layout(params, keep, group_fn)
+  row = _combine(lay, _row_stats(leaves, uleaves, lay, new_leaves))
+  kept = {j for j, _ in lay.units}
   flags = [_has_nonfinite(u) for u in uleaves]
   flags += [_has_nonfinite(p) for j, p in enumerate(leaves) if j not in kept]
   row["nonfinite"] = _flag_nonfinite(row, *flags)
   return {k: jnp.asarray(v, jnp.float32) for k, v in row.items()}
 
 
-def _after(u, deps):
-  """``u`` unchanged (bit for bit), but computed from ``deps``: a real data dependency.
+def _zero_from(deps) -> jax.Array:
+  """A float32 [] 0 that XLA cannot fold, computed from every leaf of ``deps``."""
+  s = jnp.zeros((), jnp.float32)
+  for d in jax.tree_util.tree_leaves(deps):
+    s = s + jnp.sum(jnp.asarray(d).astype(jnp.float32))
+  return jnp.where(jnp.isnan(s), 0.0, jnp.minimum(jnp.abs(s), 0.0))
+
+
+def _after(u, zero):
+  """``u`` unchanged (bit for bit), but computed from ``zero`` (:func:`_zero_from` of the
+  hook's reads of theta_t): a real data dependency.
 
   The hook reads theta_t; the caller then overwrites theta_t in place (donated params). XLA
   only updates a buffer in place when every read of it provably comes first, and it proves
   that from data dependencies (``optimization_barrier`` is expanded away before copy
   insertion on CPU, and an always-true ``select`` gets folded). Without this, a read of a leaf
   that the model's own gradient does not need (e.g. the embedding's non-finite check) costs a
-  full copy of that leaf for the whole step. Here ``z`` is a 0 that XLA cannot fold, derived
-  from ``deps``, added to the bit pattern of ``u`` (integer add: exact for NaN, inf, -0.0 and
-  denormals, which float arithmetic on XLA CPU would flush); it fuses into the apply.
+  full copy of that leaf for the whole step. ``zero`` is added to the bit pattern of ``u``
+  (integer add: exact for NaN, inf, -0.0 and denormals, which float arithmetic on XLA CPU
+  would flush); it fuses into the apply.
   """
   dt = jnp.result_type(u)
   if not jnp.issubdtype(dt, jnp.floating):
     return u
-  s = jnp.zeros((), jnp.float32)
-  for d in jax.tree_util.tree_leaves(deps):
-    s = s + jnp.sum(jnp.asarray(d).astype(jnp.float32))
   bits = jnp.dtype(f"uint{8 * jnp.dtype(dt).itemsize}")
-  z = jnp.where(jnp.isnan(s), 0.0, jnp.minimum(jnp.abs(s), 0.0)).astype(bits)  # always 0
-  return jax.lax.bitcast_convert_type(jax.lax.bitcast_convert_type(u, bits) + z, dt)
+  return jax.lax.bitcast_convert_type(
+      jax.lax.bitcast_convert_type(u, bits) + zero.astype(bits), dt)
 
 
 def _zeros_like_output(fn):
@@ -379,8 +460,7 @@ def track_norms(param_filter="all", groups=None, every: int = 1, history_size: i
   def update_fn(updates, state, params=None):
     if params is None:
       raise ValueError("track_norms needs the params: call opt.update(updates, state, params).")
-    units = _units(params, keep, group_fn)
-    unit_index = {j: k for k, (j, _) in enumerate(units)}
+    lay = _layout(params, keep, group_fn)
     leaves = jax.tree_util.tree_leaves(params)
     uleaves, utree = jax.tree_util.tree_flatten(updates)
     if len(uleaves) != len(leaves):
@@ -390,38 +470,40 @@ def track_norms(param_filter="all", groups=None, every: int = 1, history_size: i
 
     anchor, anchor_step = state.anchor, None
     if use_anchor:
-      if units:
+      if lay.units:
         refresh = (t % anchor_every) == 0
         anchor = jax.lax.cond(refresh, lambda: tuple(
-            leaves[j].astype(a.dtype) for (j, _), a in zip(units, state.anchor)),
+            leaves[j].astype(a.dtype) for (j, _), a in zip(lay.units, state.anchor)),
                               lambda: state.anchor)
       anchor_step = (t // anchor_every) * anchor_every
 
-    update_flags = [_has_nonfinite(u) for u in uleaves]
-    bad_update = jnp.zeros((), bool)
-    for f in update_flags:
-      bad_update = bad_update | f
-    first_bad = (state.first_nonfinite < 0) & bad_update
-    do = None if every == 1 else ((step % every) == 0) | first_bad
+    # A filtered leaf's non-finite update or param shows in its sums (so in the row); other
+    # leaves get a flag. With every > 1 the updates are checked each step (a first non-finite
+    # step is recorded) and everything else runs only on recording steps, under one cond.
+    kept = {j for j, _ in lay.units}
+    others = [j for j in range(len(leaves)) if j not in kept]
+    bad_update, do = jnp.zeros((), bool), None
+    if every > 1:
+      for u in uleaves:
+        bad_update = bad_update | _has_nonfinite(u)
+      do = ((step % every) == 0) | ((state.first_nonfinite < 0) & bad_update)
 
-    # Per leaf: what the row needs from it (a filtered leaf's stats, an unfiltered param's
-    # non-finite flag), computed only on recording steps, then tied to the leaf's update with
-    # everything else the hook read from that leaf (so every read precedes apply_updates).
-    stats, param_flags, out_leaves = [], [], []
-    for j, (p, u, u_flag) in enumerate(zip(leaves, uleaves, update_flags)):
-      k = unit_index.get(j)
-      if k is None:
-        fn = lambda p=p: _has_nonfinite(p)
-      else:
-        fn = lambda p=p, u=u, k=k: _leaf_stats(p, u, units[k][1],
-                                               anchor=anchor[k] if use_anchor else None)
-      aux = fn() if do is None else jax.lax.cond(do, fn, _zeros_like_output(fn))
-      u = _after(u, (aux, u_flag))
-      out_leaves.append(u)
-      (param_flags if k is None else stats).append(aux)
+    def measure():
+      st = _row_stats(leaves, uleaves, lay, anchors=anchor if use_anchor else None)
+      flags = [_has_nonfinite(leaves[j]) | (_has_nonfinite(uleaves[j]) if do is None else False)
+               for j in others]
+      return st, flags
 
-    row = _combine(units, stats, group_fn is not None, use_anchor)
-    nonfinite = _flag_nonfinite(row, bad_update, *param_flags)
+    st, flags = measure() if do is None else jax.lax.cond(do, measure,
+                                                          _zeros_like_output(measure))
+    # Every read of theta_t precedes the caller's apply_updates (see _after). Each leaf's
+    # zero comes from its own sums (one shared zero from everything makes XLA inline the
+    # whole gathering into every leaf's apply: base compiled 25x slower).
+    deps = {j: (st["parts"][k], st["perps"]) for k, (j, _) in enumerate(lay.units)}
+    deps.update(zip(others, flags))
+    out_leaves = [_after(u, _zero_from(deps[j])) for j, u in enumerate(uleaves)]
+    row = _combine(lay, st)
+    nonfinite = _flag_nonfinite(row, bad_update, *flags)
     row["step"] = step
     row["nonfinite"] = nonfinite.astype(jnp.float32)
     if use_anchor:
