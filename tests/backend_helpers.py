@@ -2,24 +2,14 @@
 
 On NVIDIA GPUs since Ampere, float32 matrix products run in TF32 by default (10-bit mantissa,
 relative error ~1e-3 per product); TPUs use bfloat16 passes. A test that compares a model's
-float32 outputs with a float64 reference either traces the model under
-``jax.default_matmul_precision("float32")`` (exact float32 products on every backend) or uses
-`matmul_rtol`, the tolerance a user of the backend's default precision gets.
+float32 outputs with a float64 reference therefore traces the model under
+``jax.default_matmul_precision("float32")`` (exact float32 products on every backend), and
+`dot_precisions` checks what a lowered program asks for.
 """
 
 import jax
 
 ACCELERATOR = jax.default_backend() != "cpu"
-
-
-def matmul_rtol(cpu: float, accelerator: float = 2e-2) -> float:
-  """``cpu`` on the CPU (exact float32 products), else ``accelerator`` (TF32 / bfloat16 passes).
-
-  Example:
-    >>> matmul_rtol(1e-5) == (2e-2 if ACCELERATOR else 1e-5)
-    True
-  """
-  return accelerator if ACCELERATOR else cpu
 
 
 def dot_precisions(lowered_text: str) -> list[str]:
