@@ -116,6 +116,19 @@ class T5Config:
             `decoder/logits_dense`.
         float32_attention_logits: compute q.k in float32 even when `dtype` is bfloat16 (the
             softmax itself is always float32 here).
+        scan_layers: run each stack's layers under `nn.scan` (T5X's name): one compiled layer
+            whatever the depth, parameters stacked on a leading layer axis under
+            `encoder/layers/...` and `decoder/layers/...` (`t5_scan.scan_params` /
+            `unscan_params` convert from / to the `layers_{i}` tree). Outputs are the same.
+        remat_policy: rematerialise each layer in the backward pass: "none", "full" (save
+            nothing), "minimal" (T5X's: save matmuls without batch dimensions) or
+            "dots_saveable" (save every matmul).
+        attention_impl: "xla" (the einsums here; attention weights are returned) or
+            "dot_product_attention" (`jax.nn.dot_product_attention` with the position bias as
+            `bias` and scale 1; equal to "xla" to float32 rounding on real tokens, but the
+            `*attention_weights` outputs are empty tuples, attention dropout is not available
+            and fully masked (padding) query rows average all values instead of giving 0).
+            The saturated limit always uses "xla".
     """
 
     vocab_size: int
@@ -130,6 +143,9 @@ class T5Config:
     dropout_rate: float = 0.1
     logits_via_embedding: bool = False
     float32_attention_logits: bool = False
+    scan_layers: bool = False
+    remat_policy: str = "none"
+    attention_impl: str = "xla"
 
     def __post_init__(self):
         object.__setattr__(self, "mlp_activations", tuple(self.mlp_activations))
@@ -142,6 +158,22 @@ class T5Config:
         except TypeError as e:
             raise ValueError(f"T5Config.dtype {self.dtype!r} is not a dtype; use e.g. "
                              "'float32' or 'bfloat16'.") from e
+        if self.remat_policy not in REMAT_POLICIES:
+            raise ValueError(f"T5Config.remat_policy {self.remat_policy!r} is unknown; use one "
+                             f"of {sorted(REMAT_POLICIES)}.")
+        if self.attention_impl not in ATTENTION_IMPLS:
+            raise ValueError(f"T5Config.attention_impl {self.attention_impl!r} is unknown; use "
+                             f"one of {list(ATTENTION_IMPLS)}.")
+
+
+# What each `remat_policy` saves for the backward pass (None: nothing; "none" is no remat).
+REMAT_POLICIES: Mapping[str, Optional[Callable]] = {
+    "none": None,
+    "full": None,
+    "minimal": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+    "dots_saveable": jax.checkpoint_policies.dots_saveable,
+}
+ATTENTION_IMPLS = ("xla", "dot_product_attention")
 
 
 # T5.1.1 sizes (T5X t5_1_1/*.gin); "mini" is the trainer benchmark's 9.6M-parameter model.
@@ -390,6 +422,7 @@ class MultiHeadDotProductAttention(nn.Module):
     dtype: Any
     dropout_rate: float = 0.0
     float32_logits: bool = False
+    impl: str = "xla"
 
     @nn.compact
     def __call__(self, inputs_q: Array, inputs_kv: Array, mask: Optional[jax.Array],
@@ -401,7 +434,8 @@ class MultiHeadDotProductAttention(nn.Module):
             bias: [heads, q, k] additive logit bias (a parameter-linear quantity) or None.
 
         Returns:
-            (output [b, q, emb], attention weights [b, heads, q, k]).
+            (output [b, q, emb], attention weights [b, heads, q, k]); the weights are None
+            with `impl="dot_product_attention"` (outside the saturated limit).
         """
         kernel_init = nn.initializers.variance_scaling(1.0, "fan_in", "normal")
         depth_scaling = math.sqrt(self.head_dim)
@@ -418,9 +452,28 @@ class MultiHeadDotProductAttention(nn.Module):
 
         logits_dtype = jnp.float32 if self.float32_logits else self.dtype
         logits_dtype = jnp.promote_types(logits_dtype, self.dtype)
+        softmax_dtype = jnp.promote_types(logits_dtype, jnp.float32)
+        if self.impl == "dot_product_attention" and not asy.is_asymptotic(query):
+            if not deterministic and self.dropout_rate > 0.0:
+                raise ValueError("attention_impl='dot_product_attention' has no attention "
+                                 "dropout; use attention_impl='xla' or dropout_rate=0.")
+            x = jax.nn.dot_product_attention(
+                query.astype(logits_dtype), key.astype(logits_dtype),
+                value.astype(logits_dtype),
+                bias=None if bias is None else bias[None].astype(softmax_dtype), mask=mask,
+                scale=1.0).astype(self.dtype)  # logits and softmax in float32 or wider
+            weights = None
+        else:
+            x, weights = self._attend(query, key, value, mask, bias, deterministic,
+                                      logits_dtype, softmax_dtype)
+        x = x.reshape(x.shape[:-2] + (features,))
+        out = Dense(inputs_q.shape[-1], self.dtype, kernel_init, name="out")(x)
+        return out, weights
+
+    def _attend(self, query, key, value, mask, bias, deterministic, logits_dtype, softmax_dtype):
+        """The einsum path: -> (x [b, q, heads, d], weights [b, heads, q, k])."""
         logits = asy.einsum("bqhd,bkhd->bhqk", _cast(query, logits_dtype),
                             _cast(key, logits_dtype))  # [b, heads, q, k]
-        softmax_dtype = jnp.promote_types(logits_dtype, jnp.float32)
         logits = _cast(logits, softmax_dtype)
         if bias is not None and not asy.is_asymptotic(logits):
             logits = _add_position_bias(logits, bias.astype(softmax_dtype))
@@ -437,11 +490,7 @@ class MultiHeadDotProductAttention(nn.Module):
             weights_used = weights * (keep.astype(self.dtype) / keep_prob)
         else:
             weights_used = weights
-
-        x = asy.einsum("bhqk,bkhd->bqhd", weights_used, value)  # [b, q, heads, d]
-        x = x.reshape(x.shape[:-2] + (features,))
-        out = Dense(inputs_q.shape[-1], self.dtype, kernel_init, name="out")(x)
-        return out, weights
+        return asy.einsum("bhqk,bkhd->bqhd", weights_used, value), weights  # [b, q, heads, d]
 
 
 class MlpBlock(nn.Module):
@@ -475,18 +524,20 @@ class EncoderLayer(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, mask: jax.Array, bias: jax.Array,
-                 deterministic: bool) -> Tuple[Array, Array]:
+                 deterministic: bool) -> Tuple[Array, Tuple[Array, Array]]:
+        """-> (x, (x, attention weights)): a scan body's (carry, per-layer outputs)."""
         cfg = self.config
         h = RMSNorm(cfg.dtype, name="pre_attention_layer_norm")(x)
         h, weights = MultiHeadDotProductAttention(
             cfg.num_heads, cfg.head_dim, cfg.dtype, cfg.dropout_rate,
-            cfg.float32_attention_logits, name="attention")(h, h, mask, bias, deterministic)
+            cfg.float32_attention_logits, cfg.attention_impl, name="attention")(
+                h, h, mask, bias, deterministic)
         x = asy.add(x, _dropout(cfg.dropout_rate, h, deterministic))
         h = RMSNorm(cfg.dtype, name="pre_mlp_layer_norm")(x)
         h = MlpBlock(cfg.mlp_dim, cfg.mlp_activations, cfg.dtype, cfg.dropout_rate,
                      name="mlp")(h, deterministic)
         x = asy.add(x, _dropout(cfg.dropout_rate, h, deterministic))
-        return x, weights
+        return x, (x, weights)
 
 
 class DecoderLayer(nn.Module):
@@ -496,11 +547,12 @@ class DecoderLayer(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, encoded: Array, self_mask: jax.Array, cross_mask: jax.Array,
-                 bias: jax.Array, deterministic: bool) -> Tuple[Array, Array, Array]:
+                 bias: jax.Array, deterministic: bool) -> Tuple[Array, Tuple[Array, ...]]:
+        """-> (x, (x, self-attention weights, cross-attention weights))."""
         cfg = self.config
         attention = lambda name: MultiHeadDotProductAttention(
             cfg.num_heads, cfg.head_dim, cfg.dtype, cfg.dropout_rate,
-            cfg.float32_attention_logits, name=name)
+            cfg.float32_attention_logits, cfg.attention_impl, name=name)
         h = RMSNorm(cfg.dtype, name="pre_self_attention_layer_norm")(x)
         h, self_weights = attention("self_attention")(h, h, self_mask, bias, deterministic)
         x = asy.add(x, _dropout(cfg.dropout_rate, h, deterministic))
@@ -512,7 +564,51 @@ class DecoderLayer(nn.Module):
         h = MlpBlock(cfg.mlp_dim, cfg.mlp_activations, cfg.dtype, cfg.dropout_rate,
                      name="mlp")(h, deterministic)
         x = asy.add(x, _dropout(cfg.dropout_rate, h, deterministic))
-        return x, self_weights, cross_weights
+        return x, (x, self_weights, cross_weights)
+
+
+def _run_layers(module: nn.Module, layer: type, num_layers: int, x: Array, args: tuple,
+                saturated: bool) -> Tuple[Array, Tuple[tuple, ...]]:
+    """Runs `num_layers` layers of `layer` as children `layers_{i}` or a scanned `layers`.
+
+    Called from `module`'s compact method. Each layer maps (x, *args) -> (x, outputs), with
+    `args` (ending with `deterministic`) shared by all layers. Returns the last x and, per
+    kind of output, a tuple over layers (an empty tuple for outputs that are None).
+
+    With `scan_layers`, the saturated limit runs the layers one by one on slices of the
+    stacked parameters: the powers of rho of the residual stream change from layer to layer,
+    so the limit cannot be a scan carry.
+    """
+    cfg = module.config
+    if cfg.remat_policy != "none":
+        layer = nn.remat(layer, policy=REMAT_POLICIES[cfg.remat_policy],
+                         prevent_cse=not cfg.scan_layers, static_argnums=(len(args) + 1,))
+    if not cfg.scan_layers:
+        per_layer = []
+        for i in range(num_layers):
+            x, out = layer(cfg, name=f"layers_{i}")(x, *args)
+            per_layer.append(out)
+        return x, _by_kind(per_layer)
+    if saturated:
+        if module.is_initializing():
+            raise ValueError("Initialise a scan_layers model with saturated=False.")
+        stacked = module.variables["params"]["layers"]
+        per_layer = []
+        for i in range(num_layers):
+            params_i = jax.tree_util.tree_map(lambda a: a[i], stacked)
+            x, out = layer(cfg, parent=None).apply({"params": params_i}, x, *args)
+            per_layer.append(out)
+        return x, _by_kind(per_layer)
+    scanned = nn.scan(layer, variable_axes={"params": 0},
+                      split_rngs={"params": True, "dropout": True},
+                      in_axes=(nn.broadcast,) * len(args), length=num_layers)
+    x, outs = scanned(cfg, name="layers")(x, *args)
+    return x, tuple(() if o is None else tuple(o[i] for i in range(num_layers)) for o in outs)
+
+
+def _by_kind(per_layer: list) -> Tuple[tuple, ...]:
+    """[(a_0, b_0), (a_1, b_1), ...] -> ((a_0, a_1, ...), (b_0, ...)), dropping Nones."""
+    return tuple(tuple(o for o in kind if o is not None) for kind in zip(*per_layer))
 
 
 def _plain(x: Array) -> jax.Array:
@@ -534,17 +630,14 @@ class Encoder(nn.Module):
         x = _cast(self.shared_embedding(tokens), cfg.dtype)  # [b, len, emb]
         if saturated:
             x = asy.lift(x, 1.0)
-        x = _dropout(cfg.dropout_rate, x, deterministic)
+        x = x0 = _dropout(cfg.dropout_rate, x, deterministic)
         bias = RelativePositionBiases(cfg.num_heads, bidirectional=True, name="relpos_bias")(
             tokens.shape[-1], tokens.shape[-1], saturated)
-        hiddens, weights = [x], []
-        for i in range(cfg.num_encoder_layers):
-            x, w = EncoderLayer(cfg, name=f"layers_{i}")(x, mask, bias, deterministic)
-            hiddens.append(x)
-            weights.append(w)
+        x, (hiddens, weights) = _run_layers(self, EncoderLayer, cfg.num_encoder_layers, x,
+                                            (mask, bias, deterministic), saturated)
         x = RMSNorm(cfg.dtype, name="encoder_norm")(x)
-        hiddens[-1] = x
-        return _dropout(cfg.dropout_rate, x, deterministic), tuple(hiddens), tuple(weights)
+        hiddens = (x0,) + hiddens[:-1] + (x,)
+        return _dropout(cfg.dropout_rate, x, deterministic), hiddens, weights
 
 
 class Decoder(nn.Module):
@@ -562,26 +655,22 @@ class Decoder(nn.Module):
         y = _cast(self.shared_embedding(tokens), cfg.dtype)  # [b, len, emb]
         if saturated:
             y = asy.lift(y, 1.0)
-        y = _dropout(cfg.dropout_rate, y, deterministic)
+        y = y0 = _dropout(cfg.dropout_rate, y, deterministic)
         length = tokens.shape[-1]
         bias = RelativePositionBiases(cfg.num_heads, bidirectional=False,
                                       name="relpos_bias")(length, length, saturated)
-        hiddens, self_weights, cross_weights = [y], [], []
-        for i in range(cfg.num_decoder_layers):
-            y, sw, cw = DecoderLayer(cfg, name=f"layers_{i}")(y, encoded, self_mask, cross_mask,
-                                                               bias, deterministic)
-            hiddens.append(y)
-            self_weights.append(sw)
-            cross_weights.append(cw)
+        y, (hiddens, self_weights, cross_weights) = _run_layers(
+            self, DecoderLayer, cfg.num_decoder_layers, y,
+            (encoded, self_mask, cross_mask, bias, deterministic), saturated)
         y = RMSNorm(cfg.dtype, name="decoder_norm")(y)
-        hiddens[-1] = y
+        hiddens = (y0,) + hiddens[:-1] + (y,)
         y = _cast(_dropout(cfg.dropout_rate, y, deterministic), jnp.float32)
         if cfg.logits_via_embedding:
             logits = self.shared_embedding.attend(y)
             logits = asy.mul(logits, jnp.float32(1.0 / math.sqrt(cfg.emb_dim)))
         else:
             logits = Dense(cfg.vocab_size, jnp.float32, name="logits_dense")(y)
-        return logits, tuple(hiddens), tuple(self_weights), tuple(cross_weights)
+        return logits, hiddens, self_weights, cross_weights
 
 
 class Embed(nn.Module):
