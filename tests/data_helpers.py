@@ -13,6 +13,7 @@ import fcntl
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from normgrowth_jax.data import corpora
@@ -47,3 +48,19 @@ def data_cache(normgrowth_test_data):
   prepare_once("botchan", normgrowth_test_data)
   assert os.environ.get("NORMGROWTH_DATA") == str(normgrowth_test_data)
   return normgrowth_test_data
+
+
+def reconstruct_spans(inputs, targets, vocab_size):
+  """Span corruption undone: each target span put back in place of its sentinel (EOS stripped)."""
+  is_sentinel = lambda t: t >= vocab_size - 100  # noqa: E731
+  spans, current = {}, None
+  for t in targets:
+    if is_sentinel(t):
+      current = int(t)
+      spans[current] = []
+    else:
+      spans[current].append(int(t))
+  out = []
+  for t in inputs:
+    out.extend(spans[int(t)] if is_sentinel(t) else [int(t)])
+  return np.array(out)

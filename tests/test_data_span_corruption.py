@@ -6,6 +6,7 @@ import seqio
 import tensorflow as tf
 
 from data_helpers import data_cache  # noqa: F401  (session fixture)
+from data_helpers import reconstruct_spans as _reconstruct
 from normgrowth_jax.data import corpora, segments, span_corruption as sc, vocab
 
 VOCAB = vocab.byte_vocabulary()  # vocab_size 359: sentinels 358, 357, ...
@@ -36,22 +37,6 @@ def _botchan_streams(root, n_lines=1200, seed=7):
   raw = [x["targets"] for x in raw.as_numpy_iterator()]
   corrupted = list(corrupted.as_numpy_iterator())
   return raw, corrupted
-
-
-def _reconstruct(inputs, targets, vocab_size):
-  """Put each target span back in place of its sentinel."""
-  is_sentinel = lambda t: t >= vocab_size - 100
-  spans, current = {}, None
-  for t in targets:
-    if is_sentinel(t):
-      current = int(t)
-      spans[current] = []
-    else:
-      spans[current].append(int(t))
-  out = []
-  for t in inputs:
-    out.extend(spans[int(t)] if is_sentinel(t) else [int(t)])
-  return np.array(out)
 
 
 @pytest.fixture(scope="module")
