@@ -194,12 +194,15 @@ def test_t5x_style_directory_through_model_dir(tmp_path):
   saved_json = json.loads((out / "fig1.json").read_text())
   assert saved_json["runs"][0]["label"] == "t5x_run"
   assert not (tmp_path / "cache").exists()   # nothing trained
-  results = json.loads((out / "results.json").read_text())["figures"]
-  assert all(r["verdict"] in ("reproduced", "partly", "not reproduced") for r in results)
+  results = {r["name"]: r["verdict"]
+             for r in json.loads((out / "results.json").read_text())["figures"]}
+  assert results["fig1"] in ("reproduced", "partly", "not reproduced")  # 30 per-step rows
+  assert results["fig5"] == "not comparable"   # 6 checkpoint pairs < fig1.MIN_POINTS
 
 
-def test_model_dir_embedded_run_without_anchor_falls_back(tmp_path):
-  d = tmp_path / "plain"
+def _train_plain(d, steps, checkpoints=()):
+  """SGD + the hook without its anchor, every step to norms.jsonl; T5X-layout checkpoints
+  (checkpoint_<t>/state) at ``checkpoints``."""
   os.makedirs(d)
   sink = sinks.JsonlSink(os.path.join(d, "norms.jsonl"))
   opt = optax.chain(optax.sgd(0.05), tracking.track_norms(param_filter="paper", groups="layers",
@@ -207,10 +210,52 @@ def test_model_dir_embedded_run_without_anchor_falls_back(tmp_path):
   params = _params()
   state = opt.init(params)
   update = jax.jit(opt.update)
-  for t in range(30):
+  for t in range(steps):
     u, state = update(_grads(t, params), state, params)
     params = optax.apply_updates(params, u)
+    if t + 1 in checkpoints:
+      ocp.PyTreeCheckpointer().save(os.path.join(d, f"checkpoint_{t + 1}", "state"),
+                                    {"target": jax.tree.map(np.asarray, params),
+                                     "state": {"step": np.asarray(t + 1)}})
   sink.close(state)
+
+
+def test_growth_laws_use_every_step_not_two_checkpoints(tmp_path):
+  """Issue 17: two checkpoints fit any two-parameter law with r^2 = 1; the rows decide."""
+  d = tmp_path / "two_checkpoints"
+  _train_plain(d, 120, checkpoints=(100, 120))
+  tr = t5_runs.load(d)
+  assert tr.grid["step"].tolist() == [100, 120]      # the grid: the two checkpoints
+  m = fig1.measure([tr], fig1.CONFIGS["smoke"])
+  g = m["per_run"][0]
+  assert g["source"].startswith("per step (norms.jsonl") and g["n_fit"] == 120
+  rows = [json.loads(line) for line in open(d / "norms.jsonl")]
+  t = np.array([r["step"] for r in rows], np.float64)
+  y = np.array([r["param_norm"] for r in rows], np.float64)
+  design = np.stack([np.sqrt(t), np.ones_like(t)], 1)
+  resid = y - design @ np.linalg.lstsq(design, y, rcond=None)[0]
+  r2 = 1 - resid @ resid / np.sum((y - y.mean()) ** 2)
+  assert g["laws"]["sqrt"].r2 == pytest.approx(r2, abs=1e-3)
+  assert max(f.r2 for f in g["laws"].values()) < 1 - 1e-6 and m["sqrt_r2"] < 1 - 1e-6
+  # fig5's checkpoint-to-checkpoint quantities: one pair is not a profile
+  m5 = fig5.measure([tr])
+  assert "1 checkpoint-to-checkpoint pairs" in m5["pair_note"]
+  assert all(c.passed is None for c in fig5.criteria(m5, fig5.CONFIGS["smoke"]))
+
+
+def test_growth_laws_not_comparable_below_min_points(tmp_path):
+  d = tmp_path / "short"
+  _train_plain(d, fig1.MIN_POINTS - 2)
+  m = fig1.measure([t5_runs.load(d)], fig1.CONFIGS["smoke"])
+  assert m["exponent"] is None and m["sqrt_r2"] is None
+  crit = fig1.criteria(m, fig1.CONFIGS["smoke"])
+  assert [c.passed for c in crit[:3]] == [None] * 3
+  assert f"at least {fig1.MIN_POINTS} needed" in crit[0].ours
+
+
+def test_model_dir_embedded_run_without_anchor_falls_back(tmp_path):
+  d = tmp_path / "plain"
+  _train_plain(d, 30)
   tr = t5_runs.load(d, grid_points=11)
   assert "no checkpoint-to-checkpoint" in tr.grid_source
   assert tr.grid["step"][0] == 0 and len(tr.grid["step"]) == 11

@@ -3,11 +3,14 @@
 From our own T5.1.1 pretraining (T5's Adafactor, rsqrt schedule, the paper's T / W; see
 :mod:`~normgrowth_jax.figures.t5_runs`), or from any run directory given with ``--model_dir``:
 
-* ||theta_t|| (paper filter) against t with the a sqrt(t) + b fit over the 104 grid
-  checkpoints (the paper's r^2 = 1.00), mean and band over seeds;
+* ||theta_t|| (paper filter) against t with the a sqrt(t) + b fit from t = 0 (the paper's
+  r^2 = 1.00 over its 104 checkpoints), mean and band over seeds;
 * the growth law measured, not assumed: r^2 of sqrt(t), linear, t^(1/4) and log t fits past
   warm-up, and the free exponent p of a t^p + b with a 95% moving-block-bootstrap interval,
-  per seed and pooled (one p shared by the seeds);
+  per seed and pooled (one p shared by the seeds). All are fitted on the per-step norms when
+  the run recorded them (:func:`norm_series`), else on its checkpoints, and are `not
+  comparable` with fewer than MIN_POINTS points (two checkpoints fit any two-parameter law
+  with r^2 = 1);
 * Adafactor's update-clipping ratio r_t = ||delta_t|| / (lr_t ||theta_t||), the mechanism the
   sqrt(t) law needs (p = r^2 / 2 for misaligned updates under rsqrt; DESIGN.md);
 * per-layer norms and growth factors (the paper: later layers grow faster);
@@ -64,33 +67,71 @@ def best_law(r2: dict) -> str:
   return max(r2, key=r2.get)
 
 
-def fit_window(tr: t5_runs.Trajectory) -> np.ndarray:
-  """Grid points past warm-up (t >= W, when W is known; else t > 0): where the laws are compared."""
-  s = tr.grid["step"]
-  start = tr.warmup_steps if tr.warmup_steps else 1
-  return (s >= start) & np.isfinite(tr.grid["param_norm"])
+MIN_POINTS = 20          # fewer points than this: a fit's r^2 or exponent is not comparable
+EXPONENT_POINTS = 2000   # the exponent (and its bootstrap) refits at most this many points
+
+
+def norm_series(tr: t5_runs.Trajectory) -> tuple[np.ndarray, np.ndarray, str]:
+  """(t, ||theta_t||, source): the points the growth laws and the exponent are fitted on.
+
+  The per-step rows (norms.jsonl, TensorBoard, the checkpoint trace; with t = 0 when
+  ||theta_0|| is known) when there are at least MIN_POINTS of them covering 90% of the run;
+  else the checkpoint grid. Checkpoints only serve checkpoint-to-checkpoint quantities when
+  the run recorded its steps.
+  """
+  if len(tr.step) >= MIN_POINTS and tr.step[-1] - tr.step[0] >= 0.9 * tr.step[-1]:
+    t, y = tr.step.astype(np.float64), tr.param_norm
+    if tr.norm0 is not None and tr.step[0] > 0:
+      t, y = np.concatenate([[0.0], t]), np.concatenate([[tr.norm0], y])
+    return t, y, f"per step ({tr.source})"
+  return (tr.grid["step"].astype(np.float64), tr.grid["param_norm"],
+          f"checkpoint grid ({tr.grid_source})")
+
+
+def fit_window(t: np.ndarray, tr: t5_runs.Trajectory) -> np.ndarray:
+  """Points past warm-up (t >= W, when W is known; else t > 0): where the laws are compared."""
+  return t >= (tr.warmup_steps if tr.warmup_steps else 1)
+
+
+def _thin(t: np.ndarray, y: np.ndarray, n: int = EXPONENT_POINTS):
+  """At most ``n`` evenly spaced points of a series (all of them when it is shorter)."""
+  idx = np.unique(np.linspace(0, len(t) - 1, min(n, len(t))).round().astype(int))
+  return t[idx], y[idx]
 
 
 def growth_law(tr: t5_runs.Trajectory, n_boot: int, seed: int = 0) -> dict:
-  """The growth-law numbers of one run on its grid."""
-  s = tr.grid["step"].astype(np.float64)
-  y = tr.grid["param_norm"]
+  """The growth-law numbers of one run; fits with fewer than MIN_POINTS points are None, with
+  the reason in ``note``."""
+  t, y, source = norm_series(tr)
   ok = np.isfinite(y)
-  sq_all = fits.fit_sqrt(s[ok], y[ok])             # the paper's fit: every checkpoint
-  w = fit_window(tr)
-  laws = {k: fits.fit_law(s[w], y[w], k) for k in fits.LAWS}
-  ci = fits.bootstrap_exponent(s[w], y[w], n_boot=n_boot, seed=seed)
-  return {"sqrt_all": sq_all, "laws": laws, "exponent": ci, "fit_from": int(s[w][0])}
+  t, y = t[ok], y[ok]
+  w = fit_window(t, tr)
+  out = {"source": source, "n_all": int(t.size), "n_fit": int(w.sum()),
+         "fit_from": int(t[w][0]) if w.any() else None, "sqrt_all": None, "laws": None,
+         "exponent": None, "note": None}
+  if t.size < MIN_POINTS or w.sum() < MIN_POINTS:
+    out["note"] = (f"{tr.label}: {int(w.sum())} points past warm-up ({t.size} in all) from the "
+                   f"{source}; at least {MIN_POINTS} needed for a growth-law fit")
+    return out
+  out["sqrt_all"] = fits.fit_sqrt(t, y)            # the paper's fit: every point from t = 0
+  out["laws"] = {k: fits.fit_law(t[w], y[w], k) for k in fits.LAWS}
+  out["exponent"] = fits.bootstrap_exponent(*_thin(t[w], y[w]), n_boot=n_boot, seed=seed)
+  return out
 
 
 def pooled_exponent(trs, n_boot: int) -> Optional[fits.ExponentCI]:
+  """One exponent shared by the runs (None for one run, or when one has too few points)."""
   if len(trs) < 2:
     return None
   ts, ys = [], []
   for tr in trs:
-    w = fit_window(tr)
-    ts.append(tr.grid["step"][w].astype(np.float64))
-    ys.append(tr.grid["param_norm"][w])
+    t, y, _ = norm_series(tr)
+    w = fit_window(t, tr) & np.isfinite(y)
+    if w.sum() < MIN_POINTS:
+      return None
+    t, y = _thin(t[w], y[w])
+    ts.append(t)
+    ys.append(y)
   return fits.bootstrap_exponent(ts, ys, n_boot=n_boot, seed=1)
 
 
@@ -125,15 +166,19 @@ def quarter_means(values: np.ndarray) -> tuple[float, float]:
 
 def criteria(m: dict, cfg: Fig1Config) -> list:
   """Fig. 1's verdict criteria from the measured numbers ``m`` (see :func:`measure`)."""
-  out = [
-      check(f"a sqrt(t) + b over the grid checkpoints: r^2 rounds to 1.00 (>= {cfg.r2_threshold})",
-            m["sqrt_r2"] >= cfg.r2_threshold, ours=m["sqrt_r2"], paper=paper.FIG1["sqrt_fit_r2"]),
-      check("sqrt(t) fits better than linear, t^(1/4) and log t past warm-up (highest r^2)",
-            m["best_law"] == "sqrt", ours=f"best: {m['best_law']}", paper="sqrt (r^2 = 1.00)"),
-  ]
-  p, lo, hi = m["exponent"]
-  out.append(check("free exponent of a t^p + b: 0.5 inside the 95% interval",
-                   lo <= 0.5 <= hi, ours=f"{p:.3f} [{lo:.3f}, {hi:.3f}]", paper="0.5 (sqrt)"))
+  laws = [f"a sqrt(t) + b from t = 0: r^2 rounds to 1.00 (>= {cfg.r2_threshold})",
+          "sqrt(t) fits better than linear, t^(1/4) and log t past warm-up (highest r^2)",
+          "free exponent of a t^p + b: 0.5 inside the 95% interval"]
+  if m["exponent"] is None:
+    out = [check(text, None, ours=f"not comparable: {m['fit_note']}") for text in laws]
+  else:
+    p, lo, hi = m["exponent"]
+    out = [check(laws[0], m["sqrt_r2"] >= cfg.r2_threshold, ours=m["sqrt_r2"],
+                 paper=paper.FIG1["sqrt_fit_r2"]),
+           check(laws[1], m["best_law"] == "sqrt", ours=f"best: {m['best_law']}",
+                 paper="sqrt (r^2 = 1.00)"),
+           check(laws[2], lo <= 0.5 <= hi, ours=f"{p:.3f} [{lo:.3f}, {hi:.3f}]",
+                 paper="0.5 (sqrt)")]
   if m["layer_factors"]:
     f = m["layer_factors"]
     passed = m["layer_spearman"] > 0 and f[-1] > f[0]
@@ -162,9 +207,11 @@ def criteria(m: dict, cfg: Fig1Config) -> list:
 def measure(trs, cfg: Fig1Config) -> dict:
   """Every number of the figure and its criteria, from the runs' trajectories."""
   per = [growth_law(tr, cfg.n_boot, seed=i) for i, tr in enumerate(trs)]
+  fitted = all(g["laws"] is not None for g in per)
   pooled = pooled_exponent(trs, cfg.n_boot)
-  law_r2 = {k: float(np.mean([g["laws"][k].r2 for g in per])) for k in fits.LAWS}
-  exp = pooled or per[0]["exponent"]
+  law_r2 = ({k: float(np.mean([g["laws"][k].r2 for g in per])) for k in fits.LAWS}
+            if fitted else None)
+  exp = (pooled or per[0]["exponent"]) if fitted else None
   factors = [t5_runs.growth_factors(tr) for tr in trs]
   names = sorted(factors[0], key=t5_runs.layer_index) if factors[0] else []
   mean_f = [float(np.mean([f[g] for f in factors])) for g in names]
@@ -180,10 +227,11 @@ def measure(trs, cfg: Fig1Config) -> dict:
   ratios = [r for r in ratios if r is not None]
   return {
       "per_run": per, "pooled": pooled,
-      "sqrt_r2": float(np.mean([g["sqrt_all"].r2 for g in per])),
-      "sqrt_r2_runs": [g["sqrt_all"].r2 for g in per],
-      "law_r2": law_r2, "best_law": best_law(law_r2),
-      "exponent": (exp.p, exp.lo, exp.hi),
+      "fit_note": "; ".join(g["note"] for g in per if g["note"]) or None,
+      "sqrt_r2": float(np.mean([g["sqrt_all"].r2 for g in per])) if fitted else None,
+      "sqrt_r2_runs": [g["sqrt_all"].r2 for g in per] if fitted else None,
+      "law_r2": law_r2, "best_law": best_law(law_r2) if fitted else None,
+      "exponent": (exp.p, exp.lo, exp.hi) if fitted else None,
       "layer_names": names, "layer_factors": mean_f,
       "layer_factors_runs": [[f[g] for g in names] for f in factors],
       "layer_spearman": spearman(np.arange(len(mean_f)), mean_f) if mean_f else 0.0,
@@ -228,37 +276,34 @@ def _plot(ctx, cfg, trs, m):
   _band(ax[0], gs, [tr.grid["param_norm"] for tr in trs], "black",
         f"ours ({len(trs)} run{'s' if len(trs) > 1 else ''}, 104-point grid)", marker=".",
         markersize=2, linewidth=0.8)
-  mean = t5_runs.nanmean0(t5_runs.stack([tr.grid["param_norm"] for tr in trs]))
-  sq = fits.fit_sqrt(gs[np.isfinite(mean)], mean[np.isfinite(mean)])
-  ax[0].plot(gs, sq(gs), color="tab:red", linewidth=1.0,
-             label=f"a√t + b over all checkpoints: r² = {m['sqrt_r2']:.4f} (paper 1.00)")
-  w = fit_window(tr0)
-  styles = {"linear": ("tab:blue", ":"), "quarter": ("tab:green", ":"), "log": ("tab:purple", ":")}
-  for law, (color, ls) in styles.items():
-    f = fits.fit_law(gs[w], mean[w], law)
-    ax[0].plot(gs[w], f(gs[w]), color=color, linestyle=ls, linewidth=0.9,
-               label=f"{fits.LAW_LABELS[law]} (t ≥ {m['per_run'][0]['fit_from']}): "
-               f"r² = {m['law_r2'][law]:.4f}")
+  g0 = m["per_run"][0]
+  if g0["laws"] is not None:   # run 0's fits, on the points named in the legend's title
+    ax[0].plot(gs, g0["sqrt_all"](gs), color="tab:red", linewidth=1.0,
+               label=f"a√t + b from t = 0: r² = {g0['sqrt_all'].r2:.4f} (paper 1.00)")
+    w = fit_window(gs, tr0)
+    styles = {"linear": ("tab:blue", ":"), "quarter": ("tab:green", ":"),
+              "log": ("tab:purple", ":")}
+    for law, (color, ls) in styles.items():
+      f = g0["laws"][law]
+      ax[0].plot(gs[w], f(gs[w]), color=color, linestyle=ls, linewidth=0.9,
+                 label=f"{fits.LAW_LABELS[law]} (t ≥ {g0['fit_from']}): r² = {f.r2:.4f}")
   ax[0].set_title("(a) encoder norm and growth-law fits")
   ax[0].set_ylabel("‖θ_t‖ (paper filter)")
-  ax[0].legend(loc="upper left", fontsize=4.6)
+  ax[0].legend(loc="upper left", fontsize=4.6,
+               title=f"fits: {g0['n_all']} points, {g0['source'].split(' (')[0]}",
+               title_fontsize=4.6)
   _paper_axis(ax[0], T)
   # (b) the free exponent per run and pooled
-  labels, ps, los, his = [], [], [], []
-  for tr, g in zip(trs, m["per_run"]):
-    labels.append(tr.label)
-    ps.append(g["exponent"].p)
-    los.append(g["exponent"].lo)
-    his.append(g["exponent"].hi)
+  fitted = [(tr.label, g["exponent"]) for tr, g in zip(trs, m["per_run"]) if g["exponent"]]
   if m["pooled"] is not None:
-    labels.append("pooled")
-    ps.append(m["pooled"].p)
-    los.append(m["pooled"].lo)
-    his.append(m["pooled"].hi)
+    fitted.append(("pooled", m["pooled"]))
+  labels = [name for name, _ in fitted]
+  ps, los, his = (np.asarray([getattr(e, k) for _, e in fitted], np.float64)
+                  for k in ("p", "lo", "hi"))
   y = np.arange(len(ps))
-  ps, los, his = map(np.asarray, (ps, los, his))
-  ax[1].errorbar(ps, y, xerr=[ps - los, his - ps], fmt="o", color="black", markersize=3,
-                 capsize=2, linewidth=0.9, label="ours: p of a t^p + b, 95% block bootstrap")
+  if fitted:
+    ax[1].errorbar(ps, y, xerr=[ps - los, his - ps], fmt="o", color="black", markersize=3,
+                   capsize=2, linewidth=0.9, label="ours: p of a t^p + b, 95% block bootstrap")
   ax[1].axvline(0.5, **plotting.PAPER_STYLE, label="paper: sqrt(t), p = 0.5")
   if m["ratio_late"] is not None:
     ax[1].axvline(m["ratio_late"] ** 2 / 2, color="tab:orange", linewidth=0.9,
@@ -267,9 +312,10 @@ def _plot(ctx, cfg, trs, m):
   ax[1].set_yticklabels(labels)
   ax[1].set_ylim(-0.7, len(ps) + 1.8)
   ax[1].set_xlabel("exponent p")
-  blk = m["per_run"][0]["exponent"].block
-  ax[1].set_title(f"(b) exponent p of a·t^p + b (t ≥ W)")
-  ax[1].legend(loc="upper left", fontsize=4.6, title=f"95% CI: blocks of {blk} checkpoints",
+  ax[1].set_title("(b) exponent p of a·t^p + b (t ≥ W)"
+                  + ("" if fitted else f": not comparable, < {MIN_POINTS} points"))
+  ax[1].legend(loc="upper left", fontsize=4.6, title=(
+      f"95% CI: blocks of {g0['exponent'].block} points" if fitted else None),
                title_fontsize=4.6)
   # (c) r_t
   colors = plt_colors(len(trs))
@@ -358,18 +404,22 @@ def _subtitle(cfg, trs):
 
 
 def _rows(m, trs):
-  p, lo, hi = m["exponent"]
-  sq = m["sqrt_r2_runs"]
-  rows = [core.Row("a√t + b over all grid checkpoints, r²", paper.FIG1["sqrt_fit_r2"],
-                   *core.mean_spread(sq))]
-  for law in fits.LAWS:
-    rows.append(core.Row(f"{fits.LAW_LABELS[law]} past warm-up, r²",
-                         1.00 if law == "sqrt" else None,
-                         *core.mean_spread([g["laws"][law].r2 for g in m["per_run"]])))
-  rows.append(core.Row("free exponent p (a t^p + b) per run", 0.5,
-                       *core.mean_spread([g["exponent"].p for g in m["per_run"]])))
-  rows.append(core.Row("free exponent p, 95% interval" + (" (pooled)" if m["pooled"] else ""),
-                       "0.5 (implied)", f"{p:.3f} [{lo:.3f}, {hi:.3f}]"))
+  src = m["per_run"][0]["source"].split(" (")[0]
+  if m["exponent"] is None:
+    rows = [core.Row("a√t + b from t = 0, r²; growth laws; exponent p", paper.FIG1["sqrt_fit_r2"],
+                     f"not comparable: {m['fit_note']}")]
+  else:
+    p, lo, hi = m["exponent"]
+    rows = [core.Row(f"a√t + b from t = 0 ({src}), r²", paper.FIG1["sqrt_fit_r2"],
+                     *core.mean_spread(m["sqrt_r2_runs"]))]
+    for law in fits.LAWS:
+      rows.append(core.Row(f"{fits.LAW_LABELS[law]} past warm-up ({src}), r²",
+                           1.00 if law == "sqrt" else None,
+                           *core.mean_spread([g["laws"][law].r2 for g in m["per_run"]])))
+    rows.append(core.Row(f"free exponent p (a t^p + b) per run ({src})", 0.5,
+                         *core.mean_spread([g["exponent"].p for g in m["per_run"]])))
+    rows.append(core.Row("free exponent p, 95% interval" + (" (pooled)" if m["pooled"] else ""),
+                         "0.5 (implied)", f"{p:.3f} [{lo:.3f}, {hi:.3f}]"))
   if m["ratio_late"] is not None:
     rows.append(core.Row("Adafactor ratio r past 4W (RMS); predicted p = r²/2", None,
                          f"r = {m['ratio_late']:.3f}, r²/2 = {m['ratio_late'] ** 2 / 2:.3f}"))
@@ -395,11 +445,16 @@ def make(ctx: core.FigureContext, cfg: Fig1Config) -> core.FigureResult:
   numbers = {
       "runs": [t5_runs.to_json(tr) for tr in trs],
       "sqrt_fit_r2": m["sqrt_r2_runs"],
-      "law_r2": {tr.label: {k: g["laws"][k].r2 for k in fits.LAWS}
+      "fit_source": {tr.label: {"source": g["source"], "points": g["n_all"],
+                                "points_past_warmup": g["n_fit"]}
+                     for tr, g in zip(trs, m["per_run"])},
+      "fit_not_comparable": m["fit_note"],
+      "law_r2": {tr.label: {k: f.r2 for k, f in (g["laws"] or {}).items()}
                  for tr, g in zip(trs, m["per_run"])},
-      "law_fits": {tr.label: {k: g["laws"][k]._asdict() for k in fits.LAWS}
+      "law_fits": {tr.label: {k: f._asdict() for k, f in (g["laws"] or {}).items()}
                    for tr, g in zip(trs, m["per_run"])},
-      "exponent": {tr.label: g["exponent"]._asdict() for tr, g in zip(trs, m["per_run"])},
+      "exponent": {tr.label: g["exponent"] and g["exponent"]._asdict()
+                   for tr, g in zip(trs, m["per_run"])},
       "exponent_pooled": m["pooled"]._asdict() if m["pooled"] else None,
       "fit_from_step": m["per_run"][0]["fit_from"],
       "ratio_late_rms": m["ratio_late"],
@@ -424,11 +479,15 @@ def make(ctx: core.FigureContext, cfg: Fig1Config) -> core.FigureResult:
                "by T / 2^19), read from the hook's anchor rows, not from written checkpoints",
                f"{len(cfg.run.seeds)} seeds (the paper: one run)",
            ])
+  g0 = m["per_run"][0]
+  block = g0["exponent"].block if g0["exponent"] else "-"
   setup += [
-      f"growth laws compared on the grid points with t >= {m['per_run'][0]['fit_from']} "
-      "(past warm-up); the paper's a√t + b fit uses every checkpoint from t = 0",
+      f"growth laws fitted on the {g0['source']}: {g0['n_all']} points, compared on the "
+      f"{g0['n_fit']} with t >= {g0['fit_from']} (past warm-up); the a√t + b fit uses every "
+      f"point from t = 0 (the paper: its 104 checkpoints); the exponent refits at most "
+      f"{EXPONENT_POINTS} evenly spaced points; under {MIN_POINTS} points: not comparable",
       f"exponent interval: moving-block bootstrap of the fit residuals ({cfg.n_boot} "
-      f"replicates, blocks of {m['per_run'][0]['exponent'].block} points = the residuals' "
+      f"replicates, blocks of {block} points = the residuals' "
       "decorrelation length or n^(1/3), whichever is larger); with residuals this "
       "autocorrelated its coverage is below nominal (about 75% for AR(1) phi = 0.9 on 104 "
       "points, measured in tests), so read it as a lower bound on the uncertainty",

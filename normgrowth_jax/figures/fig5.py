@@ -24,7 +24,7 @@ from typing import Optional
 import numpy as np
 
 from normgrowth_jax.figures import core, paper, plotting, t5_runs
-from normgrowth_jax.figures.fig1 import plt_colors
+from normgrowth_jax.figures.fig1 import MIN_POINTS, plt_colors
 from normgrowth_jax.figures.verdict import check
 
 NAME = "fig5"
@@ -127,9 +127,16 @@ def measure(trs) -> dict:
                for k in al[0]}   # per-run profiles averaged (runs peak at different times)
   ratios = [step_size_ratio(tr.grid["step"], tr.grid["update_norm"], tr.warmup_steps)
             for tr in trs]
+  step_ratio_mean = float(np.nanmean(ratios)) if np.isfinite(ratios).any() else None
+  pairs = min(int(np.isfinite(tr.grid["alignment"]).sum()) for tr in trs)
+  pair_note = None
+  if 0 < pairs < MIN_POINTS:   # e.g. two checkpoints: one pair, a "profile" of one point
+    pair_note = (f"not comparable: {pairs} checkpoint-to-checkpoint pairs "
+                 f"({trs[0].grid_source}); at least {MIN_POINTS} needed")
+    mean_prof, step_ratio_mean = dict.fromkeys(mean_prof), None
   step_alignment = [float(np.nanmean(tr.alignment[tr.step > tr.train_steps / 2])) for tr in trs]
   return {"alignment": al, "mean_profile": mean_prof, "step_ratio": ratios,
-          "step_ratio_mean": float(np.nanmean(ratios)) if np.isfinite(ratios).any() else None,
+          "step_ratio_mean": step_ratio_mean, "pair_note": pair_note,
           "step_alignment_late": step_alignment,
           "eq2": [eq2_summary(tr) for tr in trs], "ratio": [ratio_stability(tr) for tr in trs],
           "step_size_first_last": [(float(tr.grid["update_norm"][0]),
@@ -140,7 +147,7 @@ def criteria(m: dict, cfg: Fig5Config) -> list:
   prof = m["mean_profile"]
   if prof["peak"] is None:
     return [check("alignment between checkpoints rises to ~0.15, then decays to ~0", None,
-                  ours="no checkpoint-to-checkpoint quantities in this run",
+                  ours=m.get("pair_note") or "no checkpoint-to-checkpoint quantities in this run",
                   paper=paper.FIG5["alignment_peak"]),
             check("step size between checkpoints grows slightly", None, ours="—")]
   lo, hi = cfg.peak_range
