@@ -47,8 +47,12 @@ def test_power_law_recovers_exponent_and_ignores_nonpositive_points():
 def test_fit_errors_name_the_problem():
   with pytest.raises(ValueError, match="same length"):
     fits.fit_sqrt([1, 2, 3], [1, 2])
-  with pytest.raises(ValueError, match="at least two"):
+  with pytest.raises(ValueError, match="at least 3 finite points"):
     fits.fit_power_law([0.0, -1.0], [1.0, 1.0])
+  with pytest.raises(ValueError, match="at least 3 finite points .* got 2"):
+    fits.fit_law([4.0, 9.0], [1.0, 2.0], "sqrt")     # two points: r^2 = 1 for every law
+  with pytest.raises(ValueError, match="at least 4 finite points .* got 3"):
+    fits.fit_offset_power(np.array([1.0, 4.0, 9.0]), np.array([1.0, 2.0, 3.5]))
 
 
 @pytest.mark.parametrize("law", ["sqrt", "linear", "quarter", "log"])

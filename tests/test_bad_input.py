@@ -260,7 +260,7 @@ BAD_INPUTS = [
      lambda d: __import__("normgrowth_jax.data.corpora", fromlist=["x"]).prepare("nocorpus", d),
      ValueError, r"Unknown corpus 'nocorpus'; built-in corpora"),
     # analysis
-    ("fit-one-point", _fits("fit_sqrt", [1.0], [2.0]), ValueError, r"at least two finite points"),
+    ("fit-one-point", _fits("fit_sqrt", [1.0], [2.0]), ValueError, r"at least 3 finite points.*r\^2 = 1"),
     ("fit-lengths", _fits("fit_sqrt", [1.0, 2.0, 3.0], [2.0, 3.0]), ValueError,
      r"same length"),
     ("fit-law-unknown", _fits("fit_law", [1.0, 2.0, 3.0], [1.0, 2.0, 3.0], "cubic"), ValueError,

@@ -58,7 +58,8 @@ def r_squared(y, y_hat) -> float:
   return 1.0 - ss_res / ss_tot
 
 
-def _clean(t, y, positive: bool):
+def _clean(t, y, positive: bool, params: int = 2):
+  """The finite points; more of them than the fit has parameters (else r^2 = 1 by design)."""
   t = np.asarray(t, np.float64).ravel()
   y = np.asarray(y, np.float64).ravel()
   if t.shape != y.shape:
@@ -66,9 +67,11 @@ def _clean(t, y, positive: bool):
   keep = np.isfinite(t) & np.isfinite(y) & (t >= 0)
   if positive:
     keep &= (t > 0) & (y > 0)
-  if keep.sum() < 2:
-    raise ValueError("Need at least two finite points (t >= 0"
-                     + (", t > 0 and y > 0 for a power law" if positive else "") + ") to fit.")
+  if keep.sum() <= params:
+    raise ValueError(f"Need at least {params + 1} finite points (t >= 0"
+                     + (", t > 0 and y > 0 for a power law" if positive else "")
+                     + f") to fit {params} parameters, got {int(keep.sum())}: a curve through "
+                     "every point has r^2 = 1 whatever the law. Record more steps.")
   return t[keep], y[keep]
 
 
@@ -200,7 +203,7 @@ def fit_offset_power(ts, ys, bounds=P_BOUNDS) -> OffsetPowerFit:
   from scipy import optimize  # pylint: disable=g-import-not-at-top
   if np.ndim(ts[0]) == 0:
     ts, ys = [ts], [ys]
-  pairs = [_clean(t, y, positive=False) for t, y in zip(ts, ys)]
+  pairs = [_clean(t, y, positive=False, params=3) for t, y in zip(ts, ys)]
   ts, ys = [t for t, _ in pairs], [y for _, y in pairs]
   grid = np.geomspace(bounds[0], bounds[1], 60)
   sse = _profile_sse(grid, ts, ys)[0]
@@ -260,7 +263,7 @@ def bootstrap_exponent(ts, ys, n_boot: int = 400, level: float = 0.95, block: in
   """
   if np.ndim(ts[0]) == 0:
     ts, ys = [ts], [ys]
-  pairs = [_clean(t, y, positive=False) for t, y in zip(ts, ys)]
+  pairs = [_clean(t, y, positive=False, params=3) for t, y in zip(ts, ys)]
   ts, ys = [t for t, _ in pairs], [y for _, y in pairs]
   fit = fit_offset_power(ts, ys, bounds)
   fitted = [a * t ** fit.p + b for t, a, b in zip(ts, fit.a, fit.b)]
