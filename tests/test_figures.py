@@ -258,7 +258,7 @@ def test_hf_t5_directory_gives_encoder_and_decoder_subjects(tmp_path):
   sentences = ["the cat sat on the mat .", "he was in it and that was his"]
   enc, dec = subjects.hf_directory(d, sentences, seeds=(0,), max_len=12)
   assert enc.label.endswith("encoder") and dec.label.endswith("decoder")
-  assert enc.paper_model == dec.paper_model == "T5-base"
+  assert enc.paper_model is dec.paper_model is None   # width 16: not the paper's T5-base
   assert enc.mask.tolist()[0][:8] == [True] * 8 and not enc.mask[0, -1]  # "</s>" then padding
   for s, layers in ((enc, GATED["num_layers"]), (dec, GATED["num_decoder_layers"])):
     for params in (s.params, s.baselines[0]):
@@ -271,11 +271,45 @@ def test_hf_t5_directory_gives_encoder_and_decoder_subjects(tmp_path):
 
 def test_hf_directory_errors_name_the_problem(tmp_path):
   from normgrowth_jax.figures import subjects  # pylint: disable=g-import-not-at-top
-  with pytest.raises(FileNotFoundError, match="no config.json"):
+  with pytest.raises(ValueError, match="no config.json"):
     subjects.hf_directory(tmp_path, ["a b c d e"], seeds=(0,))
   (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
   with pytest.raises(ValueError, match="model_type 'gpt2' is not supported"):
     subjects.hf_directory(tmp_path, ["a b c d e"], seeds=(0,))
+
+
+def test_fig2_cli_refuses_a_bad_hf_model_dir_in_one_line(tmp_path, capsys):
+  """Issue 17: each bad --hf_model_dir is one line on stderr and exit 2, before any work."""
+  from normgrowth_jax.figures import __main__ as figures_main  # pylint: disable=g-import-not-at-top
+  good = _t5_dir_with_tokenizer(tmp_path)
+  torch_only = tmp_path / "torch_only"
+  torch_only.mkdir()
+  (torch_only / "config.json").write_text((good / "config.json").read_text())
+  (torch_only / "pytorch_model.bin").write_bytes(b"")
+  gpt2 = tmp_path / "gpt2"
+  gpt2.mkdir()
+  (gpt2 / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+  no_tok = tmp_path / "no_tokenizer"
+  no_tok.mkdir()
+  for f in ("config.json", "model.safetensors"):
+    (no_tok / f).write_bytes((good / f).read_bytes())
+  cases = ((tmp_path / "missing", "not a directory"), (torch_only, "pytorch_model.bin"),
+           (gpt2, "model_type 'gpt2'"), (no_tok, "no tokenizer.json"))
+  for d, reason in cases:
+    rc = figures_main.main(["fig2", "--hf_model_dir", str(d), "--out", str(tmp_path / "out"),
+                            "--profile", "smoke", "--no_progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and reason in err and str(d) in err, err
+  assert not (tmp_path / "out").exists()
+
+
+def test_only_base_size_models_meet_the_papers_levels():
+  from normgrowth_jax.figures import subjects  # pylint: disable=g-import-not-at-top
+  t5_base = {"model_type": "t5", "d_model": 768, "num_layers": 12}
+  assert subjects.is_base_size(t5_base)
+  assert not subjects.is_base_size(dict(t5_base, d_model=512, num_layers=6))   # t5-small
+  assert not subjects.is_base_size({"model_type": "roberta", "hidden_size": 1024,
+                                    "num_hidden_layers": 24})                 # roberta-large
 
 
 def test_fig2_level_criteria_need_a_matching_checkpoint():

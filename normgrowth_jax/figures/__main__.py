@@ -8,7 +8,7 @@ import os
 import pathlib
 import sys
 
-from normgrowth_jax.figures import core, pipeline, registry, report
+from normgrowth_jax.figures import core, pipeline, registry, report, subjects
 
 
 def main(argv=None) -> int:
@@ -38,6 +38,12 @@ def main(argv=None) -> int:
   except ValueError as e:
     parser.error(str(e))
   out = args.out or f"figures/{args.profile}"
+  for d in args.hf_model_dir:  # one line and exit 2, before anything runs
+    try:
+      subjects.check_hf_directory(d)
+    except ValueError as e:
+      print(f"{parser.prog}: error: {e}", file=sys.stderr)
+      return 2
   if args.readme:  # fail before the run, not after it
     try:
       report.splice_readme(pathlib.Path(args.readme).read_text(), "")

@@ -182,7 +182,8 @@ def level_criteria(subjects, results) -> list:
              if s.paper_model == model and s.baseline_label == "random init"
              and s.label.endswith(stack)]
     if not found:
-      out.append(check(text, None, ours=f"no {model} checkpoint offline (--hf_model_dir)",
+      out.append(check(text, None, ours=f"not comparable: no {model}-size checkpoint "
+                       "(--hf_model_dir of width 768, 12 layers)",
                        paper=want))
     for s, r in found:
       got = float(r["measured"]["rho"][layer])

