@@ -10,7 +10,7 @@ PROFILE ?= quick
 FIGURES ?= all
 
 .PHONY: install main test test-fast data train-tiny reproduce-figures bench bench-tracking bench-saturation \
-        bench-trainer bench-data bench-steps-per-call bench-grid clean
+        bench-trainer bench-data bench-steps-per-call bench-grid device-check clean
 
 install:
 	$(PYTHON) -m pip install -e ".[dev]"
@@ -66,6 +66,11 @@ bench-steps-per-call:
 
 bench-grid:
 	$(PYTHON) benchmarks/bench_grid.py
+
+# One prepared check on a machine with one GPU (no TensorFlow needed): versions, the GPU test
+# subset, T5-base step time/MFU with and without the hook, one Fig. 1 run. Under 8 minutes.
+device-check:
+	bash benchmarks/device_check.sh $(ARGS)
 
 clean:
 	rm -rf runs out .pytest_cache
