@@ -26,8 +26,11 @@ def _setup(use_bias: bool, lr, wd, block_steps):
   params = init_fn(jax.random.PRNGKey(0), {"decoder_target_tokens": batches[0]})
   lr, wd = np.asarray(lr), np.asarray(wd)
   trainer = grid.GridTrainer(loss_fn, track_every=EVERY, block_steps=block_steps)
-  result = trainer.run(params, lr, wd, batches, keep_params=True)
-  separate = _separate_runs(loss_fn, params, batches, lr, wd)
+  # Cells equal separate runs to float32 rounding; TF32 (a GPU's default) rounds more, which the
+  # key bias's Adam steps of noise (below) carry into the other parameters.
+  with jax.default_matmul_precision("float32"):
+    result = trainer.run(params, lr, wd, batches, keep_params=True)
+    separate = _separate_runs(loss_fn, params, batches, lr, wd)
   return dict(loss_fn=loss_fn, params=params, batches=batches, lr=lr, wd=wd, trainer=trainer,
               result=result, separate=separate)
 
@@ -104,8 +107,9 @@ def test_with_biases_every_cell_equals_its_separate_run_but_the_key_bias(with_bi
   query's scores), so Adam normalises rounding noise (~1e-9) into steps of size ~lr whose signs
   depend on the order of float operations: it is held to that bound instead."""
   loss_fn, params, batches = with_bias["loss_fn"], with_bias["params"], with_bias["batches"]
-  g = jax.jit(jax.grad(lambda p: loss_fn(p, {"decoder_target_tokens": jnp.asarray(batches[0])},
-                                         None)[0]))(params)
+  with jax.default_matmul_precision("float32"):  # TF32 (a GPU's default) leaves ~1e-6 of noise
+    g = jax.jit(jax.grad(lambda p: loss_fn(p, {"decoder_target_tokens": jnp.asarray(batches[0])},
+                                           None)[0]))(params)
   assert float(jnp.max(jnp.abs(g["encoder"]["layers_0"]["attention"]["key"]["bias"]))) < 1e-6
   _assert_cells_equal_separate_runs(with_bias, skip=("attention/key/bias",))
 
@@ -147,14 +151,15 @@ def test_a_diverging_cell_is_flagged_and_leaves_the_others_alone(setup):
 
 def test_chunks_and_separate_programs_give_the_same_grid(setup):
   r, tr = setup["result"], setup["trainer"]
-  chunked = tr.run(setup["params"], setup["lr"], setup["wd"], setup["batches"], chunk_cells=2)
+  with jax.default_matmul_precision("float32"):  # as the fixture ran the grid
+    chunked = tr.run(setup["params"], setup["lr"], setup["wd"], setup["batches"], chunk_cells=2)
+    sep = tr.run_separately(setup["params"], setup["lr"][1:2], setup["wd"][1:2],
+                            setup["batches"])  # lr and wd compiled in as constants
   assert chunked.chunk_cells == 2 and chunked.lr.tolist() == setup["lr"].tolist()
   k = len(setup["lr"]) - 1
   np.testing.assert_allclose(chunked.norm_final[:k], r.norm_final[:k], rtol=1e-5)
   np.testing.assert_allclose(chunked.losses[:, :k], r.losses[:, :k], rtol=1e-5)
   assert chunked.diverged.tolist() == r.diverged.tolist()
-  sep = tr.run_separately(setup["params"], setup["lr"][1:2], setup["wd"][1:2],
-                          setup["batches"])  # lr and wd compiled in as constants
   assert sep.norm_final[0] == pytest.approx(r.norm_final[1], rel=1e-5)
   assert [len(t["step"]) for t in sep.traces] == [STEPS // EVERY]
 
