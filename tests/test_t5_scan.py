@@ -100,9 +100,17 @@ def test_scanned_outputs_equal_unrolled(unrolled_params):
                                    rtol=2e-5, atol=2e-6)
 
 
-def test_scanned_gradients_equal_unrolled(unrolled_params):
-    loss_u, grads_u = grads_of(cfg_of(), unrolled_params)
-    loss_s, grads_s = grads_of(cfg_of(scan_layers=True), scan_params(unrolled_params))
+@pytest.fixture(scope="module")
+def reference_grads(unrolled_params):
+    """{scan_layers: (loss, gradients)} without dropout, on the same (converted) parameters."""
+    return {scan: grads_of(cfg_of(scan_layers=scan),
+                           scan_params(unrolled_params) if scan else unrolled_params)
+            for scan in (False, True)}
+
+
+def test_scanned_gradients_equal_unrolled(reference_grads):
+    loss_u, grads_u = reference_grads[False]
+    loss_s, grads_s = reference_grads[True]
     np.testing.assert_allclose(float(loss_s), float(loss_u), rtol=1e-6)
     assert_close(grads_s, scan_params(grads_u))
 
@@ -147,25 +155,30 @@ def test_layer_groups_of_scanned_params_equal_unrolled(unrolled_params):
 
 
 # ---------------------------------------------------------------------------- remat, attention, dtype
+@pytest.fixture(scope="module")
+def scanned_dropout_grads(unrolled_params):
+    """Loss and gradients of the scanned model with dropout 0.1 (the remat tests' reference)."""
+    return grads_of(cfg_of(scan_layers=True, dropout_rate=0.1), scan_params(unrolled_params),
+                    jax.random.key(1, impl="rbg"))
+
+
 @pytest.mark.parametrize("policy", ["full", "minimal", "dots_saveable"])
-def test_remat_keeps_loss_and_gradients(unrolled_params, policy):
-    scanned = scan_params(unrolled_params)
-    rng = jax.random.key(1, impl="rbg")
-    loss, grads = grads_of(cfg_of(scan_layers=True, dropout_rate=0.1), scanned, rng)
+def test_remat_keeps_loss_and_gradients(unrolled_params, scanned_dropout_grads, policy):
+    loss, grads = scanned_dropout_grads
     loss_r, grads_r = grads_of(cfg_of(scan_layers=True, dropout_rate=0.1, remat_policy=policy),
-                               scanned, rng)
+                               scan_params(unrolled_params), jax.random.key(1, impl="rbg"))
     np.testing.assert_allclose(float(loss_r), float(loss), rtol=1e-6)
     assert_close(grads_r, grads)
 
 
-def test_remat_of_unrolled_layers_keeps_gradients(unrolled_params):
-    _, grads = grads_of(cfg_of(), unrolled_params)
+def test_remat_of_unrolled_layers_keeps_gradients(unrolled_params, reference_grads):
+    _, grads = reference_grads[False]
     _, grads_r = grads_of(cfg_of(remat_policy="full"), unrolled_params)
     assert_close(grads_r, grads)
 
 
 @pytest.mark.parametrize("scan", [False, True])
-def test_dot_product_attention_equals_einsum_path(unrolled_params, scan):
+def test_dot_product_attention_equals_einsum_path(unrolled_params, reference_grads, scan):
     params = scan_params(unrolled_params) if scan else unrolled_params
     xla = t5.Transformer(cfg_of(scan_layers=scan)).apply({"params": params}, ENC, DEC_IN, DEC_TGT)
     dpa_cfg = cfg_of(scan_layers=scan, attention_impl="dot_product_attention")
@@ -175,7 +188,7 @@ def test_dot_product_attention_equals_einsum_path(unrolled_params, scan):
                                rtol=2e-5, atol=2e-6)
     assert dpa.encoder_attention_weights == () and dpa.cross_attention_weights == ()
     # Padding rows aside (their outputs reach no real token), the loss and gradients agree.
-    loss_x, grads_x = grads_of(cfg_of(scan_layers=scan), params)
+    loss_x, grads_x = reference_grads[scan]
     loss_d, grads_d = grads_of(dpa_cfg, params)
     np.testing.assert_allclose(float(loss_d), float(loss_x), rtol=1e-6)
     assert_close(grads_d, grads_x)

@@ -20,6 +20,10 @@ that a checkpoint of T5X's `t5x/examples/t5/network.Transformer` loads unchanged
     decoder/decoder_norm/scale                                   [emb]
     decoder/logits_dense/kernel                     [emb, vocab]  (absent if logits_via_embedding)
 
+With `scan_layers=True` each stack's `layers_{i}` subtrees become one `layers` subtree whose
+leaves have a leading layer axis (`encoder/layers/attention/query/kernel` [n, emb, heads*head_dim]);
+`t5_scan.scan_params` / `unscan_params` convert between the two.
+
 Facts about T5 / T5X that this module follows (and that matter for norm growth):
 
 * No 1/sqrt(head_dim) in attention: as in T5 (Mesh TF) and T5X, the scaling is folded into the
