@@ -129,6 +129,11 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return list(self._manager.all_steps())
 
+  def stored_tree(self, step: int) -> Any:
+    """The saved state of ``step`` as orbax metadata (leaves have ``.shape``), reading no array."""
+    md = ocp.StandardCheckpointer().metadata(os.path.join(self.directory, str(step), "state"))
+    return md.item_metadata.tree
+
   def save(self, step: int, state: Any, *, data_position: int, seed: int,
            extra: dict | None = None, force: bool = False) -> bool:
     """Saves ``state`` (a pytree with a "params" entry) as step ``step``.

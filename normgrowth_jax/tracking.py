@@ -400,6 +400,54 @@ def _zeros_like_output(fn):
   return lambda: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
 
+def _settings(size: int, columns) -> str:
+  groups = sorted(c[len("param_norm/"):] for c in columns if c.startswith("param_norm/"))
+  shown = ", ".join(groups[:3]) + (f", ... ({len(groups)} in all)" if len(groups) > 3 else "")
+  anchor = ", anchor columns" if "anchor_cos" in columns else ""
+  return f"history_size={size}, groups [{shown or 'none'}]{anchor}"
+
+
+def _check_trace(trace, size: int, columns) -> None:
+  """Raises ValueError (one line) when ``trace`` (a NormTrace, its state dict or checkpoint
+  metadata with shapes) has another buffer length or column set than ``size``/``columns``."""
+  hist = _get(trace, "history")
+  have_cols = sorted(_column(k) for k in hist)
+  have_size = int(np.shape(hist["step"])[0])
+  if have_size != size or have_cols != sorted(columns):
+    raise ValueError(
+        f"track_norms: the restored norm trace was recorded with {_settings(have_size, have_cols)}"
+        f" but this hook is configured with {_settings(size, columns)}; resume with the run's "
+        "own track_norms settings (history_size, param_filter, groups, anchor_every) or start "
+        "the new settings in a new model_dir.")
+
+
+def check_resumable(stored_opt_state, fresh_opt_state) -> None:
+  """Refuses to resume when a stored trace's buffer length or column set differs from a fresh one.
+
+  Args:
+    stored_opt_state: the optimizer state as stored (arrays, a state dict, or a checkpoint's
+      metadata tree whose leaves have ``.shape``), holding the NormTraces of the run.
+    fresh_opt_state: the state ``opt.init(params)`` gives with the current settings.
+
+  Raises:
+    ValueError: one line naming both settings and the fix (the same as ``update`` raises when
+      it is handed such a state).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> params = {"w": jnp.ones(3)}
+    >>> old = track_norms(history_size=16).init(params)
+    >>> check_resumable(old, track_norms(history_size=8).init(params))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: track_norms: the restored norm trace was recorded with history_size=16, groups [none] but this hook is configured with history_size=8, groups [none]; ...
+  """
+  stored, fresh = find_traces(stored_opt_state), find_traces(fresh_opt_state)
+  for (_, a), (_, b) in zip(stored, fresh):
+    hist = _get(b, "history")
+    _check_trace(a, int(np.shape(hist["step"])[0]), [_column(k) for k in hist])
+
+
 def track_norms(param_filter="all", groups=None, every: int = 1, history_size: int = 8192,
                 anchor_every: Optional[int] = None, sink=None,
                 stream_every_rows: int = 1) -> optax.GradientTransformation:
@@ -460,6 +508,8 @@ def track_norms(param_filter="all", groups=None, every: int = 1, history_size: i
   def update_fn(updates, state, params=None):
     if params is None:
       raise ValueError("track_norms needs the params: call opt.update(updates, state, params).")
+    # A restored state from other settings: refuse at trace time, before a row is written.
+    _check_trace(state, history_size, _columns(params, keep, group_fn, use_anchor))
     lay = _layout(params, keep, group_fn)
     leaves = jax.tree_util.tree_leaves(params)
     uleaves, utree = jax.tree_util.tree_flatten(updates)

@@ -54,7 +54,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from normgrowth_jax import checkpoints, optimizers, run_checks, sinks
+from normgrowth_jax import checkpoints, optimizers, run_checks, sinks, tracking
 from normgrowth_jax.data import numpy_pipeline  # noqa: F401  (registers @numpy_data.batches)
 from normgrowth_jax.models import t5
 
@@ -372,6 +372,9 @@ def train(model_dir: str = gin.REQUIRED,
   start = 0
   resumed_from = None
   if ckpt.all_steps():
+    latest = ckpt.latest_step()
+    if latest is not None and ckpt.verify(latest) is None:  # before anything on disk moves
+      tracking.check_resumable(ckpt.stored_tree(latest)["opt_state"], state["opt_state"])
     try:
       state, manifest, damaged = ckpt.restore_intact(state)
     except checkpoints.CheckpointMismatchError:
@@ -513,7 +516,6 @@ def train(model_dir: str = gin.REQUIRED,
     metric_sink.close()
     if eval_sink is not None:
       eval_sink.close()
-  from normgrowth_jax import tracking  # pylint: disable=g-import-not-at-top
   trace = tracking.read_trace(state["opt_state"])
   if len(trace["step"]):
     last["param_norm"] = float(trace["param_norm"][-1])
