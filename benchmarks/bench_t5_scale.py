@@ -1,8 +1,8 @@
 """T5.1.1 train step at tiny/base/large: XLA compile time with scanned vs unrolled layers, XLA's
 flops against the model's, and XLA's memory analysis.
 
-The step is the trainer's (forward, backward, Adafactor = `optimizers.adafactor_t5`, whose
-arguments are optax's defaults, then `apply_updates`; with `track=True` the chain ends with
+The step is the trainer's (forward, backward, T5's Adafactor = `optimizers.adafactor_t5`, per
+layer on scanned stacks as the trainer runs it (`optimizers.layerwise`), then `apply_updates`; with `track=True` the chain ends with
 the norm hook, paper filter, per-layer groups), jitted with the state donated. Dropout is 0
 (T5.1.1 pretraining), batches are random tokens of fixed lengths.
 
@@ -14,7 +14,7 @@ count (`xla_flops`) also has the position-bias one-hot matmuls, norms and the op
 counts a while loop's body once, so for scanned layers it sees one layer per stack, not all of
 them (`xla_flops` of the unrolled step is the comparable number).
 
-Only JAX, Flax, optax and NumPy are imported (no TensorFlow, seqio or gin), so a device check
+No TensorFlow or seqio is imported (gin-config is, through `optimizers`), so a device check
 can import the functions:
 
     from benchmarks.bench_t5_scale import build_train_step, measure_compile, ...
@@ -43,7 +43,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from normgrowth_jax import tracking  # noqa: E402
+from normgrowth_jax import optimizers, tracking  # noqa: E402
 from normgrowth_jax.models import t5  # noqa: E402
 
 
@@ -78,7 +78,7 @@ def build_train_step(size: str, *, scan: bool = True, dtype: str = "float32",
     cfg = config(size, scan=scan, dtype=dtype, remat=remat, attention=attention)
     model = t5.Transformer(cfg)
     loss_fn = t5.make_loss_fn(model, enable_dropout=False)
-    tx = optax.adafactor(learning_rate=1e-3)
+    tx = optimizers.layerwise(optimizers.adafactor_t5(learning_rate=1e-3))  # per layer when scanned
     if track:
         tx = optax.chain(tx, tracking.track_norms(param_filter="paper", groups="layers"))
     arrays = jax.device_put(random_batch(cfg.vocab_size, batch, lengths))

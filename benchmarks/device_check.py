@@ -17,11 +17,13 @@ Sections:
             T = 52.4 W, the NumPy span-corruption data) and Figs. 1/5 drawn from it.
   mechanism the same run with Adafactor's update ratio r held at 1 and 0.5
             (``optimizers.adafactor_fixed_ratio``): measured exponent against r^2/2.
+  sweep     the Fig. 1 run varied one factor at a time (depth, width, batch, data passes):
+            late r_t against the late local exponent across runs.
 
 ``--smoke`` shrinks every section to toy sizes (the suite runs it on the CPU).
 
 Usage:
-  benchmarks/device_check.sh [--out DIR] [--smoke] [--sections versions,tests,t5,fig1,mechanism]
+  benchmarks/device_check.sh [--out DIR] [--smoke] [--sections versions,t5,tests+fig1+mechanism+sweep]
 """
 
 from __future__ import annotations
@@ -287,6 +289,44 @@ def section_mechanism(args) -> dict:
     return {name: run.result() for name, run in runs.items()}
 
 
+def _width(emb: int) -> tuple:
+  return (f"network.T5Config.emb_dim={emb}", f"network.T5Config.mlp_dim={2 * emb}",
+          f"network.T5Config.head_dim={emb // 4}")
+
+
+# One factor at a time from the Fig. 1 run (emb 64, 2+2 layers, batch 16, BBC ~1.2 epochs):
+# depth, width (emb >= 128: factored second moments), batch, and many passes over less data.
+SWEEP = {
+    "enc 4 layers": ("network.T5Config.num_encoder_layers=4",),
+    "enc 8 layers": ("network.T5Config.num_encoder_layers=8",),
+    "emb 32": _width(32),
+    "emb 128": _width(128),
+    "emb 256": _width(256),
+    "batch 4": ("BATCH_SIZE=4",),
+    "batch 64": ("BATCH_SIZE=64",),
+    "builtin text (~12 epochs)": ("numpy_data.batches.source='builtin'",),
+}
+SMOKE_SWEEP = ("batch 64",)
+
+
+def section_sweep(args) -> dict:
+  """Issue 20's mechanism experiment: late r_t against the late local exponent across runs
+  that vary one factor of the Fig. 1 run; the paper's mechanism predicts exponent = r^2/2."""
+  names = SMOKE_SWEEP if args.smoke else list(SWEEP)
+  with concurrent.futures.ThreadPoolExecutor(args.sweep_workers) as pool:
+    runs = {n: pool.submit(fig1_run, args, "sweep_" + "".join(c if c.isalnum() else "_"
+                                                               for c in n), SWEEP[n])
+            for n in names}
+    out = {n: run.result() for n, run in runs.items()}
+  table = []
+  for n, run in out.items():
+    m = run.get("mechanism") or {}
+    table.append([n, m.get("ratio_late_rms"), m.get("r2_over_2"), m.get("local_exponent_late"),
+                  (m.get("sqrt_fit_r2") or [None])[0]])
+  out["table [run, r late, r^2/2, local exponent, sqrt r^2]"] = table
+  return out
+
+
 def has_error(result) -> bool:
   """Whether a section's result holds an ``error`` at any depth."""
   if isinstance(result, dict):
@@ -295,7 +335,7 @@ def has_error(result) -> bool:
 
 
 SECTIONS = {"versions": section_versions, "tests": section_tests, "t5": section_t5,
-            "fig1": section_fig1, "mechanism": section_mechanism}
+            "fig1": section_fig1, "mechanism": section_mechanism, "sweep": section_sweep}
 
 
 def run_section(name: str, args) -> dict:
@@ -312,7 +352,7 @@ def main(argv=None) -> int:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--out", default=os.environ.get("OUT") or "runs/device_check")
   ap.add_argument("--smoke", action="store_true", help="toy sizes (the CPU smoke test)")
-  ap.add_argument("--sections", default="versions,t5,tests+fig1+mechanism",
+  ap.add_argument("--sections", default="versions,t5,tests+fig1+mechanism+sweep",
                   help="comma-separated, in order; 'a+b' runs a and b side by side (the T5 "
                   "timing runs alone)")
   ap.add_argument("--test_workers", type=int, default=8)
@@ -324,6 +364,7 @@ def main(argv=None) -> int:
   ap.add_argument("--fig1_steps", type=int, default=0, help="0: 52.4 W")
   ap.add_argument("--fig1_timeout", type=int, default=240)
   ap.add_argument("--fixed_ratios", type=float, nargs="*", default=[1.0, 0.5])
+  ap.add_argument("--sweep_workers", type=int, default=4)
   args = ap.parse_args(argv)
   args.out = os.path.abspath(args.out)
   os.makedirs(args.out, exist_ok=True)

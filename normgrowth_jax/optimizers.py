@@ -157,6 +157,63 @@ def adafactor_fixed_ratio(learning_rate: Any,
       optax.scale(-1))
 
 
+def layerwise(tx: optax.GradientTransformation,
+              group_fn: norms.GroupFn = norms.layer_groups) -> optax.GradientTransformation:
+  """Applies ``tx`` to each layer of a scanned stack on its own (vmapped over the layer axis).
+
+  A scanned model (``T5Config(scan_layers=True)``) stores its layers as one leaf per stack
+  with a leading layer axis. Adafactor's update clipping, parameter scale and factored
+  moments are per tensor, so on such a leaf they would mix the layers: this runs ``tx`` on
+  every slice separately, which makes training a scanned model the same as training the
+  unrolled one. Leaves that ``group_fn`` does not mark as :class:`norms.Stacked` go through
+  ``tx`` unchanged, and a tree without stacked leaves gets exactly ``tx``'s state.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> tx = layerwise(optax.adafactor(learning_rate=1.0, multiply_by_parameter_scale=False))
+    >>> g = {"encoder": {"layers": {"w": jnp.stack([jnp.full((2, 2), 1e-3), jnp.ones((2, 2))])}}}
+    >>> u, _ = tx.update(g, tx.init(g), g)
+    >>> [round(float(jnp.sqrt(jnp.mean(x ** 2))), 4) for x in u["encoder"]["layers"]["w"]]
+    [1.0, 1.0]
+  """
+  def stacked_axis(path: str, leaf) -> int | None:
+    group = group_fn(path, leaf)
+    return group.axis if isinstance(group, norms.Stacked) else None
+
+  def labels(tree):
+    return jax.tree_util.tree_map_with_path(
+        lambda p, x: "shared" if stacked_axis(norms.path_str(p), x) is None else "layers", tree)
+
+  def any_stacked(tree) -> bool:
+    return any(stacked_axis(p, x) is not None for p, x in norms.named_leaves(tree))
+
+  def vmapped(tree):
+    axes = {stacked_axis(p, x) for p, x in norms.named_leaves(tree)} - {None}
+    if len(axes) > 1:
+      raise ValueError(f"layerwise: stacked leaves with different layer axes {sorted(axes)}; "
+                       "stack every scanned leaf on one axis.")
+    return axes.pop()
+
+  def split(tree, with_params: bool = True) -> optax.GradientTransformation:
+    """``tx`` on the shared leaves, ``tx`` vmapped over the stacked ones (their optimizer
+    state stacked on axis 0, whatever the parameters' layer axis)."""
+    axis = vmapped(tree)
+    stacked = optax.GradientTransformation(
+        jax.vmap(tx.init, axis, 0),
+        jax.vmap(tx.update, (axis, 0, axis if with_params else None), (axis, 0)))
+    return optax.multi_transform({"layers": stacked, "shared": tx}, labels)
+
+  def init(params):
+    return split(params).init(params) if any_stacked(params) else tx.init(params)
+
+  def update(updates, state, params=None):
+    if not any_stacked(updates):
+      return tx.update(updates, state, params)
+    return split(updates, params is not None).update(updates, state, params)
+
+  return optax.GradientTransformation(init, update)
+
+
 @gin.configurable
 def adamw_paper(learning_rate: Any = 1e-3,
                 weight_decay: float = 1e-2,
@@ -218,7 +275,7 @@ def make_optimizer(base: Callable[..., optax.GradientTransformation] = adafactor
     learning_rate = rsqrt_schedule() if base in (adafactor_t5, adafactor_fixed_ratio) else 1e-3
 
   def base_with_lr(learning_rate):
-    return base(learning_rate=learning_rate)
+    return layerwise(base(learning_rate=learning_rate))
 
   tx = optax.inject_hyperparams(base_with_lr, hyperparam_dtype=jnp.float32)(
       learning_rate=learning_rate)

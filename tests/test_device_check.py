@@ -19,7 +19,7 @@ def test_device_check_smoke_runs_every_section(tmp_path):
                         cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   report = json.loads((tmp_path / "device_check.json").read_text())
-  assert set(report) == {"versions", "tests", "t5", "fig1", "mechanism"}
+  assert set(report) == {"versions", "tests", "t5", "fig1", "mechanism", "sweep"}
   assert report["versions"]["backend"] == "cpu"
   assert report["tests"]["passed"] > 0 and report["tests"]["failed"] == 0
   t5 = report["t5"]

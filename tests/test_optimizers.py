@@ -197,3 +197,57 @@ def test_make_optimizer_defaults_to_t5_recipe():
   tx = optimizers.make_optimizer()
   state = tx.init(_tiny_tree())
   np.testing.assert_allclose(float(optimizers.applied_learning_rate(state)), 0.01, rtol=1e-6)
+
+
+def _layer_tree(rng, n_layers=3):
+  """An unrolled T5-like tree: matrices per layer (one factored), a vector, a shared norm."""
+  def layer(scale):
+    return {"attention": {"query": {"kernel": rng.normal(size=(6, 5)) * scale}},
+            "mlp": {"wi": {"kernel": rng.normal(size=(8, 7)) * scale}},
+            "pre_mlp_layer_norm": {"scale": rng.normal(size=(6,)) * scale}}
+  tree = {"encoder": {f"layers_{i}": layer(10.0 ** -i) for i in range(n_layers)}}
+  tree["encoder"]["encoder_norm"] = {"scale": rng.normal(size=(6,))}
+  return jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), tree)
+
+
+def test_layerwise_adafactor_on_a_scanned_stack_equals_the_unrolled_layers():
+  from normgrowth_jax.models import t5_scan
+  rng = np.random.default_rng(4)
+  params = _layer_tree(rng)
+  base = lambda: optimizers.adafactor_t5(0.1, min_dim_size_to_factor=7)  # noqa: E731
+  unrolled, scanned = base(), optimizers.layerwise(base())
+  plain = base()  # Adafactor on the stacked leaves as if each were one tensor
+  p_u, p_s = params, t5_scan.scan_params(params)
+  s_u, s_s, s_p = unrolled.init(p_u), scanned.init(p_s), plain.init(p_s)
+  for step in range(3):
+    g = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape) * 10.0 ** step, jnp.float32),
+                     params)
+    u_u, s_u = unrolled.update(g, s_u, p_u)
+    u_s, s_s = scanned.update(t5_scan.scan_params(g), s_s, p_s)
+    u_p, s_p = plain.update(t5_scan.scan_params(g), s_p, p_s)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8), u_u,
+                 t5_scan.unscan_params(u_s))
+    # Without layerwise the clipping and parameter scale mix the layers (scales 1, 0.1, 0.01).
+    assert not np.allclose(np.asarray(u_u["encoder"]["layers_2"]["mlp"]["wi"]["kernel"]),
+                           np.asarray(u_p["encoder"]["layers"]["mlp"]["wi"]["kernel"][2]),
+                           rtol=1e-2)
+    p_u, p_s = optax.apply_updates(p_u, u_u), optax.apply_updates(p_s, u_s)
+
+
+def test_make_optimizer_on_scanned_params_records_per_layer_norms():
+  from normgrowth_jax.models import t5_scan
+  params = t5_scan.scan_params(_layer_tree(np.random.default_rng(5)))
+  tx = optimizers.make_optimizer(optimizers.adafactor_t5, 0.1, param_filter="all")
+  state = tx.init(params)
+  updates, state = tx.update(params, state, params)
+  assert float(optimizers.applied_learning_rate(state)) == pytest.approx(0.1)
+  row = tracking.read_trace(state)
+  assert {f"param_norm/encoder/layers_{i}" for i in range(3)} <= set(row)
+
+
+def test_layerwise_leaves_an_unscanned_tree_to_the_optimizer_itself():
+  params = _layer_tree(np.random.default_rng(6))
+  tx = optimizers.adafactor_t5(0.1)
+  wrapped = optimizers.layerwise(tx)
+  assert (jax.tree_util.tree_structure(wrapped.init(params))
+          == jax.tree_util.tree_structure(tx.init(params)))
