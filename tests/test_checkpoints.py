@@ -113,6 +113,31 @@ def test_checkpoint_killed_while_saving_is_invisible(tmp_path):
   ckpt.close()
 
 
+def test_verify_detects_changed_bytes_by_content(tmp_path):
+  """Checkpointer.verify: a byte changed in place (same size) fails the SHA-256, not only
+  a truncated or deleted file."""
+  ckpt = checkpoints.Checkpointer(tmp_path, save_every=1, async_save=False)
+  ckpt.save(1, _state((64, 64)), data_position=1, seed=0)
+  ckpt.wait()
+  assert ckpt.has_checksums(1) and ckpt.verify(1) is None
+  step_dir = tmp_path / "1"
+  data = max((p for p in step_dir.rglob("*")
+              if p.is_file() and p.name != checkpoints.CHECKSUM_FILE),
+             key=lambda p: p.stat().st_size)
+  rel, original = str(data.relative_to(step_dir)), data.read_bytes()
+  mid = len(original) // 2
+  data.write_bytes(original[:mid] + bytes([original[mid] ^ 0x01]) + original[mid + 1:])
+  assert ckpt.verify(1) == (f"file {rel} does not match its SHA-256 (bytes changed since it "
+                            "was written)")
+  data.write_bytes(original[:-1])
+  assert ckpt.verify(1) == f"file {rel} has {len(original) - 1} bytes, {len(original)} when written"
+  data.unlink()
+  assert ckpt.verify(1) == f"file {rel} is missing"
+  data.write_bytes(original)
+  assert ckpt.verify(1) is None
+  ckpt.close()
+
+
 def test_restore_without_a_checkpoint_names_the_directory(tmp_path):
   with pytest.raises(FileNotFoundError, match="No complete checkpoint in .*empty"):
     checkpoints.Checkpointer(tmp_path / "empty").restore(_state())

@@ -26,13 +26,13 @@ from data_helpers import data_cache  # noqa: F401  (session fixture)
 
 # ----------------------------------------------------------------------------- toy runs
 
-def _params(seed=0):
+def _params(seed=0, n_layers=3):
   r = np.random.default_rng(seed)
   f = lambda *s: jnp.asarray(r.normal(size=s), jnp.float32)
   enc = {f"layers_{i}": {"attention": {"query": {"kernel": f(6, 6)}},
                          "mlp": {"wo": {"kernel": f(8, 6)}},
                          "pre_attention_layer_norm": {"scale": jnp.ones(6)}}
-         for i in range(3)}
+         for i in range(n_layers)}
   enc["relpos_bias"] = {"rel_embedding": f(2, 8)}
   return {"encoder": enc, "decoder": {"layers_0": {"mlp": {"wo": {"kernel": f(8, 6)}}}},
           "token_embedder": {"embedding": f(11, 6)}}
@@ -266,6 +266,38 @@ def test_model_dir_embedded_run_without_anchor_falls_back(tmp_path):
   r5 = fig5.make(ctx, fig5.CONFIGS["smoke"])
   assert [c.passed for c in r1.criteria][-1] is None      # no angles: not comparable
   assert all(c.passed is None for c in r5.criteria) and r5.verdict == "not comparable"
+
+
+def test_per_layer_growth_t5_base_twelve_layers(tmp_path):
+  """T5-base's encoder/layers_0 .. layers_11, layer i growing by (1 + lr (i + 1)) a step:
+  twelve growth factors in depth order, equal to float64 ones from the params."""
+  d = tmp_path / "twelve"
+  os.makedirs(d)
+  sink = sinks.JsonlSink(os.path.join(d, "norms.jsonl"))
+  opt = optax.chain(optax.sgd(0.01), tracking.track_norms(param_filter="paper", groups="layers",
+                                                          sink=sink))
+  params = first = _params(n_layers=12)
+  state = opt.init(params)
+  rate = lambda path: (t5_runs.layer_index(path.split("/")[1]) + 1.0
+                       if path.startswith("encoder/layers_") else 0.0)
+  growth = lambda p: jax.tree_util.tree_map_with_path(
+      lambda k, x: -rate(norms.path_str(k)) * x, p)
+  update = jax.jit(opt.update)
+  for _ in range(fig1.MIN_POINTS + 5):
+    u, state = update(growth(params), state, params)
+    params = optax.apply_updates(params, u)
+  sink.close(state)
+  init = ac.param_norms(_flat_filtered(first), "layers")
+  tr = t5_runs.load(d, init_norms=init)
+  m = fig1.measure([tr], fig1.CONFIGS["smoke"])
+  want = [f"encoder/layers_{i}" for i in range(12)]
+  assert m["layer_names"] == want
+  end = ac.param_norms(_flat_filtered(params), "layers")
+  np.testing.assert_allclose(m["layer_factors"], [end[f"param_norm/{g}"] / init[f"param_norm/{g}"]
+                                                  for g in want], rtol=1e-5)
+  assert m["layer_spearman"] == pytest.approx(1.0)
+  later = [c for c in fig1.criteria(m, fig1.CONFIGS["smoke"]) if "later layers" in c.text]
+  assert [c.passed for c in later] == [True]
 
 
 # ----------------------------------------------------------------------------- criteria

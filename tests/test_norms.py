@@ -88,6 +88,45 @@ def test_grouped_sums_split_scanned_stack():
                              rtol=1e-5)
 
 
+def _t5_base_named(scan_layers):
+  """Random params with T5-base's layout (12 + 12 layers, T5.1.1 names) at tiny widths."""
+  from normgrowth_jax.models import t5  # pylint: disable=g-import-not-at-top
+  cfg = t5.get_config("base", vocab_size=16, emb_dim=4, num_heads=2, head_dim=2, mlp_dim=6,
+                      scan_layers=scan_layers)
+  tokens = jnp.ones((1, 3), jnp.int32)
+  shapes = jax.eval_shape(t5.Transformer(cfg).init, jax.random.PRNGKey(0), tokens, tokens,
+                          tokens)["params"]
+  r = np.random.default_rng(7)
+  return jax.tree.map(lambda s: jnp.asarray(r.normal(size=s.shape), s.dtype), shapes)
+
+
+def test_layer_groups_t5_base_twelve_layers():
+  """Layers 10 and 11 are their own groups, unrolled (layers_10) and scanned (a stack of 12)."""
+  from normgrowth_jax.models.t5_scan import scan_params  # pylint: disable=g-import-not-at-top
+  params = _t5_base_named(scan_layers=False)
+  want = [f"encoder/layers_{i}" for i in range(12)]
+  assert norms.group_names(params, norms.layer_groups, "paper") == sorted(want)
+  assert norms.layer_groups("encoder/layers_11/mlp/wo/kernel", np.zeros((6, 4))) == (
+      "encoder/layers_11")
+  got = norms.grouped_sum_of_squares(params, norms.layer_groups, "paper")
+  for i in range(12):
+    ref = sum((_np(x) ** 2).sum() for p, x in norms.named_leaves(params)
+              if p.startswith(f"encoder/layers_{i}/"))
+    np.testing.assert_allclose(float(got[f"encoder/layers_{i}"]), ref, rtol=1e-5)
+  ungrouped = [p for p, x in norms.named_leaves(params)
+               if norms.paper_filter(p, x) and norms.layer_groups(p, x) is None]
+  assert ungrouped == ["encoder/encoder_norm/scale"]
+  # T5Config.scan_layers: encoder/layers/... with a leading axis of 12, split into the same groups
+  scanned = scan_params(params)
+  assert jax.tree.structure(scanned) == jax.tree.structure(_t5_base_named(scan_layers=True))
+  assert norms.layer_groups("encoder/layers/mlp/wo/kernel", np.zeros((12, 6, 4))) == (
+      norms.Stacked("encoder/layers_{}", 0))
+  got_s = norms.grouped_sum_of_squares(scanned, norms.layer_groups, "paper")
+  assert sorted(got_s) == sorted(want)
+  for g in want:
+    np.testing.assert_allclose(float(got_s[g]), float(got[g]), rtol=1e-6)
+
+
 def _ref_angle(theta, delta):
   """Kahan's formula in float64 (independent of the orthogonal-component method)."""
   u = theta / np.linalg.norm(theta)

@@ -203,6 +203,32 @@ def test_decoder_is_causal(model_and_params):
         assert np.all(np.asarray(layer)[:, :, future] == 0)
 
 
+def test_long_decoder_matches_float64_reference_past_bucket_boundary():
+    """48 decoder positions: causal distances 9..47 fall in buckets where the decoder's
+    unidirectional scheme (16 exact, log to 128) and the encoder's bidirectional one differ."""
+    from normgrowth_jax.models.hf_t5 import t5x_to_hf  # pylint: disable=g-import-not-at-top
+    from t5_reference import t5_forward  # pylint: disable=g-import-not-at-top
+    cfg = small_cfg()
+    model = Transformer(cfg)
+    params = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), _random_params(model, 5))
+    rng = np.random.default_rng(5)
+    dec_in = np.concatenate([np.zeros((2, 1), int), rng.integers(2, 32, size=(2, 47))], axis=1)
+    dec_tgt = np.concatenate([dec_in[:, 1:], np.ones((2, 1), int)], axis=1)
+    with jax.default_matmul_precision("float32"):
+        out = jax.jit(model.apply)({"params": params}, ENC, dec_in, dec_tgt)
+    hf_cfg = dict(d_model=cfg.emb_dim, d_kv=cfg.head_dim, num_heads=cfg.num_heads,
+                  num_layers=cfg.num_encoder_layers, num_decoder_layers=cfg.num_decoder_layers,
+                  feed_forward_proj="gated-gelu", layer_norm_epsilon=1e-6,
+                  relative_attention_num_buckets=32, relative_attention_max_distance=128,
+                  tie_word_embeddings=False)
+    ref = t5_forward(t5x_to_hf(params, cfg), hf_cfg, np.asarray(ENC), dec_in)
+    assert len(out.decoder_hidden_states) == len(ref["decoder_hidden_states"]) == 3
+    for got, want in zip(out.decoder_hidden_states[1:] + (out.logits,),
+                         ref["decoder_hidden_states"][1:] + [ref["logits"]]):
+        np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=1e-4,
+                                   atol=1e-4 * np.abs(want).max())
+
+
 def test_encoder_padding_is_masked(model_and_params):
     model, params = model_and_params
     out = model.apply({"params": params}, ENC, DEC_IN, DEC_TGT)

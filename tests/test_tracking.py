@@ -111,6 +111,41 @@ def test_paper_filter_and_layer_groups():
                                np.linalg.norm(np.concatenate([new[j] for j in enc0])), rtol=1e-5)
 
 
+def test_layer_columns_t5_base_twelve_layers():
+  """T5-base's encoder/layers_0 .. layers_11: a column per layer, 10 and 11 included, against
+  float64; T5Config.scan_layers' stack (encoder/layers, leading axis 12) gives the same columns."""
+  r = np.random.default_rng(3)
+  f = lambda *s: jnp.asarray(r.normal(size=s), jnp.float32)
+  params = {"encoder": {**{f"layers_{i}": {"attention": {"query": {"kernel": f(4, 4)}},
+                                          "mlp": {"wo": {"kernel": f(6, 4)}}} for i in range(12)},
+                        "encoder_norm": {"scale": f(4)}}}
+  hook = lambda: tracking.track_norms(param_filter="paper", groups="layers", anchor_every=2)
+  state, seen, _ = _run(optax.chain(optax.adam(3e-2), hook()), params, _grads, 4)
+  trace = tracking.read_trace(state)
+  want = sorted(f"encoder/layers_{i}" for i in range(12))
+  for q in ("param_norm", "direction_angle", "anchor_angle"):
+    assert sorted(k[len(q) + 1:] for k in trace if k.startswith(q + "/")) == want
+  paths = norms.leaf_paths(params)
+  for layer in ("encoder/layers_10", "encoder/layers_11"):
+    idx = [j for j, p in enumerate(paths) if p.startswith(layer + "/")]
+    for i, s in enumerate(trace["step"]):
+      theta, delta, new = (np.concatenate([v[j] for j in idx]) for v in seen[s - 1])
+      np.testing.assert_allclose(trace[f"param_norm/{layer}"][i], np.linalg.norm(new),
+                                 rtol=1e-5)
+      np.testing.assert_allclose(trace[f"direction_angle/{layer}"][i], _angle(theta, delta),
+                                 rtol=1e-5)
+  stack = lambda tree: {"encoder": {
+      "layers": jax.tree.map(lambda *xs: jnp.stack(xs),
+                             *[tree["encoder"][f"layers_{i}"] for i in range(12)]),
+      "encoder_norm": tree["encoder"]["encoder_norm"]}}
+  state_s, _, _ = _run(optax.chain(optax.adam(3e-2), hook()), stack(params),
+                       lambda t, _: stack(_grads(t, params)), 4)
+  trace_s = tracking.read_trace(state_s)
+  assert sorted(trace_s) == sorted(trace)
+  for k in trace:
+    np.testing.assert_allclose(trace_s[k], trace[k], rtol=1e-5, atol=1e-7, err_msg=k)
+
+
 def test_tiny_relative_update_angle():
   """||delta|| = 1e-7 ||theta||: float32 1 - cos is 0 here, the recorded angle is not."""
   params = _params(2)
