@@ -43,6 +43,7 @@ if __name__ == "__main__":
 
 import argparse
 import difflib
+import logging
 import os
 import time
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -529,6 +530,17 @@ def _gin_search_paths() -> list[str]:
   return [os.getcwd(), REPO_ROOT, os.path.join(REPO_ROOT, "gin_configs")]
 
 
+def _drop_gin_probe_errors(record: logging.LogRecord) -> bool:
+  """Logging filter for :func:`parse_gin`: False for gin's ``ERROR Path not found``.
+
+  gin tries each search path in turn and its resource reader logs that line for every path
+  under which a gin file (or an include) is not a Python package resource, before it goes on
+  to the next path; outside the repository root that was two lines per file. A file found
+  nowhere still fails, with gin's own error naming the paths searched.
+  """
+  return not (record.module == "resource_reader" and record.msg == "Path not found: %s")
+
+
 def _quote_bare(binding: str) -> str:
   """``KEY=value`` -> ``KEY = 'value'`` when value is a bare word/path (T5X needs quotes)."""
   key, sep, value = binding.partition("=")
@@ -595,6 +607,7 @@ def parse_gin(gin_files: Sequence[str], bindings: Sequence[str]) -> None:
                                      for p in _gin_search_paths())
     if not found:
       raise GinConfigError(f"--gin_file={f} not found (searched {', '.join(_gin_search_paths())}).")
+  logging.getLogger().addFilter(_drop_gin_probe_errors)
   try:
     gin.parse_config_files_and_bindings(list(gin_files), [_quote_bare(b) for b in bindings],
                                         finalize_config=False)
@@ -602,6 +615,8 @@ def parse_gin(gin_files: Sequence[str], bindings: Sequence[str]) -> None:
     raise
   except Exception as e:  # gin raises ValueError/KeyError/TypeError/ParseError...
     raise GinConfigError(_explain_gin_error(e)) from e
+  finally:
+    logging.getLogger().removeFilter(_drop_gin_probe_errors)
 
 
 # What gin's own call-time errors say: an unset macro or REQUIRED parameter.

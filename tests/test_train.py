@@ -86,6 +86,19 @@ def test_missing_required_macro_and_missing_file(tmp_path):
   assert "MODEL_DIR" in str(err.value)
 
 
+def test_cli_outside_the_repository_root_finds_configs_quietly(tmp_path):
+  """Issue 17: from another directory, gin logged 'Path not found' twice per gin file and
+  include before finding it under the repository root."""
+  proc = subprocess.run([sys.executable, "-m", "normgrowth_jax.train", f"--gin_file={TINY}",
+                         "--gin.train.bach_size=3"], cwd=tmp_path, capture_output=True,
+                        text=True, timeout=300)
+  assert proc.returncode == 2, proc.stderr
+  # the files and their includes were parsed: the binding after them is what failed
+  assert ("normgrowth-train: error: Configurable 'train' doesn't have a parameter named "
+          "'bach_size'") in proc.stderr, proc.stderr
+  assert "Path not found" not in proc.stderr
+
+
 def test_missing_corpus_is_a_clear_error(tmp_path, monkeypatch):
   monkeypatch.setenv("NORMGROWTH_DATA", str(tmp_path / "empty_cache"))
   with pytest.raises(corpora.CorpusNotPreparedError) as err:
