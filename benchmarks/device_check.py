@@ -10,9 +10,10 @@ Sections:
   tests     the accelerator-capable fast tests (``-m "not slow and not cpu_only"``), with the
             name of every failure.
   t5        a T5 train step (scanned layers, bf16 activations, float32 parameters, T5's
-            Adafactor) with and without the norm hook, interleaved: step time, tokens/s,
-            XLA flops and MFU against the chip's peak, compile time, memory; the tracked /
-            untracked ratio is the hook's overhead at that size.
+            Adafactor per layer) with and without the norm hook, and unrolled without it,
+            interleaved: step time, tokens/s, XLA flops and MFU against the chip's peak,
+            compile time, memory; the tracked / untracked ratio is the hook's overhead at
+            that size.
   fig1      one Fig. 1 run (T5.1.1 emb 64, 2+2 layers, batch 16 x (64+16), W = 100,
             T = 52.4 W, the NumPy span-corruption data) and Figs. 1/5 drawn from it.
   mechanism the same run with Adafactor's update ratio r held at 1 and 0.5
@@ -139,51 +140,51 @@ def section_t5(args) -> dict:
     return out
 
 
+T5_VARIANTS = {"untracked": (True, False), "tracked": (True, True),
+               "unrolled untracked": (False, False)}  # name: (scan_layers, hook)
+
+
 def t5_step_times(args, size: str, batch: int, lengths: tuple) -> dict:
   import jax
   import bench_t5_scale as scale
   dtype = "float32" if jax.default_backend() == "cpu" else "bfloat16"
   variants = {}
-  for track in (False, True):
-    t0 = time.perf_counter()
-    step, state, data = scale.build_train_step(size, scan=True, dtype=dtype, track=track,
+  for name, (scan, track) in T5_VARIANTS.items():
+    step, state, data = scale.build_train_step(size, scan=scan, dtype=dtype, track=track,
                                                batch=batch, lengths=lengths, remat=args.remat)
     compiled, lower_s, compile_s = scale.measure_compile(step, state, data)
-    variants[track] = {"compiled": compiled, "state": state, "data": data,
-                       "lower_s": lower_s, "compile_s": compile_s,
-                       "build_s": time.perf_counter() - t0 - lower_s - compile_s}
-  # Interleaved, so that drifts of the machine hit both alike; the first step is warm-up.
-  times = {False: [], True: []}
+    variants[name] = {"compiled": compiled, "state": state, "data": data,
+                      "lower_s": lower_s, "compile_s": compile_s}
+  # Interleaved, so that drifts of the machine hit every variant alike; the first step warms up.
+  times = {name: [] for name in variants}
   for i in range(args.t5_steps + 1):
-    for track, v in variants.items():
+    for name, v in variants.items():
       took, v["state"] = scale.time_steps(v["compiled"], v["state"], v["data"], 1)
       if i:
-        times[track].append(took[0])
+        times[name].append(took[0])
   tokens = batch * sum(lengths)
-  cfg = scale.config(size, dtype=dtype)
   peak = peak_flops(jax.devices()[0].device_kind)
-  model = scale.model_flops(cfg, batch, lengths)
-  # XLA counts a scanned stack's body once: its count of the same step with unrolled layers,
-  # from the lowered program (no compilation), is the one to set against the model's.
-  unrolled, state, data = scale.build_train_step(size, scan=False, dtype=dtype, track=False,
-                                                 batch=batch, lengths=lengths, abstract=True)
-  cost = unrolled.lower(state, data).cost_analysis()
-  xla = float((cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"])
+  model = scale.model_flops(scale.config(size, dtype=dtype), batch, lengths)
+  # XLA counts a scanned stack's body once: the unrolled program's count is the one to set
+  # against the model's.
+  xla = scale.xla_flops(variants["unrolled untracked"]["compiled"])
   out = {"size": size, "batch": batch, "lengths": list(lengths), "dtype": dtype,
-         "remat": args.remat, "scan_layers": True, "tokens_per_step": tokens,
+         "remat": args.remat, "tokens_per_step": tokens,
          "device_kind": jax.devices()[0].device_kind, "peak_flops": peak,
          "model_flops_per_step": model["total"], "xla_flops_per_step_unrolled": xla}
-  for track, v in variants.items():
-    med = float(np.median(times[track]))
-    row = {"step_s": med, "step_s_min": float(np.min(times[track])),
+  for name, v in variants.items():
+    med = float(np.median(times[name]))
+    row = {"scan_layers": T5_VARIANTS[name][0], "hook": T5_VARIANTS[name][1],
+           "step_s": med, "step_s_min": float(np.min(times[name])),
            "tokens_per_s": tokens / med, "lower_s": round(v["lower_s"], 1),
            "compile_s": round(v["compile_s"], 1), "memory": scale.memory(v["compiled"])}
     if peak:
       row["mfu_xla"] = xla / med / peak
       row["mfu_model"] = model["total"] / med / peak
-    out["tracked" if track else "untracked"] = row
+    out[name] = row
   out["hook_step_ratio"] = out["tracked"]["step_s"] / out["untracked"]["step_s"]
   out["hook_compile_ratio"] = out["tracked"]["compile_s"] / out["untracked"]["compile_s"]
+  out["scan_step_ratio"] = out["untracked"]["step_s"] / out["unrolled untracked"]["step_s"]
   stats = jax.devices()[0].memory_stats() or {}
   out["device_peak_bytes_in_use"] = stats.get("peak_bytes_in_use")
   return out
