@@ -10,8 +10,8 @@ Sections:
   tests     the accelerator-capable fast tests (``-m "not slow and not cpu_only"``), with the
             name of every failure.
   t5        a T5 train step (scanned layers, bf16 activations, float32 parameters, T5's
-            Adafactor per layer) with and without the norm hook, and unrolled without it,
-            interleaved: step time, tokens/s, XLA flops and MFU against the chip's peak,
+            Adafactor per layer) with and without the norm hook (``--t5_unrolled``: and
+            unrolled without it), interleaved: step time, tokens/s, XLA flops and MFU against the chip's peak,
             compile time, memory; the tracked / untracked ratio is the hook's overhead at
             that size.
   fig1      one Fig. 1 run (T5.1.1 emb 64, 2+2 layers, batch 16 x (64+16), W = 100,
@@ -34,6 +34,8 @@ import concurrent.futures
 import json
 import os
 import platform
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -45,10 +47,11 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 
-# Fast tests that need no TensorFlow and may run on an accelerator.
+# Fast tests that need neither TensorFlow nor a download and may run on an accelerator (the
+# NumPy data path is exercised by the Fig. 1 runs; its tests compare it with seqio's).
 GPU_TESTS = ["tracking", "norms", "saturation", "asymptotic", "t5", "t5_scan", "hf_t5",
              "small_lm", "leaky_mask", "grid", "optimizers", "checkpoint_empty_nodes",
-             "data_numpy"]
+             "bench_t5_scale"]
 SMOKE_TESTS = ["norms"]
 
 # Processes started here share the accelerator (pytest's workers, runs side by side): none may
@@ -93,21 +96,34 @@ def section_tests(args) -> dict:
   files = [f"tests/test_{n}.py" for n in names if os.path.exists(
       os.path.join(REPO, f"tests/test_{n}.py"))]
   xml = os.path.join(args.out, "tests.xml")
-  cmd = [sys.executable, "-m", "pytest", "-q", "-m", "not slow and not cpu_only",
+  cmd = [sys.executable, "-m", "pytest", "-v", "-m", "not slow and not cpu_only",
          "-p", "no:cacheprovider", f"--junitxml={xml}", *files]
   if not args.smoke:
     cmd[3:3] = ["-n", str(args.test_workers)]
   t0 = time.perf_counter()
-  proc = subprocess.run(cmd, cwd=REPO, env=SHARED_DEVICE_ENV, capture_output=True, text=True,
-                        timeout=args.test_timeout)
+  proc = run_command(cmd, args.test_timeout)
   wall = time.perf_counter() - t0
   result = {"files": files, "returncode": proc.returncode, "wall_s": round(wall, 1),
             "summary": (proc.stdout.strip().splitlines() or [""])[-1]}
-  if os.path.exists(xml):
-    result.update(junit_counts(xml))
+  # pytest writes the JUnit file at the end; a run cut by the time-out leaves its -v lines.
+  result.update(junit_counts(xml) if os.path.exists(xml) else verbose_counts(proc.stdout))
   if proc.returncode not in (0, 1):
     result["output_tail"] = (proc.stdout + proc.stderr)[-3000:]
   return result
+
+
+def verbose_counts(stdout: str) -> dict:
+  """The counts of :func:`junit_counts` from ``pytest -v`` lines (``... PASSED`` / ``FAILED``)."""
+  outcome = re.compile(r"(PASSED|FAILED|ERROR|SKIPPED)\s+(\S+::\S+)|(\S+::\S+)\s+"
+                       r"(PASSED|FAILED|ERROR|SKIPPED)")
+  seen = {}
+  for m in outcome.finditer(stdout):
+    word, name = (m.group(1), m.group(2)) if m.group(1) else (m.group(4), m.group(3))
+    seen[name] = word
+  failed = sorted(n for n, w in seen.items() if w in ("FAILED", "ERROR"))
+  return {"passed": sum(w == "PASSED" for w in seen.values()), "failed": len(failed),
+          "skipped": sum(w == "SKIPPED" for w in seen.values()), "failures": failed,
+          "incomplete": True}
 
 
 def junit_counts(path: str) -> dict:
@@ -144,12 +160,23 @@ T5_VARIANTS = {"untracked": (True, False), "tracked": (True, True),
                "unrolled untracked": (False, False)}  # name: (scan_layers, hook)
 
 
+def unrolled_xla_flops(scale, size: str, dtype: str, batch: int, lengths: tuple):
+  """XLA's flop count of the unrolled step from its lowered program, without compiling it
+  (a scanned stack's body is counted once, so the scanned program's count is too low)."""
+  step, state, data = scale.build_train_step(size, scan=False, dtype=dtype, track=False,
+                                             batch=batch, lengths=lengths, abstract=True)
+  cost = step.lower(state, data).cost_analysis()
+  return float((cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"])
+
+
 def t5_step_times(args, size: str, batch: int, lengths: tuple) -> dict:
   import jax
   import bench_t5_scale as scale
   dtype = "float32" if jax.default_backend() == "cpu" else "bfloat16"
   variants = {}
-  for name, (scan, track) in T5_VARIANTS.items():
+  names = list(T5_VARIANTS) if args.t5_unrolled else ["untracked", "tracked"]
+  for name in names:
+    scan, track = T5_VARIANTS[name]
     step, state, data = scale.build_train_step(size, scan=scan, dtype=dtype, track=track,
                                                batch=batch, lengths=lengths, remat=args.remat)
     compiled, lower_s, compile_s = scale.measure_compile(step, state, data)
@@ -165,9 +192,8 @@ def t5_step_times(args, size: str, batch: int, lengths: tuple) -> dict:
   tokens = batch * sum(lengths)
   peak = peak_flops(jax.devices()[0].device_kind)
   model = scale.model_flops(scale.config(size, dtype=dtype), batch, lengths)
-  # XLA counts a scanned stack's body once: the unrolled program's count is the one to set
-  # against the model's.
-  xla = scale.xla_flops(variants["unrolled untracked"]["compiled"])
+  xla = (scale.xla_flops(variants["unrolled untracked"]["compiled"]) if args.t5_unrolled
+         else unrolled_xla_flops(scale, size, dtype, batch, lengths))
   out = {"size": size, "batch": batch, "lengths": list(lengths), "dtype": dtype,
          "remat": args.remat, "tokens_per_step": tokens,
          "device_kind": jax.devices()[0].device_kind, "peak_flops": peak,
@@ -184,7 +210,8 @@ def t5_step_times(args, size: str, batch: int, lengths: tuple) -> dict:
     out[name] = row
   out["hook_step_ratio"] = out["tracked"]["step_s"] / out["untracked"]["step_s"]
   out["hook_compile_ratio"] = out["tracked"]["compile_s"] / out["untracked"]["compile_s"]
-  out["scan_step_ratio"] = out["untracked"]["step_s"] / out["unrolled untracked"]["step_s"]
+  if args.t5_unrolled:
+    out["scan_step_ratio"] = out["untracked"]["step_s"] / out["unrolled untracked"]["step_s"]
   stats = jax.devices()[0].memory_stats() or {}
   out["device_peak_bytes_in_use"] = stats.get("peak_bytes_in_use")
   return out
@@ -225,6 +252,21 @@ def fig1_bindings(args, model_dir: str) -> list[str]:
           "train.train.tensorboard=False"]
 
 
+def run_command(cmd: list, timeout: float) -> subprocess.CompletedProcess:
+  """Runs ``cmd`` in the repository in its own process group. A time-out ends the whole group
+  (pytest's workers too) and is a failed run (code -9), not an exception, so that the runs
+  beside it still report."""
+  proc = subprocess.Popen(cmd, cwd=REPO, env=SHARED_DEVICE_ENV, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, start_new_session=True)
+  try:
+    stdout, stderr = proc.communicate(timeout=timeout)
+  except subprocess.TimeoutExpired:
+    os.killpg(proc.pid, signal.SIGKILL)
+    stdout, stderr = proc.communicate()
+    stderr += f"\ntimed out after {timeout} s"
+  return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+
 def fig1_run(args, name: str, extra: tuple = ()) -> dict:
   """Trains one Fig. 1 run (a fresh process, as users run it) and draws Figs. 1/5 from it."""
   run = os.path.join(args.out, f"{name}_run")
@@ -232,8 +274,7 @@ def fig1_run(args, name: str, extra: tuple = ()) -> dict:
          "--gin_file=gin_configs/local/t5_normgrowth_bbc.gin",
          *[f"--gin.{b}" for b in (*fig1_bindings(args, run), *extra)]]
   t0 = time.perf_counter()
-  train = subprocess.run(cmd, cwd=REPO, env=SHARED_DEVICE_ENV, capture_output=True, text=True,
-                         timeout=args.fig1_timeout)
+  train = run_command(cmd, args.fig1_timeout)
   out = {"bindings": list(extra), "corpus": "bbc" if fig1_corpus_prepared() else "builtin",
          "train_returncode": train.returncode,
          "train_wall_s": round(time.perf_counter() - t0, 1)}
@@ -242,11 +283,9 @@ def fig1_run(args, name: str, extra: tuple = ()) -> dict:
     return out
   figs = os.path.join(args.out, name)
   t0 = time.perf_counter()
-  draw = subprocess.run([sys.executable, "-m", "normgrowth_jax.figures", "fig1", "fig5",
-                         "--model_dir", run, "--out", figs, "--no_progress",
-                         "--runs", os.path.join(args.out, "fig_runs")],
-                        cwd=REPO, env=SHARED_DEVICE_ENV, capture_output=True, text=True,
-                        timeout=args.fig1_timeout)
+  draw = run_command([sys.executable, "-m", "normgrowth_jax.figures", "fig1", "fig5",
+                      "--model_dir", run, "--out", figs, "--no_progress",
+                      "--runs", os.path.join(args.out, "fig_runs")], args.fig1_timeout)
   out.update({"figures_returncode": draw.returncode,
               "figures_wall_s": round(time.perf_counter() - t0, 1)})
   results = os.path.join(figs, "results.json")
@@ -357,15 +396,17 @@ def main(argv=None) -> int:
                   help="comma-separated, in order; 'a+b' runs a and b side by side (the T5 "
                   "timing runs alone)")
   ap.add_argument("--test_workers", type=int, default=8)
-  ap.add_argument("--test_timeout", type=int, default=200)
+  ap.add_argument("--test_timeout", type=int, default=240)
   ap.add_argument("--t5_size", default="base", help="tiny | base | large")
   ap.add_argument("--t5_batch", type=int, default=128, help="sequences of 512 + 114 tokens")
   ap.add_argument("--t5_steps", type=int, default=10)
   ap.add_argument("--remat", default="none")
+  ap.add_argument("--t5_unrolled", action="store_true",
+                  help="also time the unrolled step (its compilation takes minutes at base)")
   ap.add_argument("--fig1_steps", type=int, default=0, help="0: 52.4 W")
-  ap.add_argument("--fig1_timeout", type=int, default=240)
+  ap.add_argument("--fig1_timeout", type=int, default=300)
   ap.add_argument("--fixed_ratios", type=float, nargs="*", default=[1.0, 0.5])
-  ap.add_argument("--sweep_workers", type=int, default=4)
+  ap.add_argument("--sweep_workers", type=int, default=8)
   args = ap.parse_args(argv)
   args.out = os.path.abspath(args.out)
   os.makedirs(args.out, exist_ok=True)
@@ -377,12 +418,13 @@ def main(argv=None) -> int:
       ap.error(f"unknown section(s) {unknown}; choose from {sorted(SECTIONS)}")
     print(f"== {' + '.join(names)}", flush=True)
     with concurrent.futures.ThreadPoolExecutor(len(names)) as pool:
-      futures = {n: pool.submit(run_section, n, args) for n in names}
-      for n in names:
-        report[n] = futures[n].result()
+      futures = {pool.submit(run_section, n, args): n for n in names}
+      for done in concurrent.futures.as_completed(futures):  # saved as each one ends
+        n = futures[done]
+        report[n] = done.result()
         print(f"== {n}\n" + json.dumps(report[n], indent=1, default=str), flush=True)
-    with open(os.path.join(args.out, "device_check.json"), "w") as f:
-      json.dump(report, f, indent=1, default=str)
+        with open(os.path.join(args.out, "device_check.json"), "w") as f:
+          json.dump(report, f, indent=1, default=str)
   failed = [n for n, r in report.items() if has_error(r)]
   print(f"== done: {len(report) - len(failed)} of {len(report)} sections ran"
         + (f"; failed: {', '.join(failed)}" if failed else ""), flush=True)
