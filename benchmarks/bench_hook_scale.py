@@ -1,123 +1,96 @@
 """The norm-tracking hook's cost at T5.1.1 sizes: step-time and compile-time ratios.
 
-For each size (the embedded trainer's ``gin_configs/local/models/t5_1_1_<size>.gin``), builds
-two jitted T5 train steps with T5's Adafactor (``optimizers.adafactor_t5``, rsqrt schedule):
-untracked, and tracked with the hook as the trainer sets it up (``param_filter="paper"``,
-``groups="layers"``, every step). params and the optimizer state are donated, as in training.
-It prints the XLA compile time of each (lowering included) and their ratio, then runs the two
-steps interleaved (untracked, tracked, untracked, ...: machine-load drifts hit both alike) and
-prints the median step times and their ratio. Float32, batch 2 x (64 + 16) by default.
+For each size and layer layout (unrolled, scanned), builds two jitted T5 train steps with
+`benchmarks/bench_t5_scale.build_train_step` (T5's Adafactor, per layer on scanned stacks, state
+donated, dropout 0, random tokens): untracked, and tracked with the hook as the trainer sets it
+up (``param_filter="paper"``, ``groups="layers"``, every step). It prints each program's XLA
+compile time (lowering excluded) in wall and process CPU seconds and the tracked/untracked
+ratios, then runs the two steps interleaved (alternating which goes first: machine-load drifts
+hit both alike) and prints the median step times and their ratio. Float32, batch 2 x (64 + 16)
+by default.
+
+Process CPU time counts this process's threads only, so on a machine shared with other jobs
+it is the steadier compile measure; wall time includes waiting for the CPU.
 
 Targets (issue 21, on the 2-core CPU at base size): step ratio <= 1.03, compile ratio <= 1.2.
-Base on a 2-core CPU takes a few seconds a step and tens of seconds to compile: keep --steps
-small there; numbers from a machine shared with other jobs are noisy.
+Base on a 2-core CPU takes seconds a step and tens of seconds to compile: keep --steps small.
 
-Usage: python benchmarks/bench_hook_scale.py [--sizes tiny base] [--steps 6] [--warmup 1]
-       [--batch 2] [--inputs 64] [--targets 16]
+Usage: python benchmarks/bench_hook_scale.py [--sizes tiny base] [--layouts unrolled scanned]
+       [--steps 4] [--compiles 1] [--batch 2] [--lengths 64 16]
 """
 
 import argparse
-import ast
 import os
-import re
+import sys
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from normgrowth_jax import optimizers, tracking
-from normgrowth_jax.models import t5
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
 
-GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                       "gin_configs", "local", "models")
+from benchmarks.bench_t5_scale import build_train_step  # noqa: E402
+
+NAMES = ("untracked", "tracked")
 
 
-def gin_t5_config(size: str) -> t5.T5Config:
-  """The ``network.T5Config`` block of ``t5_1_1_<size>.gin`` (literals and %MACROs)."""
-  text = open(os.path.join(GIN_DIR, f"t5_1_1_{size}.gin")).read()
-  macros = dict(re.findall(r"^([A-Z_]+) = (.+)$", text, re.M))
-  block = text.split("network.T5Config:", 1)[1]
-  fields = {}
-  for key, value in re.findall(r"^  (\w+) = (.+)$", block, re.M):
-    value = value.strip()
-    if value.startswith("%"):
-      value = macros[value[1:]]
-    fields[key] = ast.literal_eval(value)
-  return t5.T5Config(**fields)
+def compile_times(size, scan, args):
+  """-> ({name: compiled}, {name: state}, batch, {name: [(wall s, CPU s), ...]})."""
+  built = {name: build_train_step(size, scan=scan, track=name == "tracked", batch=args.batch,
+                                  lengths=tuple(args.lengths)) for name in NAMES}
+  times = {name: [] for name in NAMES}
+  compiled = {}
+  for i in range(args.compiles):
+    for name in (NAMES if i % 2 == 0 else NAMES[::-1]):
+      step, state, batch = built[name]
+      lowered = step.lower(state, batch)
+      t0, c0 = time.perf_counter(), time.process_time()
+      compiled[name] = lowered.compile()
+      times[name].append((time.perf_counter() - t0, time.process_time() - c0))
+  states = {name: built[name][1] for name in NAMES}
+  return compiled, states, built["untracked"][2], times
 
 
-def make_step(model, opt):
-  loss_fn = t5.make_loss_fn(model, enable_dropout=False)
-
-  def step(params, state, batch):
-    (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, jax.random.PRNGKey(0))
-    updates, state = opt.update(grads, state, params)
-    return optax.apply_updates(params, updates), state, loss
-
-  return jax.jit(step, donate_argnums=(0, 1))
-
-
-def bench_size(size, args):
-  cfg = gin_t5_config(size)
-  model = t5.Transformer(cfg)
-  rng = np.random.default_rng(0)
-  tok = lambda n: jnp.asarray(rng.integers(2, cfg.vocab_size, size=(args.batch, n)), jnp.int32)
-  batch = {"encoder_input_tokens": tok(args.inputs), "decoder_input_tokens": tok(args.targets),
-           "decoder_target_tokens": tok(args.targets)}
-  params0 = jax.jit(model.init)(jax.random.PRNGKey(0), batch["encoder_input_tokens"],
-                                batch["decoder_input_tokens"])["params"]
-  n_params = sum(x.size for x in jax.tree_util.tree_leaves(params0))
-  print(f"\n{size}: {n_params / 1e6:.1f}M params, batch {args.batch} x ({args.inputs}+"
-        f"{args.targets}), {cfg.dtype}, Adafactor")
-  untracked = optax.inject_hyperparams(
-      lambda learning_rate: optimizers.adafactor_t5(learning_rate=learning_rate),
-      hyperparam_dtype=jnp.float32)(learning_rate=optimizers.rsqrt_schedule())
-  variants = {"untracked": untracked,
-              "tracked": optax.chain(untracked, tracking.track_norms(param_filter="paper",
-                                                                     groups="layers"))}
-  runs, compile_s = {}, {}
-  for name, opt in variants.items():
-    params = jax.tree.map(jnp.array, params0)
-    state = opt.init(params)
-    t0, c0 = time.perf_counter(), time.process_time()
-    compiled = make_step(model, opt).lower(params, state, batch).compile()
-    compile_s[name] = (time.perf_counter() - t0, time.process_time() - c0)
-    runs[name] = [compiled, params, state]
-    print(f"  compile {name:9s} {compile_s[name][0]:7.1f} s wall, {compile_s[name][1]:7.1f} s CPU")
-  ratio = [a / b for a, b in zip(compile_s["tracked"], compile_s["untracked"])]
-  print(f"  compile ratio tracked/untracked: {ratio[0]:.3f} wall, {ratio[1]:.3f} CPU "
-        "(CPU time is the steadier on a shared machine)")
-
-  times = {name: [] for name in runs}
-  for i in range(args.warmup + args.steps):
-    for name, run in runs.items():
-      compiled, params, state = run
+def step_times(compiled, states, batch, steps):
+  """Interleaved steps after one warm-up each -> {name: [seconds]}."""
+  times = {name: [] for name in NAMES}
+  for i in range(steps + 1):
+    for name in (NAMES if i % 2 == 0 else NAMES[::-1]):
       t0 = time.perf_counter()
-      params, state, loss = compiled(params, state, batch)
-      jax.block_until_ready((params, state, loss))
-      if i >= args.warmup:
+      states[name], loss = compiled[name](states[name], batch)
+      loss.block_until_ready()
+      if i:
         times[name].append(time.perf_counter() - t0)
-      run[1:] = [params, state]
-  med = {name: float(np.median(ts)) for name, ts in times.items()}
-  for name, m in med.items():
-    print(f"  step    {name:9s} {1e3 * m:9.2f} ms (median of {args.steps})")
-  print(f"  step ratio tracked/untracked: {med['tracked'] / med['untracked']:.3f}")
+  return times
 
 
 def main():
   ap = argparse.ArgumentParser()
   ap.add_argument("--sizes", nargs="+", default=["tiny", "base"])
-  ap.add_argument("--steps", type=int, default=6)
-  ap.add_argument("--warmup", type=int, default=1)
+  ap.add_argument("--layouts", nargs="+", default=["unrolled", "scanned"])
+  ap.add_argument("--steps", type=int, default=4)
+  ap.add_argument("--compiles", type=int, default=1, help="compilations of each program")
   ap.add_argument("--batch", type=int, default=2)
-  ap.add_argument("--inputs", type=int, default=64)
-  ap.add_argument("--targets", type=int, default=16)
+  ap.add_argument("--lengths", type=int, nargs=2, default=(64, 16))
   args = ap.parse_args()
-  print(f"{jax.device_count()} {jax.devices()[0].platform} device(s), {os.cpu_count()} CPUs")
+  load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+  print(f"jax {jax.__version__}, {jax.device_count()} {jax.devices()[0].platform} device(s), "
+        f"{os.cpu_count()} CPUs, load {load:.1f}; batch {args.batch} x ({args.lengths[0]}+"
+        f"{args.lengths[1]}), float32, Adafactor; hook: paper filter, per-layer groups, every=1")
+  print("size layout   | compile s untracked / tracked (wall; CPU) | ratio wall  CPU | "
+        "step s untracked / tracked | ratio")
   for size in args.sizes:
-    bench_size(size, args)
+    for layout in args.layouts:
+      compiled, states, batch, comp = compile_times(size, layout == "scanned", args)
+      med = {n: np.median(np.array(comp[n]), axis=0) for n in NAMES}
+      steps = step_times(compiled, states, batch, args.steps)
+      step = {n: float(np.median(steps[n])) for n in NAMES}
+      u, t = med["untracked"], med["tracked"]
+      print(f"{size:4} {layout:8} | {u[0]:6.1f} / {t[0]:6.1f}; {u[1]:6.1f} / {t[1]:6.1f}"
+            f"          | {t[0] / u[0]:5.2f} {t[1] / u[1]:5.2f}      | {step['untracked']:8.4f} / "
+            f"{step['tracked']:8.4f}        | {step['tracked'] / step['untracked']:.3f}",
+            flush=True)
+      del compiled, states
 
 
 if __name__ == "__main__":
