@@ -165,8 +165,9 @@ def unrolled_xla_flops(scale, size: str, dtype: str, batch: int, lengths: tuple)
   (a scanned stack's body is counted once, so the scanned program's count is too low)."""
   step, state, data = scale.build_train_step(size, scan=False, dtype=dtype, track=False,
                                              batch=batch, lengths=lengths, abstract=True)
-  cost = step.lower(state, data).cost_analysis()
-  return float((cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"])
+  cost = step.lower(state, data).cost_analysis()  # None where the backend has no such analysis
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost["flops"]) if cost else None
 
 
 def t5_step_times(args, size: str, batch: int, lengths: tuple) -> dict:
@@ -205,7 +206,7 @@ def t5_step_times(args, size: str, batch: int, lengths: tuple) -> dict:
            "tokens_per_s": tokens / med, "lower_s": round(v["lower_s"], 1),
            "compile_s": round(v["compile_s"], 1), "memory": scale.memory(v["compiled"])}
     if peak:
-      row["mfu_xla"] = xla / med / peak
+      row["mfu_xla"] = xla / med / peak if xla else None
       row["mfu_model"] = model["total"] / med / peak
     out[name] = row
   out["hook_step_ratio"] = out["tracked"]["step_s"] / out["untracked"]["step_s"]

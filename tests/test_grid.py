@@ -164,6 +164,7 @@ def test_chunks_and_separate_programs_give_the_same_grid(setup):
   assert [len(t["step"]) for t in sep.traces] == [STEPS // EVERY]
 
 
+@pytest.mark.cpu_only  # on one H200, XLA:GPU reported less memory for 2 cells than for 1
 def test_memory_analysis_grows_with_cells(setup):
   tr, b, p = setup["trainer"], setup["batches"], setup["params"]
   assert tr.cells_that_fit(p, b, budget_bytes=10 ** 12, max_cells=7) == 7

@@ -46,9 +46,12 @@ def assert_close(a, b, rtol=2e-5, atol=2e-6):
 
 
 def grads_of(cfg, params, rng=None):
+    """Loss and gradients at float32 matmul precision: the variants compared here fuse their
+    products differently, which TF32 (a GPU's default) turns into 1e-3 differences."""
     loss_fn = t5.make_loss_fn(t5.Transformer(cfg), enable_dropout=rng is not None)
-    (loss, _), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(
-        params, BATCH, jax.random.PRNGKey(0) if rng is None else rng)
+    with jax.default_matmul_precision("float32"):
+        (loss, _), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(
+            params, BATCH, jax.random.PRNGKey(0) if rng is None else rng)
     return loss, grads
 
 
