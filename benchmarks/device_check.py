@@ -41,6 +41,7 @@ import sys
 import time
 import traceback
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import numpy as np
 
@@ -368,6 +369,43 @@ def section_sweep(args) -> dict:
   return out
 
 
+def mechanism_points(report: dict) -> list[tuple]:
+  """``[(label, r late, local exponent)]`` of every Fig. 1 run in a report that finished."""
+  runs = {"Fig. 1 run (Adafactor)": report.get("fig1", {})}
+  runs.update({f"r held at {k[2:]}": v for k, v in report.get("mechanism", {}).items()})
+  runs.update(report.get("sweep", {}))
+  points = []
+  for label, run in runs.items():
+    m = run.get("mechanism") if isinstance(run, dict) else None
+    if m and m.get("ratio_late_rms") is not None:
+      points.append((label, m["ratio_late_rms"], m["local_exponent_late"]))
+  return points
+
+
+def plot_mechanism(report: dict, stem: str) -> list:
+  """The paper's mechanism as a prediction: late local exponent d log||theta|| / d log t
+  against r^2/2 from the measured Adafactor ratio r, one point per run."""
+  from normgrowth_jax.figures import plotting
+  points = mechanism_points(report)
+  if not points:
+    return []
+  fig, ax = plotting.new_figure(1, 1, height_per_row=2.6)
+  top = max(max(r * r / 2, p) for _, r, p in points) * 1.1
+  ax.plot([0, top], [0, top], **plotting.PAPER_STYLE, label="prediction: exponent = r²/2")
+  for i, (label, r, p) in enumerate(points):
+    marker = "s" if label.startswith("r held") else ("*" if label.startswith("Fig. 1") else "o")
+    ax.scatter([r * r / 2], [p], marker=marker, s=22, color=f"C{i % 10}", label=label,
+               zorder=3)
+  ax.set_xlabel("r²/2 from the measured ratio r = ‖δ_t‖ / (lr_t ‖θ_t‖), t > 4W")
+  ax.set_ylabel("measured d log‖θ_t‖ / d log t, t > 4W")
+  ax.set_title(f"T5 at T/W = 52.4, one seed per run ({report.get('versions', {}).get('device_kind', '?')})")
+  ax.grid(alpha=0.3, linewidth=0.5)
+  ax.legend(loc="upper left", fontsize=5, ncol=1)
+  ax.set_xlim(0, top)
+  ax.set_ylim(0, top)
+  return plotting.save(fig, Path(stem))
+
+
 def has_error(result) -> bool:
   """Whether a section's result holds an ``error`` at any depth."""
   if isinstance(result, dict):
@@ -408,7 +446,13 @@ def main(argv=None) -> int:
   ap.add_argument("--fig1_timeout", type=int, default=300)
   ap.add_argument("--fixed_ratios", type=float, nargs="*", default=[1.0, 0.5])
   ap.add_argument("--sweep_workers", type=int, default=8)
+  ap.add_argument("--plot", default=None, metavar="DEVICE_CHECK_JSON",
+                  help="only redraw mechanism.png/pdf beside an earlier run's JSON")
   args = ap.parse_args(argv)
+  if args.plot:
+    with open(args.plot) as f:
+      return 0 if plot_mechanism(json.load(f), os.path.join(os.path.dirname(args.plot),
+                                                            "mechanism")) else 1
   args.out = os.path.abspath(args.out)
   os.makedirs(args.out, exist_ok=True)
   report = {}
@@ -426,6 +470,7 @@ def main(argv=None) -> int:
         print(f"== {n}\n" + json.dumps(report[n], indent=1, default=str), flush=True)
         with open(os.path.join(args.out, "device_check.json"), "w") as f:
           json.dump(report, f, indent=1, default=str)
+  plot_mechanism(report, os.path.join(args.out, "mechanism"))
   failed = [n for n, r in report.items() if has_error(r)]
   print(f"== done: {len(report) - len(failed)} of {len(report)} sections ran"
         + (f"; failed: {', '.join(failed)}" if failed else ""), flush=True)
