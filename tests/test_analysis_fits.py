@@ -113,3 +113,75 @@ def test_bootstrap_exponent_covers_truth_and_separates_laws():
   both = fits.bootstrap_exponent([t, t], [2.0 * t ** 0.5 + 30 + rng.normal(0, 0.4, t.size), y2],
                                  n_boot=100)
   assert both.lo < 0.5 < both.hi
+
+
+def test_run_bootstrap_covers_seed_spread_block_only_does_not():
+  """Issue 20 item 5: runs whose exponents differ (0.4, 0.5, 0.6, autocorrelated noise).
+  Resampling runs too covers the seed mean's +- 1 standard error and most of the seeds'
+  range; the block-only interval of the same pooled fit misses the outer seeds."""
+  t = np.linspace(0, 1e4, 104)
+  for trial in range(3):
+    rng = np.random.default_rng(10 + trial)
+    ys = [30 * (1 + 0.5 * (t / 1e4) ** p) + _ar1(t.size, 0.9, 0.05, rng) for p in (0.4, 0.5, 0.6)]
+    own = np.array([fits.fit_offset_power(t, y).p for y in ys])
+    mean, se = own.mean(), own.std(ddof=1) / np.sqrt(own.size)
+    new = fits.bootstrap_exponent_runs([t] * 3, ys, n_boot=200, seed=trial)
+    old = fits.bootstrap_exponent([t] * 3, ys, n_boot=200, seed=trial)
+    assert new.p == old.p                                  # the same pooled fit
+    assert new.lo <= mean - se and new.hi >= mean + se
+    assert new.hi - new.lo >= 0.6 * np.ptp(own)
+    assert old.lo > own.min() and old.hi < own.max()
+    assert old.hi - old.lo < 0.5 * (new.hi - new.lo)
+  with pytest.raises(ValueError, match="at least two runs"):
+    fits.bootstrap_exponent_runs([t], [ys[0]])
+
+
+@pytest.mark.parametrize("p", [0.125, 0.5, 0.9, 1.3])
+def test_local_exponent_exact_power_law(p):
+  t = np.arange(1.0, 5001.0)
+  e = fits.local_exponent(t, 3.7 * t ** p, t_min=800)
+  assert e.p == pytest.approx(p, abs=1e-9)
+  assert e.lo == pytest.approx(p, abs=1e-9) and e.hi == pytest.approx(p, abs=1e-9)
+  assert e.n == 4200 and 800 < e.t_centre < 5000
+  assert fits.local_exponent(t, 3.7 * t ** p, t_min=100, t_max=200).n == 100
+  curve = fits.local_exponent_curve(t, 3.7 * t ** p, points=6)
+  np.testing.assert_allclose(curve.p[curve.n >= 3], p, atol=1e-9)
+
+
+def test_local_exponent_interval_covers_under_multiplicative_noise():
+  t = np.arange(1.0, 2001.0)
+  rng = np.random.default_rng(0)
+  e = fits.local_exponent(t, 3.0 * t ** 0.3 * np.exp(rng.normal(0, 0.05, t.size)))
+  assert e.lo < 0.3 < e.hi and e.hi - e.lo < 0.02
+  covered = 0
+  for i in range(100):
+    y = 3.0 * t ** 0.3 * np.exp(rng.normal(0, 0.05, t.size))
+    e = fits.local_exponent(t, y, n_boot=200, seed=i)
+    covered += e.lo < 0.3 < e.hi
+  assert covered >= 88                                     # nominal 95 of 100
+
+
+def test_local_exponent_of_offset_power_is_below_p_and_approaches_it():
+  """y = a t^p + b, b > 0: d log y / d log t = p a t^p / (a t^p + b) < p, rising to p."""
+  t = np.arange(1.0, 20001.0)
+  a, p, b = 2.0, 0.5, 40.0
+  y = a * t ** p + b
+  exact = lambda c: p * a * c ** p / (a * c ** p + b)
+  es = [fits.local_exponent(t, y, lo, 2 * lo) for lo in (100, 1000, 10000)]
+  ps = [e.p for e in es]
+  assert ps[0] < ps[1] < ps[2] < p and ps[2] > 0.42 and ps[0] < 0.2
+  for e in es:                                             # the slope at the window's centre
+    assert e.p == pytest.approx(exact(e.t_centre), abs=2e-3)
+    assert e.lo < e.p < e.hi
+  curve = fits.local_exponent_curve(t, y, points=8)
+  ok = curve.n >= 3
+  assert np.all(np.diff(curve.p[ok]) > 0) and np.all(curve.p[ok] < p)
+  np.testing.assert_allclose(curve.p[ok], exact(curve.t_centre[ok]), atol=2e-3)
+
+
+def test_local_exponent_errors():
+  t = np.arange(1.0, 11.0)
+  with pytest.raises(ValueError, match="at least 3 points with 8 < t <= None"):
+    fits.local_exponent(t, t, t_min=8)
+  with pytest.raises(ValueError, match="factor"):
+    fits.local_exponent_curve(t, t, width=20.0)
