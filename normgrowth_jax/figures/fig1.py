@@ -6,13 +6,15 @@ From our own T5.1.1 pretraining (T5's Adafactor, rsqrt schedule, the paper's T /
 * ||theta_t|| (paper filter) against t with the a sqrt(t) + b fit from t = 0 (the paper's
   r^2 = 1.00 over its 104 checkpoints), mean and band over seeds;
 * the growth law measured, not assumed: r^2 of sqrt(t), linear, t^(1/4) and log t fits past
-  warm-up, and the free exponent p of a t^p + b with a 95% moving-block-bootstrap interval,
-  per seed and pooled (one p shared by the seeds). All are fitted on the per-step norms when
+  warm-up, and the free exponent p of a t^p + b with a 95% interval, per seed (moving-block
+  bootstrap of its residuals) and pooled (one p shared by the seeds; seeds resampled as well
+  as blocks, so the interval covers seed-to-seed variation). All are fitted on the per-step norms when
   the run recorded them (:func:`norm_series`), else on its checkpoints, and are `not
   comparable` with fewer than MIN_POINTS points (two checkpoints fit any two-parameter law
   with r^2 = 1);
 * Adafactor's update-clipping ratio r_t = ||delta_t|| / (lr_t ||theta_t||), the mechanism the
-  sqrt(t) law needs (p = r^2 / 2 for misaligned updates under rsqrt; DESIGN.md);
+  sqrt(t) law needs (p = r^2 / 2 for misaligned updates under rsqrt; DESIGN.md), beside the
+  measured late local exponent d log||theta|| / d log t past 4 W (:func:`late_exponent`);
 * per-layer norms and growth factors (the paper: later layers grow faster);
 * cos(theta_a, theta_b) between consecutive grid checkpoints, global and per layer.
 
@@ -120,7 +122,9 @@ def growth_law(tr: t5_runs.Trajectory, n_boot: int, seed: int = 0) -> dict:
 
 
 def pooled_exponent(trs, n_boot: int) -> Optional[fits.ExponentCI]:
-  """One exponent shared by the runs (None for one run, or when one has too few points)."""
+  """One exponent shared by the runs, with a run-level bootstrap interval (runs resampled,
+  then blocks within each: :func:`fits.bootstrap_exponent_runs`), so that it covers
+  seed-to-seed variation; None for one run, or when one has too few points."""
   if len(trs) < 2:
     return None
   ts, ys = [], []
@@ -132,7 +136,12 @@ def pooled_exponent(trs, n_boot: int) -> Optional[fits.ExponentCI]:
     t, y = _thin(t[w], y[w])
     ts.append(t)
     ys.append(y)
-  return fits.bootstrap_exponent(ts, ys, n_boot=n_boot, seed=1)
+  return fits.bootstrap_exponent_runs(ts, ys, n_boot=n_boot, seed=1)
+
+
+def late_start(tr: t5_runs.Trajectory) -> int:
+  """4 W, or half the run when W is unknown: "late" is t > this."""
+  return 4 * tr.warmup_steps if tr.warmup_steps else tr.train_steps // 2
 
 
 def late_ratio(tr: t5_runs.Trajectory) -> Optional[float]:
@@ -140,9 +149,21 @@ def late_ratio(tr: t5_runs.Trajectory) -> Optional[float]:
   r = t5_runs.assumption1_ratio(tr)
   if r is None:
     return None
-  start = 4 * tr.warmup_steps if tr.warmup_steps else tr.train_steps // 2
-  v = r[(tr.step > start) & np.isfinite(r)]
+  v = r[(tr.step > late_start(tr)) & np.isfinite(r)]
   return float(np.sqrt(np.mean(v ** 2))) if v.size else None
+
+
+def late_exponent(tr: t5_runs.Trajectory, n_boot: int,
+                  seed: int = 0) -> Optional[fits.LocalExponent]:
+  """The local exponent d log||theta|| / d log t past 4 W (:func:`fits.local_exponent`: the
+  log-log slope with a block-bootstrap interval of this run's residuals), on the points of
+  :func:`norm_series`; None with fewer than MIN_POINTS of them. The mechanism's prediction
+  for it is r^2 / 2 with r from :func:`late_ratio`."""
+  t, y, _ = norm_series(tr)
+  late = (t > late_start(tr)) & np.isfinite(y) & (y > 0)
+  if late.sum() < MIN_POINTS:
+    return None
+  return fits.local_exponent(t[late], y[late], n_boot=n_boot, seed=seed)
 
 
 def spearman(x, y) -> float:
@@ -225,8 +246,11 @@ def measure(trs, cfg: Fig1Config) -> dict:
         layer_late.append(quarter_means(v)[1])
   ratios = [late_ratio(tr) for tr in trs]
   ratios = [r for r in ratios if r is not None]
+  local = [late_exponent(tr, cfg.n_boot, seed=i) for i, tr in enumerate(trs)]
   return {
-      "per_run": per, "pooled": pooled,
+      "per_run": per, "pooled": pooled, "local_late": local,
+      "local_late_mean": (float(np.mean([e.p for e in local]))
+                          if all(e is not None for e in local) else None),
       "fit_note": "; ".join(g["note"] for g in per if g["note"]) or None,
       "sqrt_r2": float(np.mean([g["sqrt_all"].r2 for g in per])) if fitted else None,
       "sqrt_r2_runs": [g["sqrt_all"].r2 for g in per] if fitted else None,
@@ -303,11 +327,15 @@ def _plot(ctx, cfg, trs, m):
   y = np.arange(len(ps))
   if fitted:
     ax[1].errorbar(ps, y, xerr=[ps - los, his - ps], fmt="o", color="black", markersize=3,
-                   capsize=2, linewidth=0.9, label="ours: p of a t^p + b, 95% block bootstrap")
+                   capsize=2, linewidth=0.9, label="ours: p of a t^p + b, 95% CI (per run: "
+                   "block bootstrap; pooled: runs and blocks resampled)")
   ax[1].axvline(0.5, **plotting.PAPER_STYLE, label="paper: sqrt(t), p = 0.5")
   if m["ratio_late"] is not None:
     ax[1].axvline(m["ratio_late"] ** 2 / 2, color="tab:orange", linewidth=0.9,
                   label=f"r²/2 from the measured r (t > 4W): {m['ratio_late'] ** 2 / 2:.3f}")
+  if m["local_late_mean"] is not None:
+    ax[1].axvline(m["local_late_mean"], color="tab:green", linewidth=0.9, linestyle="--",
+                  label=f"measured d log‖θ‖ / d log t (t > 4W): {m['local_late_mean']:.3f}")
   ax[1].set_yticks(y)
   ax[1].set_yticklabels(labels)
   ax[1].set_ylim(-0.7, len(ps) + 1.8)
@@ -416,13 +444,19 @@ def _rows(m, trs):
       rows.append(core.Row(f"{fits.LAW_LABELS[law]} past warm-up ({src}), r²",
                            1.00 if law == "sqrt" else None,
                            *core.mean_spread([g["laws"][law].r2 for g in m["per_run"]])))
-    rows.append(core.Row(f"free exponent p (a t^p + b) per run ({src})", 0.5,
+    rows.append(core.Row(f"free exponent p (a t^p + b) per run ({src}); ± = seed spread", 0.5,
                          *core.mean_spread([g["exponent"].p for g in m["per_run"]])))
-    rows.append(core.Row("free exponent p, 95% interval" + (" (pooled)" if m["pooled"] else ""),
+    rows.append(core.Row("free exponent p, 95% interval " + (
+        "(pooled; seeds and blocks resampled: covers seed-to-seed variation)" if m["pooled"]
+        else "(one run; blocks of its residuals: covers its noise, not other seeds)"),
                          "0.5 (implied)", f"{p:.3f} [{lo:.3f}, {hi:.3f}]"))
   if m["ratio_late"] is not None:
     rows.append(core.Row("Adafactor ratio r past 4W (RMS); predicted p = r²/2", None,
                          f"r = {m['ratio_late']:.3f}, r²/2 = {m['ratio_late'] ** 2 / 2:.3f}"))
+  if m["local_late_mean"] is not None:
+    rows.append(core.Row("local exponent d log‖θ‖ / d log t past 4W (log-log slope) per run; "
+                         "predicted r²/2; ± = seed spread", None,
+                         *core.mean_spread([e.p for e in m["local_late"]])))
   rows.append(core.Row("‖θ‖ at t = 0 → T", None,
                        f"{np.mean([tr.grid['param_norm'][0] for tr in trs]):.2f} → "
                        f"{np.mean([tr.grid['param_norm'][-1] for tr in trs]):.2f}"))
@@ -458,6 +492,8 @@ def make(ctx: core.FigureContext, cfg: Fig1Config) -> core.FigureResult:
       "exponent_pooled": m["pooled"]._asdict() if m["pooled"] else None,
       "fit_from_step": m["per_run"][0]["fit_from"],
       "ratio_late_rms": m["ratio_late"],
+      "local_exponent_late": {tr.label: e and e._asdict() for tr, e in zip(trs, m["local_late"])},
+      "local_exponent_late_mean": m["local_late_mean"],
       "ratio_binned": {tr.label: dict(zip(("step", "mean", "p10", "p90"), t5_runs.smooth(
           tr.step, t5_runs.assumption1_ratio(tr)))) for tr in trs
                        if t5_runs.assumption1_ratio(tr) is not None},
@@ -486,11 +522,18 @@ def make(ctx: core.FigureContext, cfg: Fig1Config) -> core.FigureResult:
       f"{g0['n_fit']} with t >= {g0['fit_from']} (past warm-up); the a√t + b fit uses every "
       f"point from t = 0 (the paper: its 104 checkpoints); the exponent refits at most "
       f"{EXPONENT_POINTS} evenly spaced points; under {MIN_POINTS} points: not comparable",
-      f"exponent interval: moving-block bootstrap of the fit residuals ({cfg.n_boot} "
+      f"exponent intervals: per run, a moving-block bootstrap of the fit residuals ({cfg.n_boot} "
       f"replicates, blocks of {block} points = the residuals' "
-      "decorrelation length or n^(1/3), whichever is larger); with residuals this "
-      "autocorrelated its coverage is below nominal (about 75% for AR(1) phi = 0.9 on 104 "
-      "points, measured in tests), so read it as a lower bound on the uncertainty",
+      "decorrelation length or n^(1/3), whichever is larger): it covers that run's noise "
+      "only, and with residuals this autocorrelated its coverage is below nominal (about 75% "
+      "for AR(1) phi = 0.9 on 104 points, measured in tests); pooled, a run-level bootstrap "
+      "(seeds drawn with replacement, each rebuilt from its own fit plus block-resampled "
+      "residuals, the shared p refitted): it covers seed-to-seed variation as well, though "
+      "with 3 seeds (10 distinct draws) it is still narrower than a t-interval on the per-seed "
+      "exponents",
+      "late local exponent: the log-log least-squares slope of ||theta|| on t over t > 4W "
+      "(fits.local_exponent; per run, its interval in fig1.json is a block bootstrap of that "
+      "run's residuals); a window this wide averages d log||theta|| / d log t over it",
   ]
   notes = [f"r_t is the global ||delta_t|| / (lr_t ||theta_t||): for T5's Adafactor "
            "(parameter scale, clipping 1.0) it is min(RMS(u), 1) per parameter, averaged; "
