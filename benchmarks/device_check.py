@@ -307,13 +307,14 @@ def fig1_run(args, name: str, extra: tuple = ()) -> dict:
 
 
 def late_local_exponent(run: str, warmup: int) -> dict:
-  """d log||theta|| / d log t past 4 W: a log-log least-squares slope over every recorded
-  step. The paper's mechanism predicts it equals r^2/2 (``ratio_late_rms`` of Fig. 1)."""
+  """d log||theta|| / d log t past 4 W (``fits.local_exponent``: the log-log least-squares
+  slope over every recorded step, with a 95% block-bootstrap interval of this run's
+  residuals). The paper's mechanism predicts it equals r^2/2 (``ratio_late_rms`` of Fig. 1)."""
   from normgrowth_jax.analysis import fits, trajectory
   rows = trajectory.read_trajectory(run, source="jsonl")
-  late = rows["step"] > 4 * warmup
-  fit = fits.fit_power_law(rows["step"][late], rows["param_norm"][late])
-  return {"local_exponent_late": float(fit.exponent), "late_rows": int(late.sum())}
+  e = fits.local_exponent(rows["step"], rows["param_norm"], t_min=4 * warmup)
+  return {"local_exponent_late": e.p, "local_exponent_late_ci": [e.lo, e.hi],
+          "late_rows": e.n}
 
 
 def section_fig1(args) -> dict:
