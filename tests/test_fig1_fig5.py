@@ -18,6 +18,7 @@ import pytest
 
 from normgrowth_jax import norms, sinks, tracking
 from normgrowth_jax.analysis import checkpoints as ac
+from normgrowth_jax.analysis import fits
 from normgrowth_jax.figures import __main__ as figures_main
 from normgrowth_jax.figures import core, fig1, fig5, t5_runs
 from normgrowth_jax.figures.verdict import verdict
@@ -251,6 +252,28 @@ def test_growth_laws_not_comparable_below_min_points(tmp_path):
   crit = fig1.criteria(m, fig1.CONFIGS["smoke"])
   assert [c.passed for c in crit[:3]] == [None] * 3
   assert f"at least {fig1.MIN_POINTS} needed" in crit[0].ours
+
+
+def test_late_local_exponent_and_run_level_pooled_interval(tmp_path):
+  """Issue 20: the late local exponent per run (t past half the run when W is unknown) beside
+  r^2/2, and the pooled exponent from the run-level bootstrap."""
+  trs = []
+  for i, steps in enumerate((60, 80)):
+    _train_plain(tmp_path / f"run{i}", steps)
+    trs.append(t5_runs.load(tmp_path / f"run{i}"))
+  m = fig1.measure(trs, fig1.CONFIGS["smoke"])
+  for tr, e in zip(trs, m["local_late"]):
+    t, y, _ = fig1.norm_series(tr)
+    late = t > tr.train_steps // 2
+    assert e.n == late.sum() and e.lo <= e.p <= e.hi
+    assert e.p == pytest.approx(fits.fit_power_law(t[late], y[late]).exponent, abs=1e-12)
+  assert m["local_late_mean"] == pytest.approx(np.mean([e.p for e in m["local_late"]]))
+  ts, ys = zip(*[fig1.norm_series(tr)[:2] for tr in trs])
+  assert m["pooled"] == fits.bootstrap_exponent_runs(
+      [t[t >= 1] for t in ts], [y[t >= 1] for t, y in zip(ts, ys)], n_boot=20, seed=1)
+  rows = [r.quantity for r in fig1._rows(m, trs)]
+  assert any(q.startswith("local exponent d log") for q in rows)
+  assert any("seeds and blocks resampled" in q for q in rows)
 
 
 def test_model_dir_embedded_run_without_anchor_falls_back(tmp_path):
