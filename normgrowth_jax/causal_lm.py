@@ -74,7 +74,7 @@ def loss_adapter(model: SmallLM, pad_id: int = word_lm.PAD_ID):
   ``sequence_cross_entropy_with_logits``); ``aux`` holds the summed ``loss``, ``z_loss`` (0),
   ``accuracy`` and ``weight_sum`` the trainer logs. Dropout runs when the model has any.
   """
-  deterministic = model.config.dropout == 0.0
+  deterministic = not model.config.has_dropout
 
   def init_fn(rng, batch):
     return model.init(rng, batch[TOKENS])["params"]

@@ -20,6 +20,25 @@ Attention masks (`SmallLMConfig.attention_mask`):
   puts most of its weight on the future and padding positions (in the saturated limit: all of
   it, uniformly), and the future tokens leak into the prediction. The `mask` argument then only
   marks real tokens for losses and statistics. See `leaky_attention_scores`.
+* ``"none"``: no mask at all (every key, future and padding included, takes part), as the
+  original's Fig. 6 script ran PyTorch's ``nn.TransformerEncoder`` without ``src_mask``.
+
+The axis attention runs along (`SmallLMConfig.attend_across`):
+
+* ``"sequence"`` (default): each sentence's positions attend to each other.
+* ``"batch"``: the original's Fig. 6 script fed its [batch, len, d] embeddings to PyTorch's
+  encoder, which reads [len, batch, d] (``batch_first=False``): dimension 0 (our batch) was
+  taken for the sequence and dimension 1 (our positions) for the batch. So for each position
+  t, the batch's sentences attend to each other at t; nothing mixes positions. The output keeps
+  the input's shape and was read as [batch, len] again, so only the attention changes (every
+  other operation is per token). The mask then applies along the batch: "causal" lets sentence
+  i see sentences j <= i whose token at t is real, "original_leaky" multiplies the scores by
+  [j <= i]. Attention weights are [len, heads, batch, batch].
+
+Dropout sites: `dropout` on each sublayer's output (PyTorch's ``dropout1`` / ``dropout2``),
+`attention_dropout` on the attention weights (inside ``nn.MultiheadAttention``) and
+`activation_dropout` on the MLP's hidden layer (the layer's ``dropout``); PyTorch's
+``nn.TransformerEncoderLayer`` uses one rate (0.1 by default) at all of them.
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -46,7 +65,8 @@ from normgrowth_jax.models.outputs import ModelOutput
 
 NORMS = ("prenorm_paper", "postnorm", "preln")
 ACTIVATIONS = ("relu", "gelu")
-ATTENTION_MASKS = ("causal", "original_leaky")
+ATTENTION_MASKS = ("causal", "original_leaky", "none")
+ATTEND_ACROSS = ("sequence", "batch")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,10 +84,15 @@ class SmallLMConfig:
             (x + F(LN(x)), plus a final LayerNorm).
         use_bias: False removes every bias (attention, MLP, LayerNorm beta, classifier).
         dropout: dropout rate on each sublayer's output (active only with deterministic=False).
+        attention_dropout: dropout rate on the attention weights (after the softmax).
+        activation_dropout: dropout rate on the MLP's hidden layer (after the activation).
         activation: "relu" (the paper's) or "gelu".
         pad_id: token id treated as padding when no mask is passed.
         attention_mask: "causal" (-inf on future and padding keys) or "original_leaky" (the
-            original code's: future scores multiplied by 0, padding visible; see the module doc).
+            original code's: future scores multiplied by 0, padding visible; see the module doc)
+            or "none" (every key visible).
+        attend_across: "sequence" (each sentence's positions) or "batch" (for each position,
+            the batch's sentences: the original Fig. 6 script's axis swap; see the module doc).
         layer_norm_eps: LayerNorm epsilon (dropped in the saturated limit).
         dtype: computation dtype (parameters stay float32 unless param_dtype says otherwise).
         param_dtype: parameter dtype.
@@ -82,9 +107,12 @@ class SmallLMConfig:
     norm: str = "prenorm_paper"
     use_bias: bool = True
     dropout: float = 0.0
+    attention_dropout: float = 0.0
+    activation_dropout: float = 0.0
     activation: str = "relu"
     pad_id: int = 0
     attention_mask: str = "causal"
+    attend_across: str = "sequence"
     layer_norm_eps: float = 1e-5
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
@@ -95,12 +123,20 @@ class SmallLMConfig:
         if self.attention_mask not in ATTENTION_MASKS:
             raise ValueError(f"SmallLMConfig.attention_mask={self.attention_mask!r}: choose one "
                              f"of {ATTENTION_MASKS}.")
+        if self.attend_across not in ATTEND_ACROSS:
+            raise ValueError(f"SmallLMConfig.attend_across={self.attend_across!r}: choose one "
+                             f"of {ATTEND_ACROSS}.")
         if self.activation not in ACTIVATIONS:
             raise ValueError(
                 f"SmallLMConfig.activation={self.activation!r}: choose one of {ACTIVATIONS}.")
         if self.d_model % self.num_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by "
                              f"num_heads={self.num_heads}; pick sizes where it is.")
+
+    @property
+    def has_dropout(self) -> bool:
+        """Whether any dropout rate is nonzero (training then needs a "dropout" rng)."""
+        return any((self.dropout, self.attention_dropout, self.activation_dropout))
 
 
 def _torch_linear_init(fan_in: int) -> Callable:
@@ -170,14 +206,25 @@ class Embed(nn.Module):
         return jnp.take(table, ids, axis=0).astype(self.dtype)
 
 
+def _dropout(rate, y, deterministic):
+    """nn.Dropout(rate) on y in the calling module (identity when rate is 0 or deterministic)."""
+    if rate == 0.0 or deterministic:
+        return y
+    if asy.is_asymptotic(y):
+        raise ValueError("Dropout has no saturated limit: call with deterministic=True "
+                         "when saturated=True.")
+    return nn.Dropout(rate)(y, deterministic=False)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention, scores scaled by 1/sqrt(d_head); params query/key/value/out."""
 
     config: SmallLMConfig
 
     @nn.compact
-    def __call__(self, x, attend):
-        # x: [b, l, d]; attend: [b, 1, l, l] bool (True = query may attend to key).
+    def __call__(self, x, attend, deterministic=True):
+        # x: [b, l, d]; attend: [b, 1, l, l] bool (True = query may attend to key), or with
+        # attend_across="batch" [l, 1, b, b] (query sentence i may attend to sentence j at l).
         cfg = self.config
         b, l, d = x.shape
         h = cfg.num_heads
@@ -189,12 +236,20 @@ class SelfAttention(nn.Module):
         # Scores and softmax in float32 (at least): bf16 rounding flips near-tied argmaxes.
         f32 = jnp.promote_types(cfg.dtype, jnp.float32)
         q = asy.mul(q.astype(f32), 1.0 / math.sqrt(dh))
-        scores = asy.einsum("bqhd,bkhd->bhqk", q, k.astype(f32))  # [b, h, l, l]
+        # Along the sequence: scores [b, h, l_q, l_k]; across the batch: [l, h, b_q, b_k].
+        if cfg.attend_across == "batch":
+            score_eq, context_eq = "qlhd,klhd->lhqk", "lhqk,klhd->qlhd"
+        else:
+            score_eq, context_eq = "bqhd,bkhd->bhqk", "bhqk,bkhd->bqhd"
+        scores = asy.einsum(score_eq, q, k.astype(f32))
         if cfg.attention_mask == "original_leaky":
             weights = asy.softmax(leaky_attention_scores(scores), axis=-1)  # padding visible
+        elif cfg.attention_mask == "none":
+            weights = asy.softmax(scores, axis=-1)
         else:
-            weights = asy.softmax(scores, mask=attend, axis=-1)  # [b, h, l, l]
-        context = asy.einsum("bhqk,bkhd->bqhd", weights.astype(cfg.dtype), v)
+            weights = asy.softmax(scores, mask=attend, axis=-1)
+        dropped = _dropout(cfg.attention_dropout, weights, deterministic)
+        context = asy.einsum(context_eq, dropped.astype(cfg.dtype), v)
         context = context.reshape(b, l, d)
         return dense("out")(context), weights
 
@@ -205,10 +260,11 @@ class MLP(nn.Module):
     config: SmallLMConfig
 
     @nn.compact
-    def __call__(self, x):  # x: [b, l, d] -> [b, l, d]
+    def __call__(self, x, deterministic=True):  # x: [b, l, d] -> [b, l, d]
         cfg = self.config
         hidden = Dense(cfg.d_ff, cfg.use_bias, cfg.dtype, cfg.param_dtype, name="wi")(x)
         hidden = asy.relu(hidden) if cfg.activation == "relu" else asy.gelu(hidden)
+        hidden = _dropout(cfg.activation_dropout, hidden, deterministic)
         return Dense(x.shape[-1], cfg.use_bias, cfg.dtype, cfg.param_dtype, name="wo")(hidden)
 
 
@@ -217,35 +273,28 @@ class Block(nn.Module):
 
     config: SmallLMConfig
 
-    def _dropout(self, y, deterministic):
-        if self.config.dropout == 0.0 or deterministic:
-            return y
-        if asy.is_asymptotic(y):
-            raise ValueError("Dropout has no saturated limit: call with deterministic=True "
-                             "when saturated=True.")
-        return nn.Dropout(self.config.dropout)(y, deterministic=False)
-
     def _sublayer(self, x, fn, norm_name, deterministic):
         cfg = self.config
         norm = LayerNorm(cfg.use_bias, cfg.layer_norm_eps, cfg.dtype, cfg.param_dtype,
                          name=norm_name)
         if cfg.norm == "prenorm_paper":  # x + LN(F(x))
             y, aux = fn(x)
-            return asy.add(x, norm(self._dropout(y, deterministic))), aux
+            return asy.add(x, norm(_dropout(cfg.dropout, y, deterministic))), aux
         if cfg.norm == "postnorm":  # LN(x + F(x))
             y, aux = fn(x)
-            return norm(asy.add(x, self._dropout(y, deterministic))), aux
+            return norm(asy.add(x, _dropout(cfg.dropout, y, deterministic))), aux
         y, aux = fn(norm(x))  # preln: x + F(LN(x))
-        return asy.add(x, self._dropout(y, deterministic)), aux
+        return asy.add(x, _dropout(cfg.dropout, y, deterministic)), aux
 
     @nn.compact
     def __call__(self, x, attend, deterministic=True):
-        # x: [b, l, d] -> ([b, l, d], attention weights [b, h, l, l])
+        # x: [b, l, d] -> ([b, l, d], attention weights [b, h, l, l] or [l, h, b, b])
         attention = SelfAttention(self.config, name="attention")
         mlp = MLP(self.config, name="mlp")
-        x, weights = self._sublayer(x, lambda z: attention(z, attend), "attention_norm",
-                                    deterministic)
-        x, _ = self._sublayer(x, lambda z: (mlp(z), None), "mlp_norm", deterministic)
+        x, weights = self._sublayer(x, lambda z: attention(z, attend, deterministic),
+                                    "attention_norm", deterministic)
+        x, _ = self._sublayer(x, lambda z: (mlp(z, deterministic), None), "mlp_norm",
+                              deterministic)
         return x, weights
 
 
@@ -320,7 +369,8 @@ class SmallLM(nn.Module):
         Args:
             tokens: [batch, len] int token ids.
             mask: optional [batch, len] bool, True at real tokens (default tokens != pad_id);
-                with attention_mask="original_leaky" it does not enter the attention.
+                with attention_mask="original_leaky" or "none" it does not enter the
+                attention; with attend_across="batch" it masks sentences (see the module doc).
             positions: optional [batch, len] or [len] int positions (default 0..len-1).
             saturated: if True, run the exact rho -> inf limit and return leading
                 coefficients (hidden states, logits) and hard attention weights.
@@ -329,7 +379,8 @@ class SmallLM(nn.Module):
         Returns:
             ModelOutput with logits [batch, len, vocab_size], hidden_states (num_layers + 1
             arrays [batch, len, d_model]), attention_weights (num_layers arrays
-            [batch, heads, len, len]) and mask [batch, len].
+            [batch, heads, len, len], or [len, heads, batch, batch] with
+            attend_across="batch") and mask [batch, len].
         """
         cfg = self.config
         length = tokens.shape[-1]
@@ -346,8 +397,10 @@ class SmallLM(nn.Module):
                       name="pos_embed")(positions)  # [b, l, d]
         if saturated:
             x = asy.lift(x, 1.0)  # embeddings are parameters: power 1 in rho
+        # The mask along the attended axis: per sentence, or per position across sentences.
+        attend = causal_attention_mask(mask.T if cfg.attend_across == "batch" else mask)
         x, hidden_states, attention_weights = Encoder(cfg, name="encoder")(
-            x, causal_attention_mask(mask), deterministic)
+            x, attend, deterministic)
         logits = Dense(cfg.vocab_size, cfg.use_bias, cfg.dtype, cfg.param_dtype,
                        name="classifier")(x)
         return ModelOutput(
