@@ -137,3 +137,22 @@ def test_make_trains_once_then_reuses_the_cached_grid(tmp_path, data_cache):  # 
   assert again["ratio"] == numbers["ratio"] and again["default_cell"] == numbers["default_cell"]
   assert [c.passed for c in second.criteria] == [c.passed for c in first.criteria]
   assert any("run cache" in s for s in second.setup)
+
+
+def test_make_judges_the_original_setting_beside_ours(tmp_path, data_cache):  # noqa: F811
+  orig = fig6.original_setting(TINY, d_ff=TINY.d_ff)
+  assert (orig.attention_mask, orig.attend_across, orig.dropout) == ("none", "batch", 0.1)
+  ours = fig6.make(core.FigureContext("smoke", tmp_path / "a", tmp_path / "runs"), TINY)
+  both = fig6.make(core.FigureContext("smoke", tmp_path / "b", tmp_path / "runs"),
+                   dataclasses.replace(TINY, original=orig))
+  numbers = json.loads((tmp_path / "b" / "fig6.json").read_text())
+  assert numbers["run"]["cached"] is True  # ours: the same run (the variant is not in its key)
+  assert numbers["original_setting"]["run"]["cached"] is False
+  assert numbers["original_setting"]["setting"].endswith("read as [len, batch])")
+  assert numbers["original_setting"]["ratio"] != numbers["ratio"]
+  assert [c.passed for c in both.criteria] == [c.passed for c in ours.criteria]  # ours
+  labels = [r.quantity for r in both.rows]
+  assert labels[:len(ours.rows)] == [r.quantity for r in ours.rows]
+  assert sum(lab.startswith("original setting: threshold") for lab in labels) == TINY.n_lr
+  assert labels[-1] == "verdict in the original setting (the same criteria)"
+  assert both.rows[-1].ours.startswith(numbers["original_setting"]["verdict"])

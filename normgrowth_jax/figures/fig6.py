@@ -23,7 +23,11 @@ The model: the paper's small LM in its post-norm variant LN(x + F(x)): the origi
 script (``grid.py`` in viking-sudo-rm/norm-growth) trained ``--trans vaswani`` by default,
 PyTorch's ``nn.TransformerEncoderLayer``, which is post-norm. Unlike that script we use a
 causal mask over positions (it passed no mask at all) and dropout 0 (the paper's small-LM
-setting; PyTorch's layer in train mode drops 0.1).
+setting; PyTorch's layer in train mode drops 0.1). ``Fig6Config.original`` (set in the quick
+profile, see `original_setting`) trains the same grid beside ours in the original's setting:
+no mask, dropout 0.1 at PyTorch's three sites, and attention across the batch (the script fed
+[batch, len] to an encoder reading [len, batch]), each a switch of the config; the figure gets
+a row of panels, the report rows and a verdict per setting.
 
 Example (the criteria on synthetic thresholds):
   >>> from normgrowth_jax.grid import Threshold
@@ -50,6 +54,7 @@ import numpy as np
 from normgrowth_jax import causal_lm, grid
 from normgrowth_jax.data import corpora, word_lm
 from normgrowth_jax.figures import core, paper, plotting
+from normgrowth_jax.figures import verdict as verdict_lib
 from normgrowth_jax.figures.verdict import check
 from normgrowth_jax.models.small_lm import SmallLM, SmallLMConfig
 
@@ -71,6 +76,11 @@ class Fig6Config:
     steps: training steps (the token budget standing for the epoch); None = one epoch.
     batch_size, max_len, vocab_words: the data (``word_lm``).
     num_layers, d_model, d_ff, num_heads, norm: the SmallLM.
+    activation, attention_mask, attend_across: its `SmallLMConfig` switches (ours: ReLU, a
+      causal mask, attention along each sentence).
+    dropout: one rate at the three sites of PyTorch's ``nn.TransformerEncoderLayer`` (sublayer
+      outputs, attention weights, the MLP's hidden layer); ours 0.
+    original: the variant run beside this one (see `original_setting`), or None.
     init_seed, data_seed: the shared initialisation and the epoch's shuffle.
     track_every: the hook's recording period.
     chunk_cells: cells per compiled program (None: all; "auto": as many as fit).
@@ -90,6 +100,11 @@ class Fig6Config:
   d_ff: int = 512
   num_heads: int = 12
   norm: str = "postnorm"
+  activation: str = "relu"
+  dropout: float = 0.0
+  attention_mask: str = "causal"
+  attend_across: str = "sequence"
+  original: Optional["Fig6Config"] = None
   init_seed: int = 0
   data_seed: int = 0
   track_every: int = 1
@@ -97,13 +112,29 @@ class Fig6Config:
   block_steps: int = 16
 
 
+def original_setting(cfg: Fig6Config, d_ff: int = 2048) -> Fig6Config:
+  """cfg in the original Fig. 6 script's setting: PyTorch's ``nn.TransformerEncoderLayer``
+  defaults (post-norm, ReLU, FF ``d_ff``: PyTorch's 2048, dropout 0.1), no attention mask, and
+  attention across the batch (the [batch, len] tensor fed as [len, batch]).
+
+  Example:
+    >>> o = original_setting(CONFIGS["smoke"], d_ff=16)
+    >>> (o.norm, o.dropout, o.attention_mask, o.attend_across, o.d_ff, o.original)
+    ('postnorm', 0.1, 'none', 'batch', 16, None)
+  """
+  return dataclasses.replace(cfg, norm="postnorm", activation="relu", d_ff=d_ff, dropout=0.1,
+                             attention_mask="none", attend_across="batch", original=None)
+
+
+_QUICK = Fig6Config(n_lr=7, n_wd=7, corpora=("bbc",), steps=256, max_len=40, vocab_words=2000,
+                    num_layers=2, d_model=64, d_ff=64, num_heads=4, track_every=4,
+                    chunk_cells=None, block_steps=32)
 CONFIGS = {
     "smoke": Fig6Config(n_lr=2, n_wd=2, corpora=("botchan",), steps=8, max_len=24,
                         vocab_words=500, num_layers=1, d_model=16, d_ff=16, num_heads=2,
                         chunk_cells=None, block_steps=4),
-    "quick": Fig6Config(n_lr=7, n_wd=7, corpora=("bbc",), steps=256, max_len=40,
-                        vocab_words=2000, num_layers=2, d_model=64, d_ff=64, num_heads=4,
-                        track_every=4, chunk_cells=None, block_steps=32),
+    # The original setting at our FF width (PyTorch's 2048 would be 32 x d_model here).
+    "quick": dataclasses.replace(_QUICK, original=original_setting(_QUICK, d_ff=_QUICK.d_ff)),
     "full": Fig6Config(),
 }
 
@@ -169,13 +200,24 @@ def work(cfg: Fig6Config) -> int:
 # ----------------------------------------------------------------------------- training
 
 def model_for(cfg: Fig6Config, vocab_size: int) -> SmallLM:
-  return SmallLM(SmallLMConfig(vocab_size=vocab_size, num_layers=cfg.num_layers,
-                               d_model=cfg.d_model, d_ff=cfg.d_ff, num_heads=cfg.num_heads,
-                               max_len=cfg.max_len, norm=cfg.norm))
+  return SmallLM(SmallLMConfig(
+      vocab_size=vocab_size, num_layers=cfg.num_layers, d_model=cfg.d_model, d_ff=cfg.d_ff,
+      num_heads=cfg.num_heads, max_len=cfg.max_len, norm=cfg.norm, activation=cfg.activation,
+      dropout=cfg.dropout, attention_dropout=cfg.dropout, activation_dropout=cfg.dropout,
+      attention_mask=cfg.attention_mask, attend_across=cfg.attend_across))
+
+
+# Fields added after FORMAT 1: they enter the cache key only when set, so runs cached before
+# they existed stay valid.
+_LATER_FIELDS = {f.name: f.default for f in dataclasses.fields(Fig6Config)
+                 if f.name in ("activation", "dropout", "attention_mask", "attend_across",
+                               "original")}
 
 
 def _run_key(cfg: Fig6Config, name: str, data: word_lm.WordLMData) -> str:
-  key = {"format": FORMAT, "config": dataclasses.asdict(cfg), "corpus": name,
+  config = {k: v for k, v in dataclasses.asdict(dataclasses.replace(cfg, original=None)).items()
+            if k not in _LATER_FIELDS or v != _LATER_FIELDS[k]}
+  key = {"format": FORMAT, "config": config, "corpus": name,
          "data": corpora.read_manifest(name).get("splits"), "vocab": len(data.vocab)}
   text = json.dumps(key, sort_keys=True, default=str)
   return hashlib.sha256(text.encode()).hexdigest()[:10]
@@ -399,12 +441,14 @@ def _heat(ax, fig, x, y, z, diverged, kind, ths, label):
   ax.set_ylabel("weight decay λ")
 
 
-def _plot(ctx, cfg, result, mats, ths, info):
+def _plot_row(fig, axes, st):
+  """One setting's three panels: delta and ratio heat maps, trajectories at lr 1e-3."""
+  cfg, result, mats, ths = st["cfg"], st["result"], st["mats"], st["ths"]
   x, y = lrs(cfg), wds(cfg)
-  fig, axes = plotting.new_figure(1, 3, height_per_row=2.3)
+  head = f"{st['label']} ({st['verdict']}): " if st["label"] else ""
   _heat(axes[0], fig, x, y, mats["delta"], mats["diverged"], "delta", ths,
         "||θ_T|| − ||θ_0||")
-  axes[0].set_title("change of the encoder norm")
+  axes[0].set_title(head + "change of the encoder norm")
   _heat(axes[1], fig, x, y, mats["ratio"], mats["diverged"], "ratio", ths,
         "||θ_T|| / ||θ_0|| (log scale)")
   axes[1].set_title("ratio ||θ_T|| / ||θ_0||")
@@ -432,15 +476,26 @@ def _plot(ctx, cfg, result, mats, ths, info):
   ax.set_xlabel("training step")
   ax.set_ylabel("||θ_t|| / ||θ_0||")
   ax.set_title(f"trajectories at lr {DEFAULT_LR:g} (hook, per cell)")
-  handles, labels = axes[0].get_legend_handles_labels()
-  more, more_labels = ax.get_legend_handles_labels()
+
+
+def _plot(ctx, settings):
+  """One row of panels per setting (ours first)."""
+  fig, axes = plotting.new_figure(len(settings), 3, height_per_row=2.3)
+  axes = np.asarray(axes).reshape(len(settings), 3)
+  for row, st in zip(axes, settings):
+    _plot_row(fig, row, st)
+  handles, labels = axes[0, 0].get_legend_handles_labels()
+  more, more_labels = axes[0, 2].get_legend_handles_labels()
   fig.legend(handles + more, labels + [f"right: {m}" for m in more_labels], loc="upper center",
              ncol=3, bbox_to_anchor=(0.5, -0.01))
+  cfg, info = settings[0]["cfg"], settings[0]["info"]
+  rows = "" if len(settings) == 1 else "\n" + "; ".join(
+      f"{st['label']}: {_describe(st['cfg'])}" for st in settings)
   fig.suptitle(
       f"{NORM_NAMES[cfg.norm]} small LM ({cfg.num_layers} layers, d_model {cfg.d_model}) on "
       f"{info['corpus']}, AdamW, {info['steps']} steps of {cfg.batch_size} sentences "
-      f"({info['steps'] / info['epoch_steps']:.2g} epoch); {len(x)} x {len(y)} grid, "
-      "one vmapped program", fontsize=7, y=1.03)
+      f"({info['steps'] / info['epoch_steps']:.2g} epoch); {len(lrs(cfg))} x {len(wds(cfg))} "
+      "grid, one vmapped program" + rows, fontsize=7, y=1.03)
   fig.tight_layout()
   return plotting.save(fig, ctx.path(NAME))
 
@@ -457,16 +512,41 @@ def _fmt_wd(t: grid.Threshold, wd_values) -> str:
   return t.kind
 
 
-def make(ctx: core.FigureContext, cfg: Fig6Config) -> core.FigureResult:
-  result, info = train_grid(ctx, cfg)
-  x, y = lrs(cfg), wds(cfg)
-  mats = matrices(result, x, y)
-  ths = grid.thresholds(result, x, y)
-  k = grid.find_cell(result.lr, result.wd, DEFAULT_LR, DEFAULT_WD)
-  default_ratio = None if result.diverged[k] else float(result.ratio[k])
-  default_delta = None if result.diverged[k] else float(result.delta_norm[k])
-  files = _plot(ctx, cfg, result, mats, ths, info)
+def _describe(cfg: Fig6Config) -> str:
+  """The model switches of a setting, in words.
 
+  Example:
+    >>> _describe(CONFIGS["quick"])
+    'post-norm LN(x + F(x)), relu, FF 64, dropout 0, causal mask, attention along each sentence'
+    >>> _describe(CONFIGS["quick"].original).split(", ")[3:5]
+    ['dropout 0.1', 'no mask']
+  """
+  mask = {"causal": "causal mask", "none": "no mask",
+          "original_leaky": "the original's leaky mask"}[cfg.attention_mask]
+  across = ("attention along each sentence" if cfg.attend_across == "sequence" else
+            "attention across the batch (the [batch, len] input read as [len, batch])")
+  return (f"{NORM_NAMES[cfg.norm]}, {cfg.activation}, FF {cfg.d_ff}, dropout {cfg.dropout:g}, "
+          f"{mask}, {across}")
+
+
+def _setting(ctx: core.FigureContext, cfg: Fig6Config, label: str) -> dict:
+  """Trains (or loads) one setting's grid and evaluates it."""
+  result, info = train_grid(ctx, cfg)
+  y = wds(cfg)
+  ths = grid.thresholds(result, lrs(cfg), y)
+  k = grid.find_cell(result.lr, result.wd, DEFAULT_LR, DEFAULT_WD)
+  ratio = None if result.diverged[k] else float(result.ratio[k])
+  criteria = judge(ratio, ths, y)
+  return {"label": label, "cfg": cfg, "result": result, "info": info, "ths": ths,
+          "mats": matrices(result, lrs(cfg), y), "default_ratio": ratio,
+          "default_delta": None if result.diverged[k] else float(result.delta_norm[k]),
+          "criteria": criteria, "verdict": verdict_lib.verdict(criteria)}
+
+
+def _numbers(st: dict) -> dict:
+  """One setting's numbers for fig6.json."""
+  cfg, result, mats = st["cfg"], st["result"], st["mats"]
+  x, y = lrs(cfg), wds(cfg)
   none_nan = lambda m: [[None if not np.isfinite(v) else float(v) for v in r] for r in m]
   traj = {}
   for b in list(y) + [DEFAULT_WD]:
@@ -474,47 +554,93 @@ def make(ctx: core.FigureContext, cfg: Fig6Config) -> core.FigureResult:
     if c is not None and not result.diverged[c]:
       traj[f"{b:.6g}"] = {"step": result.traces[c]["step"],
                           "ratio": result.traces[c]["param_norm"] / result.norm_init[c]}
-  numbers = {
+  return {
       "lr": x, "wd": y, "rows": "weight decay", "columns": "learning rate",
       "norm_init": float(result.norm_init[0]),
       "delta_norm": none_nan(mats["delta"]), "ratio": none_nan(mats["ratio"]),
       "final_loss": none_nan(mats["loss"]), "diverged": mats["diverged"].tolist(),
-      "default_cell": {"lr": DEFAULT_LR, "wd": DEFAULT_WD, "ratio": default_ratio,
-                       "delta_norm": default_delta},
+      "default_cell": {"lr": DEFAULT_LR, "wd": DEFAULT_WD, "ratio": st["default_ratio"],
+                       "delta_norm": st["default_delta"]},
       "thresholds": [{"lr": t.lr, "wd": t.wd, "kind": t.kind, "sign_changes": t.sign_changes}
-                     for t in ths],
+                     for t in st["ths"]],
       "trajectories_at_lr_1e-3": traj,
-      "run": {k2: v for k2, v in info.items() if k2 not in ("dir", "train_stats")},
-      "paper": {"wd_threshold": paper.FIG6["wd_threshold"], "default_grows": True,
-                "grid": paper.FIG6["grid"]},
+      "run": {k2: v for k2, v in st["info"].items() if k2 not in ("dir", "train_stats")},
   }
-  files.append(core.write_numbers(ctx, NAME, numbers))
 
+
+def _rows(st: dict, prefix: str = "") -> list:
+  """The report's rows for one setting (``prefix`` names a setting other than ours)."""
   lo, hi = paper.FIG6["wd_threshold"]
-  rows = [core.Row("PyTorch defaults (lr 1e-3, wd 1e-2): ||θ_T|| / ||θ_0||", "> 1 (grows)",
-                   default_ratio),
-          core.Row("PyTorch defaults: ||θ_T|| − ||θ_0||", "> 0", default_delta)]
-  for t in ths:
-    rows.append(core.Row(f"threshold weight decay at lr {t.lr:.2g}", f"{lo:g}..{hi:g}",
-                         _fmt_wd(t, y)))
+  result = st["result"]
+  rows = [core.Row(f"{prefix}PyTorch defaults (lr 1e-3, wd 1e-2): ||θ_T|| / ||θ_0||",
+                   "> 1 (grows)", st["default_ratio"]),
+          core.Row(f"{prefix}PyTorch defaults: ||θ_T|| − ||θ_0||", "> 0", st["default_delta"])]
+  for t in st["ths"]:
+    rows.append(core.Row(f"{prefix}threshold weight decay at lr {t.lr:.2g}", f"{lo:g}..{hi:g}",
+                         _fmt_wd(t, wds(st["cfg"]))))
   finite = ~result.diverged
-  rows.append(core.Row("cells with growth / shrinkage / diverged", None,
+  rows.append(core.Row(f"{prefix}cells with growth / shrinkage / diverged", None,
                        f"{int(np.sum(finite & (result.ratio > 1)))} / "
                        f"{int(np.sum(finite & (result.ratio <= 1)))} / "
                        f"{int(np.sum(result.diverged))} of {result.lr.size}"))
-  criteria = judge(default_ratio, ths, y)
+  return rows
+
+
+def _notes(st: dict, prefix: str = "") -> list:
+  result, ths = st["result"], st["ths"]
+  notes = [f"{prefix}||θ_0|| = {result.norm_init[0]:.3f} (every cell)"]
+  multi = [t for t in ths if t.sign_changes > 1]
+  if multi:
+    notes.append(f"{prefix}sign changes more than once along weight decay at lr " +
+                 ", ".join(f"{t.lr:.2g}" for t in multi) + " (the first is reported)")
+  if np.any(result.diverged):
+    notes.append(f"{prefix}{int(np.sum(result.diverged))} cell(s) diverged (NaN/inf), at lr " +
+                 ", ".join(sorted({f'{a:.2g}' for a in result.lr[result.diverged]})))
+  return notes
+
+
+def make(ctx: core.FigureContext, cfg: Fig6Config) -> core.FigureResult:
+  """Fig. 6 for ``cfg``; with ``cfg.original`` also that setting's grid, drawn and judged beside
+  ours (the figure's criteria and verdict are ours; the original's are rows and notes)."""
+  ours = _setting(ctx, cfg, "ours" if cfg.original else "")
+  settings = [ours]
+  if cfg.original:
+    settings.append(_setting(ctx, cfg.original, "original setting"))
+  files = _plot(ctx, settings)
+  result, info, y = ours["result"], ours["info"], wds(cfg)
+
+  numbers = _numbers(ours)
+  numbers["paper"] = {"wd_threshold": paper.FIG6["wd_threshold"], "default_grows": True,
+                      "grid": paper.FIG6["grid"]}
+  rows, notes = _rows(ours), _notes(ours)
+  if cfg.original:
+    orig = settings[1]
+    numbers["original_setting"] = {
+        **_numbers(orig), "setting": _describe(orig["cfg"]), "verdict": orig["verdict"],
+        "criteria": [c.to_json() for c in orig["criteria"]]}
+    rows += _rows(orig, "original setting: ")
+    passed = sum(c.passed is True for c in orig["criteria"])
+    rows.append(core.Row("verdict in the original setting (the same criteria)", None,
+                         f"{orig['verdict']} ({passed} of {len(orig['criteria'])} passed)"))
+    notes += _notes(orig, "original setting: ")
+    notes += [f"original setting, criterion: {c.text}: "
+              f"{ {True: 'passed', False: 'failed', None: 'not evaluated'}[c.passed]}"
+              f" ({c.ours})" for c in orig["criteria"]]
+  files.append(core.write_numbers(ctx, NAME, numbers))
 
   decay = DEFAULT_LR * DEFAULT_WD * info["steps"]
   stats = info.get("train_stats", {})
   setup = [
-      f"model: SmallLM {NORM_NAMES[cfg.norm]}, {cfg.num_layers} layers, d_model {cfg.d_model},"
-      f" FF {cfg.d_ff}, {cfg.num_heads} heads, dropout 0, correct causal mask" +
+      f"model: SmallLM {_describe(cfg)}, {cfg.num_layers} layers, d_model {cfg.d_model}, "
+      f"{cfg.num_heads} heads" +
       (" (the paper's size)" if (cfg.num_layers, cfg.d_model) == (12, 768) else
        " (smaller than the paper's 12 x 768)"),
       "post-norm because the original's Fig. 6 script (grid.py) trained PyTorch's "
       "nn.TransformerEncoderLayer (post-norm) by default; that script passed no attention mask "
       "and fed [batch, len, d] to an encoder expecting [len, batch, d] (PyTorch 1.9), and ran "
-      "it in train mode (dropout 0.1): we train a correct causal LM without dropout",
+      "it in train mode (dropout 0.1): we train a correct causal LM without dropout" +
+      (f"; beside it, the original setting: {_describe(cfg.original)}, on the same data, "
+       "grid, batches and init seed" if cfg.original else ""),
       f"data: {info['corpus']} word-level sentences (vocabulary {cfg.vocab_words} words, "
       f"padded length {cfg.max_len}, {stats.get('dropped_too_long', 0)} longer sentences "
       f"dropped), batch {cfg.batch_size}; the paper: WikiText-2",
@@ -522,26 +648,22 @@ def make(ctx: core.FigureContext, cfg: Fig6Config) -> core.FigureResult:
       f"{info['steps'] / info['epoch_steps']:.3g} of an epoch ({info['epoch_steps']} steps); "
       "the paper: one epoch. Decoupled weight decay shrinks by exp(-lr wd t): at the defaults "
       f"lr wd T = {decay:.2g} here",
-      f"grid: lr and wd = {len(x)} and {len(y)} points log-spaced over "
+      f"grid: lr and wd = {len(lrs(cfg))} and {len(y)} points log-spaced over "
       f"{cfg.lr_range[0]:g}..{cfg.lr_range[1]:g} (the paper: 20 x 20)"
-      + (", plus PyTorch's default cell" if result.lr.size > len(x) * len(y) else ""),
+      + (", plus PyTorch's default cell" if result.lr.size > len(lrs(cfg)) * len(y) else ""),
       "every cell starts from the same initialisation and sees the same batches (the original: "
       "one process per cell, each with its own random init and shuffle)",
       "norm: the paper's (App. A): encoder parameters incl. LayerNorm, embeddings excluded; "
       "the original's grid.py measured all encoder parameters too",
-      f"trained as one vmapped program ({info.get('chunks', 1)} chunk(s) of "
-      f"{info.get('chunk_cells', result.lr.size)} cells, cell axis on "
-      f"{info.get('devices', 1)} device(s)), "
-      + ("loaded from the run cache" if info.get("cached") else
-         f"{info.get('wall_s', 0):.0f} s including {info.get('compile_s', 0):.0f} s for "
-         "compilation and the first block"),
   ]
-  notes = [f"||θ_0|| = {result.norm_init[0]:.3f} (every cell)"]
-  multi = [t for t in ths if t.sign_changes > 1]
-  if multi:
-    notes.append("sign changes more than once along weight decay at lr " +
-                 ", ".join(f"{t.lr:.2g}" for t in multi) + " (the first is reported)")
-  if np.any(result.diverged):
-    notes.append(f"{int(np.sum(result.diverged))} cell(s) diverged (NaN/inf), at lr " +
-                 ", ".join(sorted({f'{a:.2g}' for a in result.lr[result.diverged]})))
-  return core.FigureResult(NAME, TITLE, files, rows, criteria, setup, notes)
+  for st in settings:
+    run = st["info"]
+    setup.append(
+        (f"{st['label']}: " if st["label"] else "") +
+        f"trained as one vmapped program ({run.get('chunks', 1)} chunk(s) of "
+        f"{run.get('chunk_cells', st['result'].lr.size)} cells, cell axis on "
+        f"{run.get('devices', 1)} device(s)), " +
+        ("loaded from the run cache" if run.get("cached") else
+         f"{run.get('wall_s', 0):.0f} s including {run.get('compile_s', 0):.0f} s for "
+         "compilation and the first block"))
+  return core.FigureResult(NAME, TITLE, files, rows, ours["criteria"], setup, notes)
