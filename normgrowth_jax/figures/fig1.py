@@ -286,7 +286,7 @@ def _paper_axis(ax, T):
   top.set_xlabel("paper-equivalent step (t · 2¹⁹ / T)", fontsize=5.5)
   top.tick_params(labelsize=5)
   import matplotlib.ticker as mticker  # pylint: disable=g-import-not-at-top
-  top.xaxis.set_major_locator(mticker.FixedLocator([0, 1e5, 2e5, 3e5, 4e5, 5e5]))
+  top.xaxis.set_major_locator(mticker.FixedLocator([0, 2.5e5, 5e5]))
   top.xaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v / 1e3:.0f}k"))
 
 
@@ -327,8 +327,7 @@ def _plot(ctx, cfg, trs, m):
   y = np.arange(len(ps))
   if fitted:
     ax[1].errorbar(ps, y, xerr=[ps - los, his - ps], fmt="o", color="black", markersize=3,
-                   capsize=2, linewidth=0.9, label="ours: p of a t^p + b, 95% CI (per run: "
-                   "block bootstrap; pooled: runs and blocks resampled)")
+                   capsize=2, linewidth=0.9, label="ours: p of a t^p + b, 95% CI\n(pooled: runs and blocks resampled)")
   ax[1].axvline(0.5, **plotting.PAPER_STYLE, label="paper: sqrt(t), p = 0.5")
   if m["ratio_late"] is not None:
     ax[1].axvline(m["ratio_late"] ** 2 / 2, color="tab:orange", linewidth=0.9,
@@ -362,7 +361,7 @@ def _plot(ctx, cfg, trs, m):
   ax[2].set_ylim(0, 1.45)
   ax[2].set_title("(c) Adafactor ratio r_t" + ("" if any_r else ": no learning rate recorded"))
   ax[2].set_ylabel("‖δ_t‖ / (lr_t ‖θ_t‖), binned")
-  ax[2].legend(loc="upper center", fontsize=4.6, ncol=2)
+  ax[2].legend(loc="lower right", fontsize=4.6, ncol=2)
   # (d) per-layer norms
   names = m["layer_names"]
   lc = plt_colors(len(names), "viridis")
