@@ -489,7 +489,7 @@ def _plot(ctx, settings):
   fig.legend(handles + more, labels + [f"right: {m}" for m in more_labels], loc="upper center",
              ncol=3, bbox_to_anchor=(0.5, -0.01))
   cfg, info = settings[0]["cfg"], settings[0]["info"]
-  rows = "" if len(settings) == 1 else "\n" + "; ".join(
+  rows = "" if len(settings) == 1 else "\n" + "\n".join(
       f"{st['label']}: {_describe(st['cfg'])}" for st in settings)
   fig.suptitle(
       f"{NORM_NAMES[cfg.norm]} small LM ({cfg.num_layers} layers, d_model {cfg.d_model}) on "
