@@ -35,6 +35,11 @@ The axis attention runs along (`SmallLMConfig.attend_across`):
   i see sentences j <= i whose token at t is real, "original_leaky" multiplies the scores by
   [j <= i]. Attention weights are [len, heads, batch, batch].
 
+Each layer's attention scores (the softmax's input, [batch, heads, len, len]; after the leaky
+mask's product) are sown into the ``intermediates`` collection as
+``encoder/layers_{i}/attention/scores``: ``model.apply(..., mutable=["intermediates"])`` returns
+them (finite parameters only); see `normgrowth_jax.attention_logits`.
+
 Dropout sites: `dropout` on each sublayer's output (PyTorch's ``dropout1`` / ``dropout2``),
 `attention_dropout` on the attention weights (inside ``nn.MultiheadAttention``) and
 `activation_dropout` on the MLP's hidden layer (the layer's ``dropout``); PyTorch's
@@ -243,11 +248,14 @@ class SelfAttention(nn.Module):
             score_eq, context_eq = "bqhd,bkhd->bhqk", "bhqk,bkhd->bqhd"
         scores = asy.einsum(score_eq, q, k.astype(f32))
         if cfg.attention_mask == "original_leaky":
-            weights = asy.softmax(leaky_attention_scores(scores), axis=-1)  # padding visible
+            scores = leaky_attention_scores(scores)  # padding visible
+            weights = asy.softmax(scores, axis=-1)
         elif cfg.attention_mask == "none":
             weights = asy.softmax(scores, axis=-1)
         else:
             weights = asy.softmax(scores, mask=attend, axis=-1)
+        if not asy.is_asymptotic(scores):  # with mutable=["intermediates"]: the softmax's input
+            self.sow("intermediates", "scores", scores)
         dropped = _dropout(cfg.attention_dropout, weights, deterministic)
         context = asy.einsum(context_eq, dropped.astype(cfg.dtype), v)
         context = context.reshape(b, l, d)
