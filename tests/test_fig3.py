@@ -131,7 +131,7 @@ def tiny_run(tmp_path_factory, data_cache):  # noqa: F811
     ctx = core.FigureContext(profile="smoke", out_dir=root / "out", runs_root=root / "runs")
     sentences = ["The cat sat on the mat.", "It was a fine day for a walk in the park."]
     assert fig3.saturation_subjects(ctx, sentences) == []   # nothing cached: nothing offered
-    run_dir = fig3._train_all(ctx, cfg, 2)[PRE, CAUSAL, 0]
+    run_dir = fig3.train_all(ctx, cfg, 2)[PRE, CAUSAL, 0]
     offered = fig3.saturation_subjects(ctx, sentences)
   return cfg, run_dir, offered
 

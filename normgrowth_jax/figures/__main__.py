@@ -16,7 +16,8 @@ def main(argv=None) -> int:
       prog="python -m normgrowth_jax.figures",
       description="Reproduce the paper's figures and write report.md beside them.")
   parser.add_argument("figures", nargs="*", default=["all"],
-                      help=f"'all' (default) or some of: {', '.join(registry.available())}")
+                      help=f"'all' (default: the paper's figures) or some of: "
+                      f"{', '.join(registry.available() + list(registry.BEYOND_PAPER))}")
   parser.add_argument("--profile", default="quick", choices=core.PROFILES,
                       help="smoke: toy sizes for tests (< 3 min); quick (default): a 2-core "
                       "CPU; full: the paper's scale (GPU/TPU)")

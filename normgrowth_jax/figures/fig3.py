@@ -194,13 +194,14 @@ def prune_checkpoints(run_dir: Path, keep: set) -> list[int]:
   """Deletes a finished run's checkpoints other than ``keep`` (e.g. {best, last}); returns the
   deleted steps. At the paper's size each checkpoint (params + Adam moments) is ~0.6 GB."""
   import shutil  # pylint: disable=g-import-not-at-top
-  gone = [s for s in _checkpoint_steps(run_dir) if s not in keep]
+  gone = [s for s in checkpoint_steps(run_dir) if s not in keep]
   for s in gone:
     shutil.rmtree(Path(run_dir) / "checkpoints" / str(s))
   return gone
 
 
-def _checkpoint_steps(run_dir: Path) -> list[int]:
+def checkpoint_steps(run_dir: Path) -> list[int]:
+  """The steps of a run's checkpoints on disk, ascending."""
   d = Path(run_dir) / "checkpoints"
   return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.is_dir() else []
 
@@ -252,7 +253,7 @@ def analyse_run(cfg: Fig3Config, norm: str, mask: str, run_dir: Path,
   """Curves (eval, norms) and the best checkpoint's saturated head statistics of one run."""
   eval_rows = sinks.read_jsonl(str(Path(run_dir) / "eval.jsonl"))
   norm_rows = sinks.read_jsonl(str(Path(run_dir) / "norms.jsonl"))
-  available = _checkpoint_steps(run_dir)
+  available = checkpoint_steps(run_dir)
   step = best_step(eval_rows, available)
   if runs.is_finished(run_dir):  # only the best (analysed, Fig. 2) and the last are needed
     prune_checkpoints(run_dir, {step, max(available)})
@@ -393,7 +394,7 @@ def judge(fractions: dict, saturation: dict, norm_growth: dict, padded_length: i
 
 # ----------------------------------------------------------------------------- plots
 
-def _label(norm, mask):
+def variant_label(norm, mask):
   return f"{NORMS[norm]}, {MASKS[mask]}"
 
 
@@ -436,7 +437,7 @@ def _plot_heads(ctx, cfg, results):
       ax.set_xlabel(xlabel)
       ax.grid(alpha=0.3, linewidth=0.5)
       if i == 0:
-        ax.set_title(f"{_label(norm, mask)}\n{len(rho)} heads, "
+        ax.set_title(f"{variant_label(norm, mask)}\n{len(rho)} heads, "
                      + ("padded length" if convention(mask) == "padded" else "real tokens"))
       if j == 0:
         ax.set_ylabel("fraction of heads")
@@ -470,7 +471,7 @@ def _plot_training(ctx, cfg, results, unigram):
   colors = {"prenorm_paper": "tab:blue", "postnorm": "tab:orange"}
   styles = {"causal": "-", "original_leaky": "--"}
   for (norm, mask), runs_ in results.items():
-    c, s, label = colors[norm], styles[mask], _label(norm, mask)
+    c, s, label = colors[norm], styles[mask], variant_label(norm, mask)
     steps = np.asarray(runs_[0]["norm"]["step"])
     _band(axes[0], steps, [r["norm"]["param_norm"] for r in runs_], c, s, label)
     ev_steps = np.asarray(runs_[0]["eval"]["step"])
@@ -524,7 +525,8 @@ def _plot_training(ctx, cfg, results, unigram):
 
 # ----------------------------------------------------------------------------- make
 
-def _train_all(ctx, cfg: Fig3Config, steps: int) -> dict:
+def train_all(ctx, cfg: Fig3Config, steps: int) -> dict:
+  """Trains (or finds in the run cache) every variant and seed: {(norm, mask, seed): run dir}."""
   out = {}
   for norm, mask in variants(cfg):
     for seed in cfg.seeds:
@@ -534,7 +536,7 @@ def _train_all(ctx, cfg: Fig3Config, steps: int) -> dict:
   return out
 
 
-def _with_compilation_cache(ctx, fn):
+def with_compilation_cache(ctx, fn):
   """Runs ``fn()`` with JAX's persistent compilation cache under the run cache, unless the user
   set one: runs that differ only in their seed then compile once."""
   key = "jax_compilation_cache_dir"
@@ -551,13 +553,13 @@ def _with_compilation_cache(ctx, fn):
 
 
 def make(ctx: core.FigureContext, cfg: Fig3Config) -> core.FigureResult:
-  return _with_compilation_cache(ctx, lambda: _make(ctx, cfg))
+  return with_compilation_cache(ctx, lambda: _make(ctx, cfg))
 
 
 def _make(ctx: core.FigureContext, cfg: Fig3Config) -> core.FigureResult:
   data = load_data(cfg)
   steps = train_steps(cfg, data)
-  run_dirs = _train_all(ctx, cfg, steps)
+  run_dirs = train_all(ctx, cfg, steps)
   tokens = data.split("validation")[:cfg.attention_sentences]
   results = {}
   for (norm, mask, seed), d in run_dirs.items():
@@ -578,7 +580,7 @@ def _make(ctx: core.FigureContext, cfg: Fig3Config) -> core.FigureResult:
 
   rows, notes = [], []
   for (norm, mask), v in results.items():
-    label = _label(norm, mask)
+    label = variant_label(norm, mask)
     pf = paper_fractions(norm)
     f, fl = fractions[norm, mask], fractions_limit[norm, mask]
     lo, hi = paper.SMALL_LM["saturation_trained"]
@@ -688,7 +690,7 @@ def saturation_subjects(ctx, sentences) -> list:
     if not runs.is_finished(d):
       continue
     rows_ = sinks.read_jsonl(str(d / "eval.jsonl"))
-    step = best_step(rows_, _checkpoint_steps(d))
+    step = best_step(rows_, checkpoint_steps(d))
     m = model(cfg, norm, "causal")
 
     def forward(p, saturated, m=m):

@@ -1,10 +1,15 @@
-"""Which figure modules exist: ``fig1`` ... ``fig6``, each present once its work has landed.
+"""Which figure modules exist: the paper's ``fig1`` ... ``fig6``, and figures beyond the paper.
+
+``all`` means the paper's figures; a figure beyond the paper (``fig3_long``: Fig. 3's models at
+the paper's 5 epochs) is made only when named.
 
 Example:
   >>> "fig4" in available()
   True
   >>> resolve(["all"]) == available()
   True
+  >>> resolve(["fig3_long"])
+  ['fig3_long']
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import importlib.util
 from typing import Sequence
 
 PAPER_FIGURES = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6")
+BEYOND_PAPER = ("fig3_long",)
 
 
 def available() -> list[str]:
@@ -25,9 +31,10 @@ def available() -> list[str]:
 def resolve(names: Sequence[str]) -> list[str]:
   """``["all"]`` or figure names -> the figure names, checked; raises ValueError naming the fix."""
   names = list(names) or ["all"]
-  have = available()
   if names == ["all"]:
-    return have
+    return available()
+  have = available() + [n for n in BEYOND_PAPER
+                        if importlib.util.find_spec(f"normgrowth_jax.figures.{n}") is not None]
   unknown = [n for n in names if n not in have]
   if unknown:
     missing = [n for n in unknown if n in PAPER_FIGURES]
