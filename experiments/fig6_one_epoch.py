@@ -27,8 +27,8 @@ def main():
   parser.add_argument("--runs", default="runs/figures")
   args = parser.parse_args()
   # steps=None: one epoch; the hook records every 16th step (the trajectories' resolution).
-  fig6.CONFIGS["quick"] = dataclasses.replace(fig6.CONFIGS["quick"], steps=None, track_every=16)
-  pipeline.run(["fig6"], "quick", args.out, args.runs)
+  one_epoch = dataclasses.replace(fig6.CONFIGS["quick"], steps=None, track_every=16)
+  pipeline.run(["fig6"], "quick", args.out, args.runs, configs={"fig6": one_epoch})
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """fig3_long: criteria on both sides, attention targets and the logit scale of a real model,
 and the smoke profile through the pipeline (train, measure every checkpoint, plot, report)."""
 
+import dataclasses
 import json
 
 import jax
@@ -92,10 +93,13 @@ def test_quick_profile_is_the_papers_five_epochs_with_twenty_evaluations():
 
 def test_smoke_profile_end_to_end(tmp_path, data_cache):  # noqa: F811
   out = tmp_path / "out"
-  (result,) = pipeline.run(["fig3_long"], "smoke", out, tmp_path / "runs", progress=False)
+  variant = dataclasses.replace(fig3_long.CONFIGS["smoke"], sentences=8)  # a config passed in
+  (result,) = pipeline.run(["fig3_long"], "smoke", out, tmp_path / "runs", progress=False,
+                           configs={"fig3_long": variant})
   assert {p.name for p in out.iterdir()} >= {"fig3_long.png", "fig3_long.pdf",
                                               "fig3_long.json", "report.md"}
   numbers = json.loads((out / "fig3_long.json").read_text())
+  assert numbers["config"]["sentences"] == 8
   run = fig3_long.CONFIGS["smoke"].run
   for key, v in numbers["runs"].items():
     r = v[0]

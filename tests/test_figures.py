@@ -145,6 +145,8 @@ def test_unknown_figure_and_profile_are_named_with_the_valid_ones(tmp_path):
     registry.resolve(["fig9"])
   with pytest.raises(ValueError, match="smoke, quick, full"):
     pipeline.run(["fig4"], "huge", tmp_path, tmp_path, progress=False)
+  with pytest.raises(ValueError, match=r"configs given for figures not made: \['fig6'\]"):
+    pipeline.run(["fig4"], "smoke", tmp_path, tmp_path, progress=False, configs={"fig6": None})
   proc = subprocess.run([sys.executable, "-m", "normgrowth_jax.figures", "fig9", "--out",
                          str(tmp_path)], capture_output=True, text=True)
   assert proc.returncode == 2 and "unknown figure(s) fig9" in proc.stderr

@@ -13,7 +13,7 @@ From our own T5.1.1 pretraining (T5's Adafactor, rsqrt schedule, the paper's T /
   comparable` with fewer than MIN_POINTS points (two checkpoints fit any two-parameter law
   with r^2 = 1);
 * Adafactor's update-clipping ratio r_t = ||delta_t|| / (lr_t ||theta_t||), the mechanism the
-  sqrt(t) law needs (p = r^2 / 2 for misaligned updates under rsqrt; DESIGN.md), beside the
+  sqrt(t) law needs (p = r^2 / 2 for misaligned updates under rsqrt, the paper's derivation), beside the
   measured late local exponent d log||theta|| / d log t past 4 W (:func:`late_exponent`);
 * per-layer norms and growth factors (the paper: later layers grow faster);
 * cos(theta_a, theta_b) between consecutive grid checkpoints, global and per layer.

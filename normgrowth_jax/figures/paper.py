@@ -1,6 +1,7 @@
 """The paper's reference numbers: the "paper" column of every figure's table in the report.
 
-Values are transcribed from ../shared/PAPER.md (the paper's text and its committed figure PDFs).
+Values are transcribed from the paper (Merrill et al., "Effects of Parameter Norm Growth During
+Transformer Training", EMNLP 2021, arXiv:2010.09697): its text and its figures.
 Where a number is read off a plotted curve, :data:`READ_FROM_FIGURE` is the stated precision.
 
 Example:
@@ -41,7 +42,6 @@ FIG2 = {
         "random_init": [.111, .063, .013, .080, .080, .070, .091, .091, .026, .102, .062, .041],
     },
 }
-FIG2_RHO = 1000.0
 FIG2_NUM_SENTENCES = 100
 
 # Fig. 3: 144 heads of saturated PTB LMs, 200 dev sentences, padded length 83, weight > 1e-5.

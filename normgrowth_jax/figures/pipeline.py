@@ -27,11 +27,6 @@ class _Progress:
       from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
       self.bar = tqdm(total=total, unit="unit", dynamic_ncols=True)
 
-  def add_total(self, n: int):
-    if self.bar is not None:
-      self.bar.total += n
-      self.bar.refresh()
-
   def __call__(self, units: int = 1, stage: Optional[str] = None):
     if self.bar is None:
       return
@@ -52,7 +47,8 @@ class _Progress:
 
 
 def run(names: Sequence[str], profile: str, out_dir, runs_root, *, force: bool = False,
-        options: Optional[dict] = None, progress: bool = True) -> list[core.FigureResult]:
+        options: Optional[dict] = None, progress: bool = True,
+        configs: Optional[dict] = None) -> list[core.FigureResult]:
   """Makes the figures ``names`` (or ``["all"]``) at ``profile`` into ``out_dir``.
 
   Args:
@@ -63,6 +59,8 @@ def run(names: Sequence[str], profile: str, out_dir, runs_root, *, force: bool =
     force: retrain cached runs.
     options: figure options (``hf_model_dirs``, ``model_dir``).
     progress: show the progress bar.
+    configs: figure name -> a config replacing its ``CONFIGS[profile]`` (a variant, e.g. a
+      longer budget; runs are cached by their own settings).
 
   Returns:
     One FigureResult per figure, in the paper's order.
@@ -71,7 +69,10 @@ def run(names: Sequence[str], profile: str, out_dir, runs_root, *, force: bool =
     raise ValueError(f"unknown profile {profile!r}; choose from: {', '.join(core.PROFILES)}.")
   names = registry.resolve(names)
   modules = [registry.module(n) for n in names]
-  configs = [m.CONFIGS[profile] for m in modules]
+  unknown = sorted(set(configs or {}) - set(names))
+  if unknown:
+    raise ValueError(f"configs given for figures not made: {unknown}; made: {names}.")
+  configs = [(configs or {}).get(m.NAME, m.CONFIGS[profile]) for m in modules]
   bar = _Progress(sum(m.work(c) for m, c in zip(modules, configs)), progress)
   ctx = core.FigureContext(profile=profile, out_dir=Path(out_dir),
                            runs_root=Path(runs_root).resolve(), force=force,

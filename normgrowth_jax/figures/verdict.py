@@ -24,8 +24,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Optional, Sequence
 
-VERDICTS = ("reproduced", "partly", "not reproduced", "not comparable")
-
 
 @dataclasses.dataclass(frozen=True)
 class Criterion:
