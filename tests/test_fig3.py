@@ -44,6 +44,16 @@ def test_judge_every_criterion_on_both_sides():
   assert _passed(init=(0.05, 0.5))[5] is False              # post-norm closer at init
 
 
+def test_judge_uses_seed_means_so_one_run_cannot_flip_it():
+  f, s, g = _inputs()
+  s[PRE, CAUSAL] = ([0.5, 0.5, 0.5], [0.99, 0.99, 0.49])  # one seed below its init, mean above
+  g[PRE, CAUSAL] = [1.2, 1.2, 0.99]                          # one seed shrinks, mean grows
+  passed = [c.passed for c in fig3.judge(f, s, g, 83)]
+  assert passed[3] is True and passed[4] is True
+  s[PRE, CAUSAL] = ([0.5, 0.5, 0.5], [0.49, 0.49, 0.52])    # the mean falls: fails
+  assert [c.passed for c in fig3.judge(f, s, g, 83)][3] is False
+
+
 def test_judge_with_one_norm_and_one_mask():
   f, s, g = _inputs()
   keep = [(PRE, CAUSAL)]

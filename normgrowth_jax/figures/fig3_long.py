@@ -215,8 +215,7 @@ def _plot(ctx, cfg: Fig3LongConfig, results: dict, steps_per_epoch: float):
   _lines(a, results, ep, last("saturation_limit"), ":", legend=False)
   a.axhspan(lo, hi, color="0.8", alpha=0.6, label=f"paper, 5 epochs ({lo}-{hi})")
   a.set(xlabel="epoch", ylabel="saturation, last layer", ylim=(0, 1.02),
-        title="(a) saturation (ρ = 1000; dotted: exact limit)")
-  a.legend(loc="lower right", fontsize=5.5)
+        title="(a) saturation (ρ = 1000; dotted: limit)")
 
   _lines(b, results, ep, lambda r: np.asarray(r["param_norm"]) / r["param_norm"][0])
   _lines(b, results, ep, lambda r: (np.asarray(r["qk_norm"]).mean(1)
@@ -240,13 +239,14 @@ def _plot(ctx, cfg: Fig3LongConfig, results: dict, steps_per_epoch: float):
       m, s = np.asarray(r["margin"]), np.asarray(r["saturation_rho"])
       for layer in range(m.shape[1]):
         e.scatter(m[:, layer], s[:, layer], s=5, color=COLORS[k], marker=markers[layer % 8],
-                  alpha=0.7, linewidths=0, label=f"layer {layer}" if k == next(iter(results))
-                  else None)
+                  alpha=0.7, linewidths=0)
+  for layer in range(cfg.run.num_layers):  # the legend's markers in grey: shape = layer
+    e.scatter([], [], s=5, color="0.4", marker=markers[layer % 8], label=f"layer {layer}")
   _log_x(e)
   e.set(xlabel="logit margin of the layer", ylabel="saturation of the layer",
-        ylim=(0, 1.02), title="(e) every layer and checkpoint (seed 0)")
+        ylim=(0, 1.02), title="(e) per layer and checkpoint, seed 0")
   e.grid(alpha=0.3, linewidth=0.5)
-  e.legend(loc="lower right", fontsize=5, markerscale=1.5, handletextpad=0.1)
+  e.legend(loc="center", fontsize=5, markerscale=1.5, handletextpad=0.1)
 
   styles = {"first": "-", "previous": "--", "self": ":"}
   for k, runs in results.items():
@@ -259,9 +259,11 @@ def _plot(ctx, cfg: Fig3LongConfig, results: dict, steps_per_epoch: float):
     peak = int(np.argmax(last("saturation_rho")(r)))
     f.axvline(ep(r)[peak], color=COLORS[k], linewidth=0.6, alpha=0.5)
   f.set(xlabel="epoch", ylabel="attention weight, last layer", ylim=(0, 1),
-        title="(f) what heads attend to (correct mask, seed 0)")
+        title="(f) heads' targets (correct mask, seed 0)")
   f.legend(loc="upper right", fontsize=5.5, title="weight on", title_fontsize=5.5)
   f.grid(alpha=0.3, linewidth=0.5)
+  handles, labels = a.get_legend_handles_labels()
+  fig.legend(handles, labels, loc="upper center", ncol=5, bbox_to_anchor=(0.5, 0.0))
   run = cfg.run
   epochs = max(r["step"][-1] for v in results.values() for r in v) / steps_per_epoch
   fig.suptitle(f"SmallLM {run.num_layers} x {run.d_model} (FF {run.d_ff}, {run.num_heads} heads) "
