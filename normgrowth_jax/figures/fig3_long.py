@@ -12,7 +12,8 @@ correct/original mask) for 5 epochs with 20 evaluations and measures at every ch
 * what the heads attend to (weight on the first position, on the previous one, on the query
   itself, and for the original mask on later positions and padding).
 
-and asks which of these saturation follows (Spearman rank correlation over the checkpoints).
+and asks which of these saturation follows (Spearman rank correlation over the checkpoints),
+the dev loss included (saturation that is highest near the unigram solution rises with it).
 
 Example (rank correlation of a rising and a falling series):
   >>> round(spearman([1, 2, 3, 4], [0.1, 0.5, 0.4, 0.9]), 2), spearman([1, 2, 3], [3, 2, 1])
@@ -150,7 +151,7 @@ def summarise(r: dict) -> dict:
           "end": float(sat[-1]), "end_limit": float(np.asarray(r["saturation_limit"])[-1, -1]),
           "growth": float(norm[-1] / norm[0]), "loss_end": float(r["loss"][-1]),
           "rho_norm": spearman(sat, norm), "rho_qk": spearman(sat, qk),
-          "rho_margin": spearman(sat, margin),
+          "rho_margin": spearman(sat, margin), "rho_loss": spearman(sat[1:], r["loss"][1:]),
           "margin": (float(margin[0]), float(margin[peak]), float(margin[-1])),
           "targets_peak": {k: float(np.asarray(v)[peak, -1]) for k, v in r["targets"].items()}}
 
@@ -299,6 +300,8 @@ def _rows(summary: dict) -> list:
         core.Row(f"{label}: Spearman(saturation, mean ||W_Q|| ||W_K||)", None, *ms("rho_qk")),
         core.Row(f"{label}: Spearman(saturation, last layer's logit margin)", None,
                  *ms("rho_margin")),
+        core.Row(f"{label}: Spearman(saturation, dev loss), trained checkpoints", None,
+                 *ms("rho_loss")),
         core.Row(f"{label}: last layer's logit margin: init / at the peak / end (seed 0)", None,
                  " / ".join(f"{m:.3g}" for m in v[0]["margin"])),
         core.Row(f"{label}: at the saturation peak, last layer's weight on first / previous / "
