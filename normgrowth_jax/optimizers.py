@@ -117,10 +117,14 @@ def normalize_block_rms(target: float = 1.0, min_ndim: int = 2) -> optax.Gradien
     del params
 
     def scale(u):
-      rms = jnp.sqrt(jnp.mean(jnp.square(u)))
-      if u.ndim >= min_ndim:
-        return u * (target / jnp.maximum(rms, jnp.finfo(u.dtype).tiny))
-      return u / jnp.maximum(1.0, rms)
+      if u.ndim < min_ndim:
+        return u / jnp.maximum(1.0, jnp.sqrt(jnp.mean(jnp.square(u))))
+      # The RMS of u / max|u|: u's own squares underflow to 0 once |u| < ~1e-19 (a gradient
+      # that has all but vanished), and dividing by that 0 would blow u up to ~1e17.
+      peak = jnp.max(jnp.abs(u))
+      unit = u / jnp.where(peak > 0, peak, 1.0)
+      return unit * (target / jnp.maximum(jnp.sqrt(jnp.mean(jnp.square(unit))),
+                                          jnp.finfo(u.dtype).tiny))
 
     return jax.tree.map(scale, updates), state
 

@@ -10,6 +10,15 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _errors(section) -> list:
+  """Every ``error`` inside a section's result (with its traceback's last lines)."""
+  if not isinstance(section, dict):
+    return []
+  own = ([f"{section['error']}\n{section.get('traceback', '')[-1500:]}"]
+         if "error" in section else [])
+  return own + [e for v in section.values() for e in _errors(v)]
+
+
 @pytest.mark.slow
 def test_device_check_smoke_runs_every_section(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu", WHEELS=str(tmp_path / "no_wheels"),
@@ -17,8 +26,10 @@ def test_device_check_smoke_runs_every_section(tmp_path):
   proc = subprocess.run(["bash", "benchmarks/device_check.sh", "--smoke", "--out",
                          str(tmp_path), "--fixed_ratios", "1.0"],
                         cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-  report = json.loads((tmp_path / "device_check.json").read_text())
+  report_file = tmp_path / "device_check.json"
+  report = json.loads(report_file.read_text()) if report_file.exists() else {}
+  errors = {name: _errors(section) for name, section in report.items() if _errors(section)}
+  assert proc.returncode == 0, f"{errors}\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
   assert set(report) == {"versions", "tests", "t5", "fig1", "mechanism", "sweep"}
   assert report["versions"]["backend"] == "cpu"
   assert report["tests"]["passed"] > 0 and report["tests"]["failed"] == 0

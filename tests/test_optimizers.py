@@ -120,6 +120,21 @@ def test_adafactor_fixed_ratio_keeps_adafactors_direction_and_its_vectors():
     np.testing.assert_array_equal(np.asarray(u_t5["scale"]), np.asarray(u_fixed["scale"]))
 
 
+@pytest.mark.parametrize("size", [1.0, 1e-20, 1e30])
+def test_normalize_block_rms_reaches_its_target_whatever_the_update_size(size):
+  # 1e-20: the squares underflow to 0 in float32; dividing by that 0 once sent a vanishing
+  # decoder relative-position gradient to RMS ~1e16 and the run to inf.
+  rng = np.random.default_rng(0)
+  u = jnp.asarray(rng.normal(size=(8, 5)) * size, jnp.float32)
+  tx = optimizers.normalize_block_rms(0.5)
+  out, _ = tx.update({"w": u, "zero": jnp.zeros((3, 3))}, tx.init(None))
+  w = np.asarray(out["w"], np.float64)
+  np.testing.assert_allclose(np.sqrt(np.mean(w ** 2)), 0.5, rtol=1e-6)
+  ref = np.asarray(u, np.float64)
+  np.testing.assert_allclose(w, ref * (0.5 / np.sqrt(np.mean(ref ** 2))), rtol=1e-5)
+  np.testing.assert_array_equal(np.asarray(out["zero"]), 0.0)
+
+
 def test_adafactor_clipping_caps_update_rms():
   # One step: the unclipped factored update of a rank-1-ish gradient has RMS > 1.
   g = np.zeros((4, 4), np.float32)
