@@ -2,7 +2,9 @@
 and the smoke profile through the pipeline (train, measure every checkpoint, plot, report)."""
 
 import dataclasses
+import importlib.util
 import json
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -89,6 +91,22 @@ def test_quick_profile_is_the_papers_five_epochs_with_twenty_evaluations():
   assert set(fig3.variants(run)) == set(fig3_long.COLORS)
   assert (fig3.CONFIGS["quick"].num_layers, fig3.CONFIGS["quick"].d_model) == (
       run.num_layers, run.d_model)
+
+
+def test_full_profile_is_the_papers_model_for_five_epochs():
+  run = fig3_long.CONFIGS["full"].run
+  assert (run.num_layers, run.d_model, run.d_ff, run.num_heads) == (12, 768, 512, 12)
+  assert (run.steps, run.epochs, run.evals) == (None, 5.0, 20)
+
+
+def test_wider_experiment_changes_only_the_size_masks_and_seeds():
+  spec = importlib.util.spec_from_file_location(
+      "fig3_long_wider", Path(__file__).parents[1] / "experiments" / "fig3_long_wider.py")
+  wider = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(wider)
+  run, quick = wider.config().run, fig3_long.CONFIGS["quick"].run
+  assert (run.num_layers, run.d_model, run.masks) == (6, 128, ("causal",))
+  assert dataclasses.replace(run, **{k: getattr(quick, k) for k in wider.WIDER}) == quick
 
 
 def test_smoke_profile_end_to_end(tmp_path, data_cache):  # noqa: F811
