@@ -267,10 +267,12 @@ def _plot(ctx, cfg: Fig3LongConfig, results: dict, steps_per_epoch: float):
   fig.legend(handles, labels, loc="upper center", ncol=5, bbox_to_anchor=(0.5, 0.0))
   run = cfg.run
   epochs = max(r["step"][-1] for v in results.values() for r in v) / steps_per_epoch
+  seeds = (f"seeds {', '.join(map(str, run.seeds))} (faded: all but seed {run.seeds[0]})"
+           if len(run.seeds) > 1 else f"seed {run.seeds[0]}")
   fig.suptitle(f"SmallLM {run.num_layers} x {run.d_model} (FF {run.d_ff}, {run.num_heads} heads) "
                f"on {run.corpus!r} sentences, AdamW lr {run.learning_rate:g} wd "
-               f"{run.weight_decay:g}, {epochs:.2g} epochs\n{len(run.seeds)} seed(s) (faded: "
-               "seed 1); vertical lines in (f): each run's saturation peak", fontsize=7, y=1.02)
+               f"{run.weight_decay:g}, {epochs:.2g} epochs\n{seeds}; vertical lines in (f): each "
+               "run's saturation peak", fontsize=7, y=1.02)
   fig.tight_layout()
   return plotting.save(fig, ctx.path(NAME))
 
