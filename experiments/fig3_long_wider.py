@@ -4,8 +4,9 @@ The quick profile's 4 x 64 small LMs do not saturate after the paper's 5 epochs 
 (saturation peaks in the first half epoch and falls with the dev loss). This trains the same
 data, optimiser and budget at 6 layers x 128 (FF 256, 4 heads of 32), correct causal mask,
 pre- and post-norm, one seed, and writes ``fig3_long.png``, ``.pdf``, ``.json`` and a report
-into ``--out``. About 40 minutes on 2 CPU cores (12 steps/s, the two runs one after the other). Runs are
-cached under ``--runs`` like the figures pipeline's.
+into ``--out``. About 40 minutes on 2 idle CPU cores (12 steps/s, the two runs one after the
+other; 57 minutes measured with the test suite beside it). Runs are cached under ``--runs`` like
+the figures pipeline's.
 
 Usage:
   python experiments/fig3_long_wider.py [--out figures/fig3_long_wider] [--runs runs/figures]
