@@ -28,7 +28,7 @@ def test_device_check_smoke_runs_every_section(tmp_path):
                         cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
   report_file = tmp_path / "device_check.json"
   report = json.loads(report_file.read_text()) if report_file.exists() else {}
-  errors = {name: _errors(section) for name, section in report.items() if _errors(section)}
+  errors = {name: found for name, section in report.items() if (found := _errors(section))}
   assert proc.returncode == 0, f"{errors}\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
   assert set(report) == {"versions", "tests", "t5", "fig1", "mechanism", "sweep"}
   assert report["versions"]["backend"] == "cpu"
