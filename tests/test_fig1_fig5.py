@@ -8,6 +8,7 @@ scalars) goes through ``--model_dir`` end to end.
 
 import json
 import os
+import types
 
 import jax
 import jax.numpy as jnp
@@ -287,7 +288,9 @@ def test_model_dir_embedded_run_without_anchor_falls_back(tmp_path):
                            options={"model_dir": str(d)})
   r1 = fig1.make(ctx, fig1.CONFIGS["smoke"])
   r5 = fig5.make(ctx, fig5.CONFIGS["smoke"])
-  assert [c.passed for c in r1.criteria][-1] is None      # no angles: not comparable
+  by_text = {c.text.split(" (")[0]: c.passed for c in r1.criteria}
+  assert by_text["cos(theta_t, theta_t+1) between checkpoints -> 1"] is None   # no angles
+  assert [c.passed for c in r1.criteria[-2:]] == [None, None]   # no learning rate: no r
   assert all(c.passed is None for c in r5.criteria) and r5.verdict == "not comparable"
 
 
@@ -351,6 +354,35 @@ def test_fig1_criteria_both_sides(over, index):
   bad = fig1.criteria(_fig1_numbers(**over), cfg)
   assert [c.passed for c in bad] == [i != index for i in range(len(bad))]
   assert verdict(bad) == "partly"
+
+
+def _mechanism_part(label, ratio, local, sqrt_r2=0.995, exponent=(0.49, 0.45, 0.53)):
+  """A Part with only the numbers the mechanism criteria read: one run per local exponent."""
+  trs = [types.SimpleNamespace(label=f"seed {i}") for i in range(len(local))]
+  m = {"ratio_late": ratio, "ratio_late_runs": [ratio] * len(local), "sqrt_r2": sqrt_r2,
+       "exponent": exponent,
+       "local_late": [fits.LocalExponent(p, p - 0.02, p + 0.02, 1e3, 100, 5, 10) for p in local]}
+  return fig1.Part(label, None, trs, m)
+
+
+def test_mechanism_criteria_both_sides():
+  cfg = fig1.CONFIGS["quick"]
+  bound = _mechanism_part("binds", 0.98, [0.47, 0.46, 0.45])          # r^2/2 = 0.480
+  loose = _mechanism_part("loose", 0.5, [0.11, 0.10, 0.14])           # r^2/2 = 0.125
+  good = fig1.mechanism_criteria([bound, loose], cfg)
+  assert [c.passed for c in good] == [True, True] and good[1].ours.startswith("6 of 6")
+  # where clipping binds the law must be sqrt(t): a poor fit or 0.5 outside the CI fails it
+  for over in ({"sqrt_r2": 0.98}, {"exponent": (0.7, 0.6, 0.8)}):
+    worse = _mechanism_part("binds", 0.98, [0.47, 0.46, 0.45], **over)
+    assert [c.passed for c in fig1.mechanism_criteria([worse, loose], cfg)] == [False, True]
+  # no configuration with r >= 0.9: the sqrt(t) check is not comparable, and says why
+  (none, mech) = fig1.mechanism_criteria([loose], cfg)
+  assert none.passed is None and "loose: r = 0.50" in none.ours and mech.passed
+  # two of six runs off r^2/2 by more than 0.1: 67% < 80% fails
+  off = _mechanism_part("loose", 0.5, [0.30, 0.10, 0.40])
+  assert [c.passed for c in fig1.mechanism_criteria([bound, off], cfg)] == [True, False]
+  runs = fig1.mechanism_runs([bound, off])
+  assert [r["predicted"] for r in runs] == pytest.approx([0.4802] * 3 + [0.125] * 3)
 
 
 def _fig5_numbers(peak=0.15, frac=0.2, late_abs=0.01, ratio=1.2):

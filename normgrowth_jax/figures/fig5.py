@@ -24,7 +24,7 @@ from typing import Optional
 import numpy as np
 
 from normgrowth_jax.figures import core, paper, plotting, t5_runs
-from normgrowth_jax.figures.fig1 import MIN_POINTS, plt_colors
+from normgrowth_jax.figures.fig1 import MIN_POINTS
 from normgrowth_jax.figures.verdict import check
 
 NAME = "fig5"
@@ -186,7 +186,7 @@ def _grid_panel(ax, trs, key, color="black"):
 
 
 def _step_panel(ax, trs, values, label):
-  for tr, c in zip(trs, plt_colors(len(trs))):
+  for tr, c in zip(trs, plotting.colors(len(trs))):
     v = values(tr)
     if v is None:
       continue

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
@@ -36,6 +37,14 @@ def new_figure(rows: int, cols: int, width: float | None = None, height_per_row:
   if width is None:
     width = COLUMN_WIDTH_IN if cols == 1 else PAGE_WIDTH_IN
   return plt.subplots(rows, cols, figsize=(width, height_per_row * rows), **kwargs)
+
+
+def colors(n: int, cmap: str = "tab10") -> list:
+  """``n`` colours: tab10 cycled, or evenly spaced along a sequential map (e.g. "viridis")."""
+  cm = matplotlib.colormaps[cmap]
+  if cmap == "tab10":
+    return [cm(i % 10) for i in range(n)]
+  return [cm(v) for v in np.linspace(0.05, 0.85, max(n, 1))][:n]
 
 
 def save(fig, stem: Path) -> list[Path]:

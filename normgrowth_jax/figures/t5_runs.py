@@ -87,6 +87,11 @@ class T5RunConfig:
   def corpus(self) -> str:
     return self.task.split("_")[-2]
 
+  def short(self) -> str:
+    """A legend label: what sets the run apart (width, depth, batch)."""
+    return (f"emb {self.emb_dim}, {self.num_encoder_layers}+{self.num_decoder_layers} layers, "
+            f"batch {self.batch_size}")
+
   def describe(self) -> str:
     return (f"T5.1.1 emb {self.emb_dim}, {self.num_heads} heads x {self.head_dim}, MLP "
             f"{self.mlp_dim}, {self.num_encoder_layers}+{self.num_decoder_layers} layers; "
