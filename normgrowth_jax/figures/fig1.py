@@ -637,7 +637,8 @@ def make(ctx: core.FigureContext, cfg: Fig1Config) -> core.FigureResult:
   several = len(parts) > 1
   files = _plot(ctx, cfg, parts)
   numbers = _numbers(parts[-1].trs, parts[-1].m)   # the profile's run (Figs. 2 and 5's)
-  numbers["configurations"] = {p.label: _numbers(p.trs, p.m) for p in parts}
+  numbers["configuration"] = parts[-1].label
+  numbers["beside"] = {p.label: _numbers(p.trs, p.m) for p in parts[:-1]}
   numbers["mechanism_runs"] = mechanism_runs(parts)
   numbers["paper"] = paper.FIG1
   files.append(core.write_numbers(ctx, NAME, numbers))
@@ -650,15 +651,15 @@ def make(ctx: core.FigureContext, cfg: Fig1Config) -> core.FigureResult:
                            verdict_of(own)))
     crit += _labelled(own, part.label, several)
   crit += mechanism_criteria(parts, cfg)
-  return core.FigureResult(NAME, TITLE, files, rows, crit, _setup(ctx, cfg, parts), _NOTES)
+  return core.FigureResult(NAME, TITLE, files, rows, crit, _setup(cfg, parts), _NOTES)
 
 
-_NOTES = [f"r_t is the global ||delta_t|| / (lr_t ||theta_t||): for T5's Adafactor "
+_NOTES = ["r_t is the global ||delta_t|| / (lr_t ||theta_t||): for T5's Adafactor "
           "(parameter scale, clipping 1.0) it is min(RMS(u), 1) per parameter, averaged; "
           "misaligned updates then give ||theta|| ~ t^(r^2/2)."]
 
 
-def _setup(ctx, cfg: Fig1Config, parts) -> list[str]:
+def _setup(cfg: Fig1Config, parts) -> list[str]:
   tr0 = parts[0].trs[0]
   if parts[0].run is None:
     setup = [f"run: {tr0.label} ({tr0.source}); checkpoint grid from {tr0.grid_source}"]
