@@ -39,7 +39,7 @@ import numpy as np
 
 from normgrowth_jax.analysis import fits
 from normgrowth_jax.figures import core, paper, plotting, t5_runs
-from normgrowth_jax.figures.verdict import Criterion, check
+from normgrowth_jax.figures.verdict import check
 from normgrowth_jax.figures.verdict import verdict as verdict_of
 
 NAME = "fig1"
@@ -54,7 +54,8 @@ class Fig1Config:
     run: the profile's T5 runs (Figs. 2 and 5 draw the same ones).
     clipped: beside them, a configuration where Adafactor's update clipping binds (late r_t
       near 1: the paper's condition for sqrt(t)); None draws ``run`` alone.
-    ratio_threshold: late r_t at or above this counts as "clipping binds".
+    ratio_threshold: late r_t at or above this counts as "clipping binds"; there the norm
+      should follow sqrt(t): a sqrt(t) + b r^2 >= ``clipped_r2_threshold``.
     mechanism_tolerance, mechanism_share: the mechanism holds when the late local exponent is
       within ``mechanism_tolerance`` of r^2 / 2 for at least ``mechanism_share`` of the runs.
   """
@@ -64,6 +65,7 @@ class Fig1Config:
   r2_threshold: float = 0.995        # "r^2 = 1.00" to two decimals
   cos_threshold: float = 0.99        # late checkpoint-to-checkpoint cosine
   ratio_threshold: float = 0.9
+  clipped_r2_threshold: float = 0.99  # where clipping binds: a sqrt(t) + b from t = 0
   mechanism_tolerance: float = 0.1
   mechanism_share: float = 0.8
 
@@ -317,7 +319,7 @@ def mechanism_criteria(parts, cfg: Fig1Config) -> list:
   binds (late r >= ``ratio_threshold``) the norm follows sqrt(t); and in every run the late
   local exponent is r^2 / 2 (within ``mechanism_tolerance``, for ``mechanism_share`` of runs)."""
   text = (f"where clipping binds (late r >= {cfg.ratio_threshold}): a√t + b from t = 0 r² >= "
-          "0.99 and 0.5 inside the exponent's 95% interval")
+          f"{cfg.clipped_r2_threshold} and 0.5 inside the exponent's 95% interval")
   measured = [p for p in parts if p.m["ratio_late"] is not None]
   bound = [p for p in measured if p.m["ratio_late"] >= cfg.ratio_threshold]
   if not bound:
@@ -327,7 +329,7 @@ def mechanism_criteria(parts, cfg: Fig1Config) -> list:
                  paper="sqrt(t), r^2 = 1.00")]
   else:
     def holds(m):
-      return (m["exponent"] is not None and m["sqrt_r2"] >= 0.99
+      return (m["exponent"] is not None and m["sqrt_r2"] >= cfg.clipped_r2_threshold
               and m["exponent"][1] <= 0.5 <= m["exponent"][2])
     ours = "; ".join(
         f"{p.label}: r = {p.m['ratio_late']:.2f}, " + (
@@ -391,6 +393,9 @@ def _plot(ctx, cfg, parts):
   ax[2].set_title("(c) Adafactor ratio r_t")
   ax[2].set_ylabel("‖δ_t‖ / (lr_t ‖θ_t‖), binned")
   _legend(ax[2], loc="lower right", fontsize=4.6)
+  cos = np.concatenate([np.ravel(tr.grid["direction_cos"]) for p in parts for tr in p.trs])
+  if np.isfinite(cos).any():   # the lowest 5% (the first checkpoints) may fall off the panel
+    ax[4].set_ylim(max(np.nanpercentile(cos, 5) - 0.002, -1), 1.0005)
   ax[4].set_title("(e) cos(θ_a, θ_b) between grid checkpoints")
   ax[4].set_ylabel("cosine")
   _legend(ax[4], loc="lower right", fontsize=4.6)
@@ -410,16 +415,16 @@ def _legend(ax, **kw):
 
 
 def _plot_part(ax, part, color, several):
-  """Panels (a), (b), (c), (e) for one configuration, in its colour."""
+  """Panels (a), (c), (e) for one configuration, in its colour."""
   trs, m = part.trs, part.m
   tr0, g0 = trs[0], m["per_run"][0]
   tag = f"{part.label}: " if several else ""
+  runs = f"{tag}{len(trs)} run{'s' if len(trs) > 1 else ''}"
   scale = _paper_steps(tr0)
   gs = tr0.grid["step"].astype(np.float64)
   norm0 = [tr.grid["param_norm"][0] for tr in trs]
   _band(ax[0], gs * scale, [tr.grid["param_norm"] / n0 for tr, n0 in zip(trs, norm0)], color,
-        f"{tag}{len(trs)} run{'s' if len(trs) > 1 else ''}", marker=".", markersize=1.5,
-        linewidth=0.8)
+        runs, marker=".", markersize=1.5, linewidth=0.8)
   if g0["laws"] is not None:   # run 0's fit from t = 0, on the points of norm_series
     ax[0].plot(gs * scale, g0["sqrt_all"](gs) / norm0[0], color=color, linestyle="--",
                linewidth=0.8, label=f"a√t + b, {tr0.label}: r² = {g0['sqrt_all'].r2:.4f} "
@@ -430,14 +435,11 @@ def _plot_part(ax, part, color, several):
     if r is not None:
       x, mu, _, _ = t5_runs.smooth(tr.step, r)
       ax[2].plot(x * scale, mu, color=color, linewidth=0.7, alpha=0.8,
-                 label=f"{tag}{len(trs)} run{'s' if len(trs) > 1 else ''}" if tr is tr0 else None)
+                 label=runs if tr is tr0 else None)
   # (e): direction convergence between grid checkpoints
   cos = t5_runs.stack([tr.grid["direction_cos"] for tr in trs])
   if np.isfinite(cos).any():
     _band(ax[4], gs[1:] * scale, list(cos), color, f"{tag}encoder", linewidth=0.9)
-    lo = np.nanpercentile(cos, 5)
-    cur = ax[4].get_ylim()[0] if ax[4].has_data() else 1.0
-    ax[4].set_ylim(min(cur, max(lo - 0.002, -1)), 1.0005)
 
 
 def _plot_exponents(ax, parts):
@@ -611,11 +613,11 @@ def _numbers(trs, m) -> dict:
   }
 
 
-def _labelled(items, label: str, prefix: bool):
-  """Criteria or rows with the configuration's label in front (when several are drawn)."""
+def _labelled(items, field: str, label: str, prefix: bool):
+  """Criteria (``field="text"``) or rows (``"quantity"``) with the configuration's label in
+  front, when several configurations are drawn."""
   if not prefix:
     return list(items)
-  field = "text" if items and isinstance(items[0], Criterion) else "quantity"
   return [dataclasses.replace(x, **{field: f"[{label}] {getattr(x, field)}"}) for x in items]
 
 
@@ -645,11 +647,11 @@ def make(ctx: core.FigureContext, cfg: Fig1Config) -> core.FigureResult:
   rows, crit = [], []
   for part in parts:
     own = criteria(part.m, cfg)
-    rows += _labelled(_rows(part.m, part.trs), part.label, several)
+    rows += _labelled(_rows(part.m, part.trs), "quantity", part.label, several)
     if several:
       rows.append(core.Row(f"[{part.label}] verdict of this configuration's criteria", None,
                            verdict_of(own)))
-    crit += _labelled(own, part.label, several)
+    crit += _labelled(own, "text", part.label, several)
   crit += mechanism_criteria(parts, cfg)
   return core.FigureResult(NAME, TITLE, files, rows, crit, _setup(cfg, parts), _NOTES)
 
