@@ -9,7 +9,7 @@ TINY_GIN = gin_configs/local/t5_tiny_bbc_adafactor.gin
 PROFILE ?= quick
 FIGURES ?= all
 
-.PHONY: install main test test-fast data train-tiny reproduce-figures fig3-five-epochs bench bench-tracking bench-saturation \
+.PHONY: install main test test-fast data train-tiny reproduce-figures fig3-five-epochs fig1-update-ratio bench bench-tracking bench-saturation \
         bench-trainer bench-data bench-steps-per-call bench-grid device-check clean
 
 install:
@@ -37,6 +37,13 @@ reproduce-figures:
 fig3-five-epochs:
 	$(PYTHON) -m normgrowth_jax.data prepare --corpus bbc
 	$(PYTHON) -m normgrowth_jax.figures fig3_long --profile $(PROFILE) --out figures/fig3_long/$(PROFILE) $(ARGS)
+
+# Beyond the paper: why Adafactor's update ratio r stays below 1 (Fig. 1's mechanism), per
+# tensor: seven probed T5 runs changing batch, depth, data passes, width and factoring (quick:
+# about 15 minutes on 2 CPU cores, runs cached like the figures').
+fig1-update-ratio:
+	$(PYTHON) -m normgrowth_jax.data prepare --corpus bbc
+	$(PYTHON) -m normgrowth_jax.figures fig1_ratio --profile $(PROFILE) --out figures/fig1_ratio/$(PROFILE) $(ARGS)
 
 test:
 	$(PYTHON) -m pytest -n 2 -q tests

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from normgrowth_jax import norms, tracking
+from normgrowth_jax import adafactor_probe, norms, tracking
 
 Schedule = Callable[[jax.Array], jax.Array]
 
@@ -276,7 +276,9 @@ def make_optimizer(base: Callable[..., optax.GradientTransformation] = adafactor
     and the norm trace (``tracking.read_trace(state)``).
   """
   if learning_rate is None:
-    learning_rate = rsqrt_schedule() if base in (adafactor_t5, adafactor_fixed_ratio) else 1e-3
+    learning_rate = (rsqrt_schedule() if base in (adafactor_t5, adafactor_fixed_ratio,
+                                             adafactor_probe.adafactor_t5_probed)
+                     else 1e-3)
 
   def base_with_lr(learning_rate):
     return layerwise(base(learning_rate=learning_rate))

@@ -19,7 +19,7 @@ import importlib.util
 from typing import Sequence
 
 PAPER_FIGURES = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6")
-BEYOND_PAPER = ("fig3_long",)
+BEYOND_PAPER = ("fig1_ratio", "fig3_long")
 
 
 def available() -> list[str]:

