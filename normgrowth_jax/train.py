@@ -23,10 +23,12 @@ s and is written only after the loss of state s was seen to be finite, so the ne
 checkpoint is always "good"; rerunning the same command resumes from it, and truncates the
 JSONL/TensorBoard streams to step s so that they have no duplicates and no gaps.
 
+The command line and gin parsing live in :mod:`normgrowth_jax.gin_utils`.
+
 Example (Python):
-  >>> from normgrowth_jax import train
-  >>> train.parse_gin(["gin_configs/local/t5_tiny_bbc_adafactor.gin"],
-  ...                 ["MODEL_DIR='/tmp/t5_tiny'", "TRAIN_STEPS=20"])  # doctest: +SKIP
+  >>> from normgrowth_jax import gin_utils, train
+  >>> gin_utils.parse_gin(["gin_configs/local/t5_tiny_bbc_adafactor.gin"],
+  ...                     ["MODEL_DIR='/tmp/t5_tiny'", "TRAIN_STEPS=20"])  # doctest: +SKIP
   >>> summary = train.train()  # doctest: +SKIP
 """
 
@@ -37,16 +39,13 @@ import sys
 if __name__ == "__main__":
   # `python -m normgrowth_jax.train`: run the imported module so that gin registers the
   # configurables under `normgrowth_jax.train` (selectors like `train.train`), not `__main__`.
-  from normgrowth_jax.train import console_main as _console_main
+  from normgrowth_jax.gin_utils import console_main as _console_main
   _console_main()
   sys.exit(0)
 
-import argparse
-import difflib
-import logging
 import os
 import time
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional
 
 import gin
 import jax
@@ -58,8 +57,6 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from normgrowth_jax import checkpoints, optimizers, run_checks, sinks, tracking
 from normgrowth_jax.data import numpy_pipeline  # noqa: F401  (registers @numpy_data.batches)
 from normgrowth_jax.models import t5
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # T5X's names for the model pieces.
 gin.external_configurable(t5.T5Config, module="network")
@@ -75,10 +72,6 @@ class NonFiniteLossError(RuntimeError):
 
 
 ConfigError = run_checks.ConfigError
-
-
-class GinConfigError(ConfigError):
-  """A gin file or binding is invalid (unknown name, missing required macro...)."""
 
 
 # ------------------------------------------------------------------------------ model adapters
@@ -180,6 +173,21 @@ def make_eval_step(loss_fn: Callable):
   return eval_step
 
 
+@gin.configurable(denylist=["model"])
+def param_norm_evaluator(model: Any, param_filter: str = "paper", groups: str = "layers"):
+  """An ``evaluator`` for :func:`train`: ||theta|| (float64) under ``param_filter``, globally
+  and per group, so ``eval.jsonl`` holds the step-0 (and last-step) norms.
+
+  Turn it on with ``train.evaluator = @train.param_norm_evaluator``; the figures' T5 runs do.
+
+  Returns:
+    ``eval_fn(params) -> {"param_norm", "param_norm/<group>", ...}``.
+  """
+  del model
+  from normgrowth_jax.analysis import checkpoints as run_checkpoints  # pylint: disable=g-import-not-at-top
+  return lambda params: run_checkpoints.filtered_param_norms(params, param_filter, groups)
+
+
 # ------------------------------------------------------------------------------ data
 
 
@@ -272,6 +280,171 @@ def _mesh() -> Mesh:
   return Mesh(np.array(jax.local_devices()), ("data",))
 
 
+def _open_streams(model_dir: str, tensorboard: bool):
+  """The norm and metric streams: JSONL, plus TensorBoard events when ``tensorboard``."""
+  tb = lambda sub: ([sinks.TensorBoardSink(os.path.join(model_dir, "tb", sub), prefix=sub)]  # noqa: E731
+                    if tensorboard else [])
+  return (sinks.MultiSink(sinks.JsonlSink(os.path.join(model_dir, "norms.jsonl")), *tb("norms")),
+          sinks.MultiSink(sinks.JsonlSink(os.path.join(model_dir, "metrics.jsonl")), *tb("train")))
+
+
+def _restore(ckpt: checkpoints.Checkpointer, state: dict, model_dir: str, *, train_steps: int,
+             seed: int, allow_config_change: bool) -> tuple[dict, Optional[int]]:
+  """``(state, step resumed from)``: the newest intact checkpoint's state, checked against
+  this run (optimizer state, seed, length, config), or ``(state, None)`` for a fresh run."""
+  if not ckpt.all_steps():
+    return state, None
+  latest = ckpt.latest_step()
+  if latest is not None and ckpt.verify(latest) is None:  # before anything on disk moves
+    tracking.check_resumable(ckpt.stored_tree(latest)["opt_state"], state["opt_state"])
+  try:
+    state, manifest, damaged = ckpt.restore_intact(state)
+  except checkpoints.CheckpointMismatchError:
+    raise
+  except Exception:  # a state of another structure (e.g. another optimizer): name the cause
+    if not allow_config_change:
+      run_checks.check_resume_config(model_dir, gin.operative_config_str())
+    raise
+  if damaged:
+    import warnings  # pylint: disable=g-import-not-at-top
+    warnings.warn(run_checks.report_damage(
+        model_dir, damaged, None if manifest is None else int(manifest["step"])),
+                  RuntimeWarning, stacklevel=3)
+  if ckpt.latest_step() is None:
+    return state, None
+  if int(manifest["step"]) > train_steps:
+    raise ConfigError(f"MODEL_DIR={model_dir} holds a run at step {manifest['step']}, past "
+                      f"TRAIN_STEPS={train_steps}; raise TRAIN_STEPS or use a new MODEL_DIR.")
+  if manifest["seed"] != seed:
+    raise checkpoints.CheckpointMismatchError(
+        f"{model_dir} holds a run with seed {manifest['seed']}, not {seed}; "
+        "use another MODEL_DIR or the same seed.")
+  # Before anything in MODEL_DIR changes (the streams are truncated after this).
+  run_checks.check_resume_config(model_dir, gin.operative_config_str(), allow_config_change)
+  return state, int(manifest["step"])
+
+
+class _Evaluation:
+  """``evaluation(step, params)`` writes ``eval_fn(params)`` as the row of ``step`` to
+  ``eval.jsonl`` and ``tb/eval``."""
+
+  def __init__(self, eval_fn: Callable, model_dir: str, start: int):
+    self.eval_fn = eval_fn
+    self.sink = sinks.MultiSink(sinks.JsonlSink(os.path.join(model_dir, "eval.jsonl")),
+                                sinks.TensorBoardSink(os.path.join(model_dir, "tb", "eval"),
+                                                      prefix="eval"))
+    # A fresh start (re)writes the step-0 evaluation too: truncate before it, or the
+    # TensorBoard sink takes step 0 as already written and drops it.
+    self.sink.truncate_after(start if start > 0 else -1)
+
+  def __call__(self, step: int, params):
+    row = {"step": np.array([step])}
+    row.update({k: np.array([v], np.float32) for k, v in self.eval_fn(params).items()})
+    self.sink.write_rows(row)
+    self.sink.flush()
+
+  def close(self):
+    self.sink.close()
+
+
+def _compiled_call(loss_fn: Callable, tx: optax.GradientTransformation, mesh: Mesh,
+                   steps_per_call: int) -> Callable:
+  """``call(state, batches, rng) -> (new_state, [metrics of each step])``: one compiled call
+  for one batch, another for ``steps_per_call`` stacked batches (one read-back)."""
+  replicated = NamedSharding(mesh, P())
+  step_fn = make_train_step(loss_fn, tx)
+  single = jax.jit(step_fn, out_shardings=(replicated, replicated))
+  multi = (jax.jit(make_multi_step(step_fn), out_shardings=(replicated, replicated))
+           if steps_per_call > 1 else None)
+
+  def call(state, batches, rng):
+    if len(batches) == 1:
+      batch = jax.device_put({k: np.asarray(v) for k, v in batches[0].items()},
+                             NamedSharding(mesh, P("data")))
+      new_state, metrics = single(state, batch, rng)
+      return new_state, [jax.device_get(metrics)]
+    stacked = jax.device_put({k: np.stack([np.asarray(b[k]) for b in batches])
+                              for k in batches[0]}, NamedSharding(mesh, P(None, "data")))
+    new_state, metrics = multi(state, stacked, rng)
+    metrics = jax.device_get(metrics)
+    return new_state, [{k: v[i] for k, v in metrics.items()} for i in range(len(batches))]
+
+  return call
+
+
+def _call_length(at: int, steps_per_call: int, train_steps: int, periods: list[int]) -> int:
+  """k if the k steps from ``at`` pass no checkpoint or evaluation step before their end (and
+  the run is that long), else 1: two compiled functions, never one per length.
+
+  Example:
+    >>> _call_length(0, 4, 100, [10]), _call_length(8, 4, 100, [10])
+    (4, 1)
+  """
+  n = min(steps_per_call, train_steps - at)
+  for p in periods:
+    n = min(n, p - at % p)
+  return n if n == steps_per_call else 1
+
+
+def _next_batches(data, n: int, step: int, task_name: str, split: str) -> list:
+  batches = []
+  for _ in range(n):
+    try:
+      batches.append(next(data))
+    except StopIteration:
+      raise ConfigError(f"Task {task_name!r} split {split!r} ran out of data at batch "
+                        f"{step + len(batches)}; its iterator must repeat (or lower "
+                        "TRAIN_STEPS).") from None
+  return batches
+
+
+def _check_finite(per_step: list, step: int, ckpt: checkpoints.Checkpointer) -> None:
+  """Raises :class:`NonFiniteLossError` at the first of the steps from ``step`` whose loss or
+  update is not finite."""
+  for i, metrics in enumerate(per_step):
+    if not metrics["finite"]:
+      raise NonFiniteLossError(
+          step + i + 1, f"Non-finite loss ({metrics['loss']}) or update at step "
+          f"{step + i + 1} (the update from state {step + i}); stopped. The last good "
+          f"checkpoint is step {ckpt.latest_step()} in {ckpt.directory}. Lower the "
+          "learning rate or check the data.")
+
+
+def _progress_bar(progress, train_steps: int, start: int):
+  if callable(progress):
+    return _CallbackBar(progress)
+  if progress:
+    from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+    return tqdm(total=train_steps, initial=start, unit="step", dynamic_ncols=True)
+  return None
+
+
+class _MetricLog:
+  """Writes a metrics row every ``log_every`` steps and at the last, with the tokens per
+  second since the previous row."""
+
+  def __init__(self, sink, log_every: int, train_steps: int, bar):
+    self.sink, self.log_every, self.train_steps, self.bar = sink, log_every, train_steps, bar
+    self.t_last, self.tokens = time.perf_counter(), 0
+
+  def add(self, step: int, batch, metrics: dict, now: float) -> dict:
+    """Counts ``step``'s tokens; returns the summary fields of a row written now, else {}."""
+    self.tokens += _batch_tokens(batch)
+    if not (step % self.log_every == 0 or step == self.train_steps):
+      return {}
+    tok_s = self.tokens / max(now - self.t_last, 1e-9)
+    self.t_last, self.tokens = now, 0
+    row = {"step": np.array([step]), "tokens_per_s": np.array([tok_s], np.float32)}
+    row.update({k: np.array([v], np.float32) for k, v in metrics.items() if k != "finite"})
+    self.sink.write_rows(row)
+    self.sink.flush()
+    if self.bar is not None:
+      self.bar.set_postfix(loss=f"{metrics['loss']:.3f}", lr=f"{metrics['learning_rate']:.2e}",
+                           tok_s=f"{tok_s:,.0f}")
+    return {"step": step, "loss": float(metrics["loss"]), "accuracy": float(metrics["accuracy"]),
+            "learning_rate": float(metrics["learning_rate"]), "tokens_per_s": tok_s}
+
+
 @gin.configurable(denylist=["progress"])
 def train(model_dir: str = gin.REQUIRED,
           model: Any = gin.REQUIRED,
@@ -338,174 +511,66 @@ def train(model_dir: str = gin.REQUIRED,
       train_steps=train_steps, batch_size=batch_size, feature_lengths=feature_lengths,
       save_every=save_every, keep_checkpoints=keep_checkpoints, log_every=log_every,
       track_every=track_every, eval_every=eval_every, task_name=task_name, split=split, seed=seed)
+  if steps_per_call < 1:
+    raise ValueError(f"steps_per_call must be >= 1, got {steps_per_call}.")
   if data_fn is batch_iterator:
     run_checks.check_task(task_name)
   run_checks.check_run_dir(model_dir)
   os.makedirs(model_dir, exist_ok=True)
   mesh = _mesh()
-  n_dev = mesh.devices.size
-  if batch_size % n_dev:
-    raise ValueError(f"BATCH_SIZE={batch_size} is not divisible by the {n_dev} local devices; "
-                     f"use a multiple of {n_dev}.")
-  replicated = NamedSharding(mesh, P())
-  batch_sharding = NamedSharding(mesh, P("data"))
+  if batch_size % mesh.devices.size:
+    raise ValueError(f"BATCH_SIZE={batch_size} is not divisible by the {mesh.devices.size} local "
+                     f"devices; use a multiple of {mesh.devices.size}.")
 
-  tb = lambda sub, prefix: ([sinks.TensorBoardSink(os.path.join(model_dir, "tb", sub),  # noqa: E731
-                                                   prefix=prefix)] if tensorboard else [])
-  norm_sink = sinks.MultiSink(sinks.JsonlSink(os.path.join(model_dir, "norms.jsonl")),
-                              *tb("norms", "norms"))
-  metric_sink = sinks.MultiSink(sinks.JsonlSink(os.path.join(model_dir, "metrics.jsonl")),
-                                *tb("train", "train"))
+  norm_sink, metric_sink = _open_streams(model_dir, tensorboard)
   tx = optimizers.make_optimizer(sink=norm_sink, track_every=track_every)
   init_fn, loss_fn = adapter(model)
   if run_checks.has_checkpoints(model_dir):  # cheap refusal before anything is built
     run_checks.check_resume_config(model_dir, gin.operative_config_str(), allow_config_change,
                                    early=True)
-  rng = jax.random.PRNGKey(seed)
-  init_rng, step_rng = jax.random.split(rng)
-
+  init_rng, step_rng = jax.random.split(jax.random.PRNGKey(seed))
   params = jax.jit(init_fn)(init_rng, dummy_batch(feature_lengths, batch_size))
   state = {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
-  state = jax.device_put(state, replicated)
-
+  state = jax.device_put(state, NamedSharding(mesh, P()))
   ckpt = checkpoints.Checkpointer(os.path.join(model_dir, "checkpoints"), save_every=save_every,
                                   keep=keep_checkpoints)
-  start = 0
-  resumed_from = None
-  if ckpt.all_steps():
-    latest = ckpt.latest_step()
-    if latest is not None and ckpt.verify(latest) is None:  # before anything on disk moves
-      tracking.check_resumable(ckpt.stored_tree(latest)["opt_state"], state["opt_state"])
-    try:
-      state, manifest, damaged = ckpt.restore_intact(state)
-    except checkpoints.CheckpointMismatchError:
-      raise
-    except Exception:  # a state of another structure (e.g. another optimizer): name the cause
-      if not allow_config_change:
-        run_checks.check_resume_config(model_dir, gin.operative_config_str())
-      raise
-    if damaged:
-      import warnings  # pylint: disable=g-import-not-at-top
-      warnings.warn(run_checks.report_damage(
-          model_dir, damaged, None if manifest is None else int(manifest["step"])),
-                    RuntimeWarning, stacklevel=2)
-  if ckpt.latest_step() is not None:
-    if int(manifest["step"]) > train_steps:
-      raise ConfigError(f"MODEL_DIR={model_dir} holds a run at step {manifest['step']}, past "
-                        f"TRAIN_STEPS={train_steps}; raise TRAIN_STEPS or use a new MODEL_DIR.")
-    if manifest["seed"] != seed:
-      raise checkpoints.CheckpointMismatchError(
-          f"{model_dir} holds a run with seed {manifest['seed']}, not {seed}; "
-          "use another MODEL_DIR or the same seed.")
-    # Before anything in MODEL_DIR changes (the streams are truncated just below).
-    run_checks.check_resume_config(model_dir, gin.operative_config_str(), allow_config_change)
-    start = resumed_from = int(manifest["step"])
+  state, resumed_from = _restore(ckpt, state, model_dir, train_steps=train_steps, seed=seed,
+                                 allow_config_change=allow_config_change)
+  start = resumed_from or 0
   norm_sink.resume(start, state["opt_state"])
   metric_sink.truncate_after(start)
-  eval_fn = eval_sink = None
-  if evaluator is not None:
-    eval_fn = evaluator(model)
-    eval_sink = sinks.MultiSink(sinks.JsonlSink(os.path.join(model_dir, "eval.jsonl")),
-                                sinks.TensorBoardSink(os.path.join(model_dir, "tb", "eval"),
-                                                      prefix="eval"))
-    # A fresh start (re)writes the step-0 evaluation too: truncate before it, or the
-    # TensorBoard sink takes step 0 as already written and drops it.
-    eval_sink.truncate_after(start if start > 0 else -1)
-
-  def evaluate(at_step: int, params):
-    row = {"step": np.array([at_step])}
-    row.update({k: np.array([v], np.float32) for k, v in eval_fn(params).items()})
-    eval_sink.write_rows(row)
-    eval_sink.flush()
+  evaluation = None if evaluator is None else _Evaluation(evaluator(model), model_dir, start)
   with open(os.path.join(model_dir, "config.gin"), "w") as f:
     f.write(gin.operative_config_str())
 
   data = data_fn(task_name, split, feature_lengths, batch_size, seed, start_batch=start)
-  step_fn = make_train_step(loss_fn, tx)
-  train_step = jax.jit(step_fn, out_shardings=(replicated, replicated))
-  if steps_per_call < 1:
-    raise ValueError(f"steps_per_call must be >= 1, got {steps_per_call}.")
-  multi_step = stacked_sharding = None
-  if steps_per_call > 1:
-    multi_step = jax.jit(make_multi_step(step_fn), out_shardings=(replicated, replicated))
-    stacked_sharding = NamedSharding(mesh, P(None, "data"))
-  periods = [p for p in (save_every, eval_every if eval_fn is not None else 0) if p > 0]
-
-  def call_length(at: int) -> int:
-    """k if the k steps from ``at`` pass no checkpoint or evaluation step before their end
-    (and the run is that long), else 1: two compiled functions, never one per length."""
-    n = min(steps_per_call, train_steps - at)
-    for p in periods:
-      n = min(n, p - at % p)
-    return n if n == steps_per_call else 1
-
-  bar = None
-  if callable(progress):
-    bar = _CallbackBar(progress)
-  elif progress:
-    from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-    bar = tqdm(total=train_steps, initial=start, unit="step", dynamic_ncols=True)
+  call = _compiled_call(loss_fn, tx, mesh, steps_per_call)
+  periods = [p for p in (save_every, eval_every if evaluation else 0) if p > 0]
+  bar = _progress_bar(progress, train_steps, start)
+  log = _MetricLog(metric_sink, log_every, train_steps, bar)
   last = {"step": start, "resumed_from": resumed_from}
-  t_log, tokens_since = time.perf_counter(), 0
   step = start
   try:
-    if eval_fn is not None and start == 0:
-      evaluate(0, state["params"])
+    if evaluation and start == 0:
+      evaluation(0, state["params"])
     while step < train_steps:
-      n = call_length(step)
-      batches = []
-      for _ in range(n):
-        try:
-          batches.append(next(data))
-        except StopIteration:
-          raise ConfigError(f"Task {task_name!r} split {split!r} ran out of data at batch "
-                            f"{step + len(batches)}; its iterator must repeat (or lower "
-                            "TRAIN_STEPS).") from None
+      n = _call_length(step, steps_per_call, train_steps, periods)
+      batches = _next_batches(data, n, step, task_name, split)
       if step == start:
         _check_batch(batches[0], step, task_name)
       t_call = time.perf_counter()
-      if n == 1:
-        batch = jax.device_put({k: np.asarray(v) for k, v in batches[0].items()},
-                               batch_sharding)
-        new_state, metrics = train_step(state, batch, step_rng)
-        per_step = [jax.device_get(metrics)]
-      else:  # k stacked batches, one call, one read-back
-        stacked = jax.device_put({k: np.stack([np.asarray(b[k]) for b in batches])
-                                  for k in batches[0]}, stacked_sharding)
-        new_state, metrics = multi_step(state, stacked, step_rng)
-        metrics = jax.device_get(metrics)
-        per_step = [{k: v[i] for k, v in metrics.items()} for i in range(n)]
+      new_state, per_step = call(state, batches, step_rng)
       t_done = time.perf_counter()
-      for i, metrics in enumerate(per_step):
-        if not metrics["finite"]:
-          raise NonFiniteLossError(
-              step + i + 1, f"Non-finite loss ({metrics['loss']}) or update at step "
-              f"{step + i + 1} (the update from state {step + i}); stopped. The last good "
-              f"checkpoint is step {ckpt.latest_step()} in {ckpt.directory}. Lower the "
-              "learning rate or check the data.")
+      _check_finite(per_step, step, ckpt)
       # State `step` had a finite loss: it may be checkpointed now.
       if step > start:
         ckpt.save(step, state, data_position=step, seed=seed)
       state = new_state
       for i, (batch, metrics) in enumerate(zip(batches, per_step)):
-        step += 1
-        tokens_since += _batch_tokens(batch)
-        if not (step % log_every == 0 or step == train_steps):
-          continue
-        now = t_call + (t_done - t_call) * (i + 1) / n  # the steps of one call share its time
-        tok_s = tokens_since / max(now - t_log, 1e-9)
-        t_log, tokens_since = now, 0
-        row = {"step": np.array([step]), "tokens_per_s": np.array([tok_s], np.float32)}
-        row.update({k: np.array([v], np.float32) for k, v in metrics.items() if k != "finite"})
-        metric_sink.write_rows(row)
-        metric_sink.flush()
-        last.update(step=step, loss=float(metrics["loss"]), accuracy=float(metrics["accuracy"]),
-                    learning_rate=float(metrics["learning_rate"]), tokens_per_s=tok_s)
-        if bar is not None:
-          bar.set_postfix(loss=f"{metrics['loss']:.3f}", lr=f"{metrics['learning_rate']:.2e}",
-                          tok_s=f"{tok_s:,.0f}")
-      if eval_fn is not None and (step == train_steps or (eval_every and step % eval_every == 0)):
-        evaluate(step, state["params"])
+        step += 1  # the steps of one call share its time
+        last.update(log.add(step, batch, metrics, t_call + (t_done - t_call) * (i + 1) / n))
+      if evaluation and (step == train_steps or (eval_every and step % eval_every == 0)):
+        evaluation(step, state["params"])
       if bar is not None:
         bar.update(n)
     ckpt.save(step, state, data_position=step, seed=seed, force=True)
@@ -515,189 +580,9 @@ def train(model_dir: str = gin.REQUIRED,
     ckpt.close()
     norm_sink.close(state["opt_state"])
     metric_sink.close()
-    if eval_sink is not None:
-      eval_sink.close()
+    if evaluation:
+      evaluation.close()
   trace = tracking.read_trace(state["opt_state"])
   if len(trace["step"]):
     last["param_norm"] = float(trace["param_norm"][-1])
   return last
-
-
-# ------------------------------------------------------------------------------ gin + CLI
-
-
-def _gin_search_paths() -> list[str]:
-  return [os.getcwd(), REPO_ROOT, os.path.join(REPO_ROOT, "gin_configs")]
-
-
-def _drop_gin_probe_errors(record: logging.LogRecord) -> bool:
-  """Logging filter for :func:`parse_gin`: False for gin's ``ERROR Path not found``.
-
-  gin tries each search path in turn and its resource reader logs that line for every path
-  under which a gin file (or an include) is not a Python package resource, before it goes on
-  to the next path; outside the repository root that was two lines per file. A file found
-  nowhere still fails, with gin's own error naming the paths searched.
-  """
-  return not (record.module == "resource_reader" and record.msg == "Path not found: %s")
-
-
-def _quote_bare(binding: str) -> str:
-  """``KEY=value`` -> ``KEY = 'value'`` when value is a bare word/path (T5X needs quotes)."""
-  key, sep, value = binding.partition("=")
-  if not sep:
-    raise GinConfigError(f"--gin.{binding}: expected --gin.KEY=VALUE.")
-  value = value.strip()
-  try:
-    import ast  # pylint: disable=g-import-not-at-top
-    ast.literal_eval(value)
-    return f"{key.strip()} = {value}"
-  except (ValueError, SyntaxError):
-    pass
-  if value[:1] in "@%'\"[({" or value in ("True", "False", "None"):
-    return f"{key.strip()} = {value}"
-  return f"{key.strip()} = {value!r}"
-
-
-def _explain_gin_error(err: Exception) -> str:
-  """Adds the valid names to gin's message for an unknown configurable or parameter."""
-  msg = str(err).strip()
-  registry = gin.config._REGISTRY  # pylint: disable=protected-access
-  lines = [msg]
-  import re  # pylint: disable=g-import-not-at-top
-  m = re.search(r"No configurable matching '([^']+)'", msg)
-  if m:
-    names = sorted(registry.minimal_selector(sel) for sel, _ in registry.items()
-                   if not sel.startswith("gin."))
-    close = difflib.get_close_matches(m.group(1), names, n=5, cutoff=0.5)
-    lines.append(f"Unknown configurable '{m.group(1)}'." +
-                 (f" Did you mean: {', '.join(close)}?" if close else ""))
-    lines.append("Valid configurables: " + ", ".join(names))
-  m = re.search(r"Configurable '([^']+)' doesn't have a parameter named '([^']+)'", msg)
-  if m:
-    import inspect  # pylint: disable=g-import-not-at-top
-    fn = registry.get_match(m.group(1)).wrapped
-    target = fn.__init__ if inspect.isclass(fn) else fn
-    params = [p for p in inspect.signature(target).parameters if p not in ("self",)]
-    close = difflib.get_close_matches(m.group(2), params, n=3)
-    lines.append(f"Unknown parameter '{m.group(2)}' of '{m.group(1)}'." +
-                 (f" Did you mean: {', '.join(close)}?" if close else "") +
-                 f" Valid parameters: {', '.join(params)}.")
-  m = re.search(r"in scope '([A-Z_][A-Z0-9_]*)'", msg)
-  if m and "configurable 'macro'" in msg:
-    lines.append(f"Macro {m.group(1)} is used but never set: add --gin.{m.group(1)}=VALUE "
-                 "or set it in your gin file.")
-  if "macro" in msg.lower() or "Required bindings" in msg:
-    lines.append("gin_configs/local/runs/pretrain.gin lists the required macros (MODEL_DIR, "
-                 "MIXTURE_OR_TASK_NAME, TRAIN_STEPS, BATCH_SIZE, TASK_FEATURE_LENGTHS); set "
-                 "them in your gin file or with --gin.NAME=VALUE.")
-  return "\n".join(lines)
-
-
-def parse_gin(gin_files: Sequence[str], bindings: Sequence[str]) -> None:
-  """Parses gin files then ``KEY=VALUE`` bindings (later wins), with readable errors.
-
-  Raises:
-    GinConfigError: naming the bad file/binding and listing valid names where possible.
-  """
-  for path in _gin_search_paths():
-    if path not in gin.config._LOCATION_PREFIXES:  # pylint: disable=protected-access
-      gin.add_config_file_search_path(path)
-  for f in gin_files:
-    found = os.path.exists(f) or any(os.path.exists(os.path.join(p, f))
-                                     for p in _gin_search_paths())
-    if not found:
-      raise GinConfigError(f"--gin_file={f} not found (searched {', '.join(_gin_search_paths())}).")
-  logging.getLogger().addFilter(_drop_gin_probe_errors)
-  try:
-    gin.parse_config_files_and_bindings(list(gin_files), [_quote_bare(b) for b in bindings],
-                                        finalize_config=False)
-  except GinConfigError:
-    raise
-  except Exception as e:  # gin raises ValueError/KeyError/TypeError/ParseError...
-    raise GinConfigError(_explain_gin_error(e)) from e
-  finally:
-    logging.getLogger().removeFilter(_drop_gin_probe_errors)
-
-
-# What gin's own call-time errors say: an unset macro or REQUIRED parameter.
-_GIN_CALL_ERRORS = ("No values supplied by Gin", "Required bindings for", "configurable 'macro'")
-
-
-def run_from_gin() -> dict:
-  """Calls :func:`train` with the parsed config, translating gin's late errors.
-
-  Only gin's own messages (an unset macro or required binding) become a
-  :class:`GinConfigError`; the trainer's errors pass through, whatever their text holds
-  (e.g. a MODEL_DIR path containing "gin").
-  """
-  try:
-    return train(progress=sys.stderr.isatty() or bool(os.environ.get("NORMGROWTH_PROGRESS")))
-  except (ValueError, TypeError, RuntimeError) as e:
-    if any(s in str(e) for s in _GIN_CALL_ERRORS) and \
-        not isinstance(e, (checkpoints.CheckpointMismatchError, NonFiniteLossError)):
-      raise GinConfigError(_explain_gin_error(e)) from e
-    raise
-
-
-def main(argv: Optional[Sequence[str]] = None) -> dict:
-  """Parses ``--gin_file``/``--gin.KEY=VALUE`` (T5X flags) and trains."""
-  parser = argparse.ArgumentParser(
-      prog="normgrowth-train", description=__doc__.split("\n\n")[0],
-      epilog="Any --gin.KEY=VALUE adds a gin binding, e.g. --gin.TRAIN_STEPS=100.")
-  parser.add_argument("--gin_file", action="append", default=[],
-                      help="gin file (repeatable), e.g. gin_configs/local/t5_tiny_bbc_adafactor.gin")
-  parser.add_argument("--gin_bindings", action="append", default=[],
-                      help="a gin binding 'KEY = VALUE' (repeatable)")
-  parser.add_argument("--allow_config_change", action="store_true",
-                      help="resume MODEL_DIR although a trajectory binding (model, task, lengths, "
-                      "batch size, optimizer, schedule, seed, filter) differs from its config.gin; "
-                      "the change is recorded in MODEL_DIR/resume_log.jsonl")
-  parser.add_argument("--debug", action="store_true",
-                      help="show the full traceback of a configuration error")
-  args, rest = parser.parse_known_args(argv)
-  bindings = list(args.gin_bindings)
-  if args.allow_config_change:
-    bindings.append("train.allow_config_change=True")
-  for a in rest:
-    if a.startswith("--gin."):
-      bindings.append(a[len("--gin."):])
-    else:
-      parser.error(f"unrecognised argument {a!r} (use --gin_file=... or --gin.KEY=VALUE)")
-  if not args.gin_file:
-    parser.error("at least one --gin_file is required, e.g. "
-                 "--gin_file=gin_configs/local/t5_tiny_bbc_adafactor.gin")
-  parse_gin(args.gin_file, bindings)
-  summary = run_from_gin()
-  print(" ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
-                 for k, v in summary.items()), flush=True)
-  return summary
-
-
-def _user_message(err: BaseException) -> str:
-  """The error's own message, without the "In call to configurable ..." lines gin appends
-  (what :func:`_explain_gin_error` added after them, e.g. which macro to set, is kept)."""
-  return "\n".join(line for line in str(err).split("\n")
-                   if not line.lstrip().startswith("In call to configurable")).strip()
-
-
-def console_main(argv: Optional[Sequence[str]] = None):
-  """Entry point of the ``normgrowth-train`` console script.
-
-  A configuration error (gin or not: :class:`ConfigError`, a parameter filter that selects
-  nothing, an empty corpus) prints ``normgrowth-train: error: <problem and fix>`` and exits
-  with status 2; a run that stops (non-finite loss, a checkpoint of another model, missing
-  data) exits with status 1. ``--debug`` shows the traceback instead.
-  """
-  from normgrowth_jax import norms  # pylint: disable=g-import-not-at-top
-  from normgrowth_jax.data import corpora  # pylint: disable=g-import-not-at-top
-  argv = sys.argv[1:] if argv is None else list(argv)
-  config_errors = (ConfigError, norms.EmptySelectionError, corpora.EmptyCorpusError)
-  try:
-    main(argv)
-  except (*config_errors, NonFiniteLossError, checkpoints.CheckpointMismatchError,
-          FileNotFoundError) as e:
-    if "--debug" in argv:
-      raise
-    print(f"normgrowth-train: error: {_user_message(e)}", file=sys.stderr)
-    sys.exit(2 if isinstance(e, config_errors) else 1)
-

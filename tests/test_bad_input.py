@@ -22,11 +22,11 @@ import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from data_helpers import data_cache  # noqa: F401  (fixture)
 
-from normgrowth_jax import checkpoints, norms, run_checks, saturation as sat, sinks, tracking, train
+from normgrowth_jax import (checkpoints, gin_utils, norms, run_checks, saturation as sat, sinks,
+                            tracking, train)
 
 TINY = "gin_configs/local/t5_tiny_bbc_adafactor.gin"
 SMALL = ["BATCH_SIZE=2", "TASK_FEATURE_LENGTHS={'inputs': 16, 'targets': 8}", "LOG_EVERY=1",
@@ -87,7 +87,7 @@ def _damaged_jsonl(d):
 def _cli(*bindings):
   """``console_main`` with the tiny config; ``{d}`` in a binding is the work directory."""
   def run(d):
-    return train.console_main([f"--gin_file={TINY}", *[f"--gin.{b}" for b in SMALL],
+    return gin_utils.console_main([f"--gin_file={TINY}", *[f"--gin.{b}" for b in SMALL],
                                *[f"--gin.{b.replace('{d}', d)}" for b in bindings]])
   return run
 
@@ -302,7 +302,7 @@ def test_bad_input_is_a_clear_error_and_nothing_on_disk_is_lost(
 
 def test_debug_flag_shows_the_traceback(tmp_path):
   with pytest.raises(run_checks.ConfigError, match="TRAIN_STEPS=-3"):
-    train.console_main([f"--gin_file={TINY}", "--debug", f"--gin.MODEL_DIR={tmp_path}/r",
+    gin_utils.console_main([f"--gin_file={TINY}", "--debug", f"--gin.MODEL_DIR={tmp_path}/r",
                         "--gin.TRAIN_STEPS=-3"])
   assert not (tmp_path / "r").exists()
 
@@ -321,7 +321,7 @@ def test_traced_rho_gives_nan_not_a_plausible_cosine():
 
 
 def _train(model_dir, *bindings):
-  train.parse_gin([TINY], [f"MODEL_DIR='{model_dir}'", *SMALL, *bindings])
+  gin_utils.parse_gin([TINY], [f"MODEL_DIR='{model_dir}'", *SMALL, *bindings])
   try:
     return train.train(progress=False)
   finally:
@@ -367,7 +367,7 @@ def test_resume_with_a_changed_config_is_refused_naming_the_bindings(trained_run
   with pytest.raises(checkpoints.CheckpointMismatchError, match="seed 0, not 1"):
     _train(run, "TRAIN_STEPS=6", "SEED=1")  # the checkpoint's own check comes first
   with pytest.raises(SystemExit) as err:  # the command line: status 2, one line
-    train.console_main([f"--gin_file={TINY}", *[f"--gin.{b}" for b in SMALL],
+    gin_utils.console_main([f"--gin_file={TINY}", *[f"--gin.{b}" for b in SMALL],
                         f"--gin.MODEL_DIR={run}", "--gin.TRAIN_STEPS=6",
                         "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 8}"])
   stderr = capsys.readouterr().err.strip()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from data_helpers import data_cache  # noqa: F401  (pytest fixture)
-from normgrowth_jax import causal_lm, checkpoints, sinks, train
+from normgrowth_jax import causal_lm, checkpoints, gin_utils, sinks, train
 from normgrowth_jax.data import corpora, word_lm
 from normgrowth_jax.models.small_lm import SmallLM, SmallLMConfig, lm_loss
 
@@ -148,7 +148,7 @@ def test_adapter_loss_matches_lm_loss_and_counts_pairs():
 
 def _train(model_dir, *bindings):
   gin.clear_config()
-  train.parse_gin(GIN, [f"MODEL_DIR='{model_dir}'", *TINY, *bindings])
+  gin_utils.parse_gin(GIN, [f"MODEL_DIR='{model_dir}'", *TINY, *bindings])
   return train.train(progress=False)
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from data_helpers import data_cache  # noqa: F401  (session fixture)
 from data_helpers import reconstruct_spans
-from normgrowth_jax import sinks, train
+from normgrowth_jax import gin_utils, sinks, train
 from normgrowth_jax.data import numpy_pipeline as npp
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -233,7 +233,7 @@ def test_sources_and_errors(tmp_path, data_cache):  # noqa: F811
 def test_gin_selects_it():
   gin.clear_config()
   try:
-    train.parse_gin(["gin_configs/local/t5_tiny_bbc_adafactor.gin"],
+    gin_utils.parse_gin(["gin_configs/local/t5_tiny_bbc_adafactor.gin"],
                     ["train.train.data_fn=@numpy_data.batches",
                      "numpy_data.batches.source='builtin'"])
     assert gin.query_parameter("train.train.data_fn").selector == "numpy_data.batches"

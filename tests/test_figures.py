@@ -214,8 +214,8 @@ def test_train_cached_reuses_resumes_and_forces(tmp_path, data_cache, _fresh_gin
   first = (d / "norms.jsonl").read_text()
   assert [json.loads(l)["step"] for l in first.splitlines()] == [1, 2, 3]
 
-  units.clear()  # reused within the call that trained it: no training, no cached time
-  assert runs.train_cached(ctx, "t5", [TINY], bindings, 3) == d and units == [3]
+  units.clear()  # reused within the call that trained it: no training, no cached time, and
+  assert runs.train_cached(ctx, "t5", [TINY], bindings, 3) == d and units == []  # counted once
   assert (d / "norms.jsonl").read_text() == first and ctx.reused == {}
   later = core.FigureContext("smoke", tmp_path, tmp_path / "runs")  # a later call
   assert runs.train_cached(later, "t5", [TINY], bindings, 3) == d
@@ -235,6 +235,53 @@ def test_train_cached_reuses_resumes_and_forces(tmp_path, data_cache, _fresh_gin
   assert runs.train_cached(forced, "t5", [TINY], bindings, 3) == d
   assert not marker.exists() and runs.is_finished(d)
   assert runs.train_cached(forced, "t5", [TINY], bindings, 3) == d  # once per call
+
+
+def test_runs_trained_side_by_side_equal_runs_trained_one_after_another(
+    tmp_path, data_cache, _fresh_gin):  # noqa: F811
+  specs = [runs.RunSpec(f"t5-seed{s}", (TINY,), (*CACHE_BINDINGS, "TRAIN_STEPS=3", f"SEED={s}"), 3)
+           for s in (0, 1)]
+  rows = {}
+  for workers in (1, 2):
+    units = []
+    ctx = core.FigureContext("smoke", tmp_path, tmp_path / f"runs{workers}",
+                             advance=lambda n=1, stage=None: units.append(n))
+    dirs = runs.train_specs(ctx, [*specs, specs[0]], workers=workers)  # a repeat trains once
+    assert dirs[0] == dirs[2] and all(runs.is_finished(d) for d in dirs) and sum(units) == 6
+    rows[workers] = [(d / "norms.jsonl").read_text() for d in dirs[:2]]
+    done = [json.loads((d / runs.DONE_FILE).read_text()) for d in dirs[:2]]
+    # side by side, each run's cost is its share of the batch's wall time, below its own time
+    assert all(("cost_s" in x) == (workers == 2) for x in done)
+    assert all(x.get("cost_s", x["wall_s"]) <= x["wall_s"] for x in done)
+  assert rows[1] == rows[2] and rows[1][0] != rows[1][1]
+
+
+def test_a_figure_runs_saved_config_replays_with_the_trainer_alone(tmp_path, data_cache,
+                                                                  _fresh_gin):  # noqa: F811
+  from normgrowth_jax.figures import t5_runs  # pylint: disable=g-import-not-at-top
+  cfg = t5_runs.PROFILES["smoke"]
+  ctx = core.FigureContext("smoke", tmp_path, tmp_path / "runs")
+  d = runs.train_cached(ctx, "fig1", [t5_runs.GIN_FILE], t5_runs.bindings(cfg, 0), cfg.train_steps)
+  replay = tmp_path / "replay"
+  # a fresh process that imports nothing of figures/: every configurable is the trainer's
+  subprocess.run([sys.executable, "-m", "normgrowth_jax.train", f"--gin_file={d / 'config.gin'}",
+                  f"--gin.MODEL_DIR='{replay}'"], check=True, capture_output=True, cwd=tmp_path)
+  for f in ("norms.jsonl", "eval.jsonl"):
+    assert (replay / f).read_text() == (d / f).read_text()
+
+
+def test_pipeline_trains_every_declared_run_before_any_figure(tmp_path, monkeypatch):
+  order = []
+  monkeypatch.setattr(runs, "train_specs", lambda ctx, specs: order.append(
+      ("train", sorted(s.name for s in specs))) or [tmp_path / s.name for s in specs])
+  monkeypatch.setattr(fig4, "make", lambda ctx, cfg: order.append("fig4") or core.FigureResult(
+      "fig4", "F4", [], [], [check("c", True)], []))
+  monkeypatch.setattr(fig4, "run_specs", lambda ctx, cfg: [runs.RunSpec("b", (), (), 1)])
+  monkeypatch.setattr(fig2, "make", lambda ctx, cfg: order.append("fig2") or core.FigureResult(
+      "fig2", "F2", [], [], [check("c", True)], []))
+  monkeypatch.setattr(fig2, "run_specs", lambda ctx, cfg: [runs.RunSpec("a", (), (), 1)])
+  pipeline.run(["fig2", "fig4"], "smoke", tmp_path, tmp_path / "runs", progress=False)
+  assert order == [("train", ["a", "b"]), "fig2", "fig4"]
 
 
 # ----------------------------------------------------------------------------- Fig. 2 subjects

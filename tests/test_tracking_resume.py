@@ -11,7 +11,7 @@ import gin
 import pytest
 
 from data_helpers import data_cache  # noqa: F401  (session fixture)
-from normgrowth_jax import train
+from normgrowth_jax import gin_utils, train
 
 TINY = "gin_configs/local/t5_tiny_bbc_adafactor.gin"
 BASE = ["MIXTURE_OR_TASK_NAME='ng_span_corruption_botchan_bytes'", "BATCH_SIZE=2",
@@ -22,7 +22,7 @@ BASE = ["MIXTURE_OR_TASK_NAME='ng_span_corruption_botchan_bytes'", "BATCH_SIZE=2
 def _run(model_dir, *bindings):
   gin.clear_config()
   try:
-    train.parse_gin([TINY], [f"MODEL_DIR='{model_dir}'", *BASE, *bindings])
+    gin_utils.parse_gin([TINY], [f"MODEL_DIR='{model_dir}'", *BASE, *bindings])
     return train.train(progress=False)
   finally:
     gin.clear_config()

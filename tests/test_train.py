@@ -1,6 +1,5 @@
 """The embedded trainer: real text end to end, gin errors, non-finite stop, kill-and-resume."""
 
-import json
 import os
 import signal
 import subprocess
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 
 from data_helpers import data_cache  # noqa: F401  (session fixture)
-from normgrowth_jax import checkpoints, sinks, train
+from normgrowth_jax import checkpoints, gin_utils, sinks, train
 from normgrowth_jax.data import corpora
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,7 +32,7 @@ def _fresh_gin():
 
 
 def _run(tmp_path, *bindings, gin_file=TINY):
-  train.parse_gin([gin_file], [f"MODEL_DIR='{tmp_path}'", *SMALL, *bindings])
+  gin_utils.parse_gin([gin_file], [f"MODEL_DIR='{tmp_path}'", *SMALL, *bindings])
   return train.train(progress=False)
 
 
@@ -63,26 +62,26 @@ def test_tiny_t5_loss_falls_on_real_text(tmp_path, data_cache):  # noqa: F811
 
 
 def test_unknown_parameter_names_it_and_lists_valid_ones(tmp_path):
-  with pytest.raises(train.GinConfigError) as err:
-    train.parse_gin([TINY], ["train.bach_size=3"])
+  with pytest.raises(gin_utils.GinConfigError) as err:
+    gin_utils.parse_gin([TINY], ["train.bach_size=3"])
   msg = str(err.value)
   assert "bach_size" in msg and "Did you mean: batch_size" in msg
   assert "Valid parameters:" in msg and "train_steps" in msg
 
 
 def test_unknown_configurable_suggests_close_names():
-  with pytest.raises(train.GinConfigError) as err:
-    train.parse_gin([TINY], ["make_optimzer.track_every=2"])
+  with pytest.raises(gin_utils.GinConfigError) as err:
+    gin_utils.parse_gin([TINY], ["make_optimzer.track_every=2"])
   msg = str(err.value)
   assert "make_optimzer" in msg and "Did you mean: make_optimizer" in msg
 
 
 def test_missing_required_macro_and_missing_file(tmp_path):
-  with pytest.raises(train.GinConfigError, match="not found"):
-    train.parse_gin(["gin_configs/local/no_such.gin"], [])
-  train.parse_gin([TINY], [])  # MODEL_DIR is required and unset
-  with pytest.raises(train.GinConfigError) as err:
-    train.run_from_gin()
+  with pytest.raises(gin_utils.GinConfigError, match="not found"):
+    gin_utils.parse_gin(["gin_configs/local/no_such.gin"], [])
+  gin_utils.parse_gin([TINY], [])  # MODEL_DIR is required and unset
+  with pytest.raises(gin_utils.GinConfigError) as err:
+    gin_utils.run_from_gin()
   assert "MODEL_DIR" in str(err.value)
 
 

@@ -17,7 +17,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from data_helpers import data_cache  # noqa: F401  (session fixture)
-from normgrowth_jax import checkpoints, sinks, train
+from normgrowth_jax import checkpoints, gin_utils, sinks, train
 from normgrowth_jax.analysis import checkpoints as ac
 from normgrowth_jax.analysis import trajectory
 from normgrowth_jax.data import pipeline
@@ -34,7 +34,7 @@ SENTINEL = -12345.0
 def _run(model_dir, steps, *bindings):
   gin.clear_config()
   try:
-    train.parse_gin([TINY], [f"MODEL_DIR='{model_dir}'", *BASE, f"TRAIN_STEPS={steps}",
+    gin_utils.parse_gin([TINY], [f"MODEL_DIR='{model_dir}'", *BASE, f"TRAIN_STEPS={steps}",
                              *bindings])
     return train.train(progress=False)
   finally:
@@ -160,7 +160,7 @@ def _paper_sq_norm(tree, prefix=""):
 def _heldout_loss(params, n_batches):
   """Per-token loss (with z-loss) of the first ``n_batches`` validation batches, by hand."""
   gin.clear_config()
-  train.parse_gin([TINY], [])
+  gin_utils.parse_gin([TINY], [])
   model = gin.query_parameter("train.train.model").scoped_configurable_fn()
   gin.clear_config()
   loss_fn = jax.jit(t5.make_loss_fn(model, z_loss=1e-4, enable_dropout=False))
@@ -288,7 +288,7 @@ def test_command_line_runtime_errors_exit_1(tmp_path, data_cache):  # noqa: F811
 _MULTI_DEVICE = """
 import collections, json, sys
 import jax
-from normgrowth_jax import sinks, train
+from normgrowth_jax import gin_utils, sinks, train
 calls = collections.Counter()
 write = sinks.JsonlSink.write_rows
 def counting(self, columns):
@@ -297,7 +297,7 @@ def counting(self, columns):
       calls[int(s)] += 1
   return write(self, columns)
 sinks.JsonlSink.write_rows = counting
-train.parse_gin([sys.argv[1]], sys.argv[2:])
+gin_utils.parse_gin([sys.argv[1]], sys.argv[2:])
 train.train(progress=False)
 print("RESULT", json.dumps({"devices": jax.local_device_count(), "calls": calls}))
 """

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from data_helpers import data_cache  # noqa: F401  (session fixture)
-from normgrowth_jax import checkpoints, sinks, train
+from normgrowth_jax import checkpoints, gin_utils, sinks, train
 from normgrowth_jax.figures import t5_runs
 
 GIN = "gin_configs/local/t5_normgrowth_bbc.gin"
@@ -20,7 +20,7 @@ TOY = ["MIXTURE_OR_TASK_NAME='ng_span_corruption_botchan_bytes'", "BATCH_SIZE=4"
 def _run(model_dir, k, *more):
   gin.clear_config()
   try:
-    train.parse_gin([GIN], [f"MODEL_DIR='{model_dir}'", *TOY, *more,
+    gin_utils.parse_gin([GIN], [f"MODEL_DIR='{model_dir}'", *TOY, *more,
                             f"train.train.steps_per_call={k}", "train.train.keep_checkpoints=5"])
     return train.train(progress=False)
   finally:

@@ -302,6 +302,20 @@ def param_norms(params: FlatParams, groups="layers") -> dict[str, float]:
   return out
 
 
+def filtered_param_norms(params, param_filter="paper", groups="layers") -> dict[str, float]:
+  """:func:`param_norms` of a nested params tree under ``param_filter`` (float64).
+
+  Example (the paper's filter leaves the embeddings out):
+    >>> import numpy as np
+    >>> filtered_param_norms({"encoder": {"layers_0": {"mlp": {"kernel": np.full((2, 2), 0.5)}}},
+    ...                       "token_embedder": {"embedding": np.ones((3, 2))}})
+    {'param_norm': 1.0, 'param_norm/encoder/layers_0': 1.0}
+  """
+  keep = norms.resolve_param_filter(param_filter)
+  flat = {path: np.asarray(x) for path, x in norms.named_leaves(params)}
+  return param_norms({k: v for k, v in flat.items() if keep(k, v)}, groups)
+
+
 def pair_quantities(theta_a: FlatParams, theta_b: FlatParams, groups="layers") -> dict:
   """Checkpoint-to-checkpoint quantities (float64) of two filtered param dicts.
 

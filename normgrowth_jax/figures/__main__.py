@@ -30,6 +30,9 @@ def main(argv=None) -> int:
                       help="Figs. 1 and 5: draw them from this run directory (embedded trainer "
                       "or T5X MODEL_DIR) instead of training")
   parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+  parser.add_argument("--train_workers", type=int, default=None,
+                      help="trainer runs trained at once, each in its own process (default: 2 "
+                      "on a CPU with 2+ cores, 1 on an accelerator)")
   parser.add_argument("--readme", default=None,
                       help="also rewrite the figures block of this README (e.g. README.md) "
                       "with the verdict table and the images")
@@ -53,7 +56,7 @@ def main(argv=None) -> int:
   results = pipeline.run(names, args.profile, out, args.runs, force=args.force,
                          options={"hf_model_dirs": args.hf_model_dir,
                                   "model_dir": args.model_dir},
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, train_workers=args.train_workers)
   if args.readme:  # every figure in the folder, this call's and earlier ones
     results = [core.FigureResult.from_json(f) for f in json.loads(
         (pathlib.Path(out) / "results.json").read_text())["figures"]]

@@ -4,7 +4,11 @@ A figure module (``fig2``, ``fig4``, ...) declares
 
 * ``NAME`` and ``TITLE``;
 * ``CONFIGS = {"smoke": ..., "quick": ..., "full": ...}``: one frozen dataclass per profile;
-* ``work(config) -> int``: its units of work, for the pipeline's single progress bar;
+* ``work(config) -> int``: its units of work beyond training its runs (the pipeline counts
+  their steps), for the pipeline's single progress bar;
+* ``run_specs(ctx, config) -> list[runs.RunSpec]``: the trainer runs it draws (maybe none), which
+  the pipeline trains (or finds in the cache) before it makes any figure, so what one figure
+  finds of another's runs never depends on their order;
 * ``make(ctx, config) -> FigureResult``: runs (or loads cached runs), writes ``<NAME>.png``,
   ``<NAME>.pdf`` and ``<NAME>.json`` into ``ctx.out_dir`` and returns the report's numbers.
 
@@ -41,6 +45,7 @@ class FigureContext:
     force: retrain cached runs.
     options: figure-specific options from the command line (``hf_model_dirs``, ``model_dir``).
     advance: ``advance(units, stage)`` moves the pipeline's progress bar.
+    train_workers: how many runs train at once (see ``runs.train_specs``).
     trained: run directories trained during this call (``--force`` retrains each only once).
     reused: run directory -> the wall time its training took, for every cached run reused by
       this call (so the report can say what a call without the cache would take).
@@ -51,6 +56,7 @@ class FigureContext:
   force: bool = False
   options: dict = dataclasses.field(default_factory=dict)
   advance: Callable[[int, Optional[str]], None] = lambda units=1, stage=None: None
+  train_workers: int = 1
   trained: set = dataclasses.field(default_factory=set)
   reused: dict = dataclasses.field(default_factory=dict)
 
@@ -63,6 +69,12 @@ class FigureContext:
   def path(self, filename: str) -> Path:
     self.out_dir.mkdir(parents=True, exist_ok=True)
     return self.out_dir / filename
+
+
+def no_runs(ctx: FigureContext, cfg) -> list:
+  """``run_specs`` of a figure that trains no trainer run."""
+  del ctx, cfg
+  return []
 
 
 def _fmt(x, digits=3) -> str:

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -150,11 +149,7 @@ def variants(cfg: Fig3Config):
 
 
 def work(cfg: Fig3Config) -> int:
-  steps = cfg.steps
-  if steps is None:  # epochs: exact once the corpus is prepared, else PTB's size (never fetches)
-    steps = (train_steps(cfg, word_lm.load(cfg.corpus, cfg.vocab_words, cfg.max_len))
-             if corpora.is_prepared(cfg.corpus) else int(cfg.epochs * 42_068 // cfg.batch_size))
-  return len(variants(cfg)) * len(cfg.seeds) * (steps + 1)
+  return len(variants(cfg)) * len(cfg.seeds)  # one unit per run measured (run_specs: training)
 
 
 def model(cfg: Fig3Config, norm: str, mask: str) -> SmallLM:
@@ -540,38 +535,24 @@ def _plot_training(ctx, cfg, results, unigram):
 
 # ----------------------------------------------------------------------------- make
 
+def _keys(cfg: Fig3Config) -> list[tuple[str, str, int]]:
+  return [(norm, mask, seed) for norm, mask in variants(cfg) for seed in cfg.seeds]
+
+
+def run_specs(ctx, cfg: Fig3Config, steps: Optional[int] = None) -> list[runs.RunSpec]:
+  """Every variant's and seed's run, in :func:`_keys`' order."""
+  del ctx
+  steps = train_steps(cfg) if steps is None else steps
+  return [runs.RunSpec(run_name(*k), tuple(GIN_FILES), tuple(bindings(cfg, *k, steps)), steps)
+          for k in _keys(cfg)]
+
+
 def train_all(ctx, cfg: Fig3Config, steps: int) -> dict:
   """Trains (or finds in the run cache) every variant and seed: {(norm, mask, seed): run dir}."""
-  out = {}
-  for norm, mask in variants(cfg):
-    for seed in cfg.seeds:
-      out[norm, mask, seed] = runs.train_cached(
-          ctx, run_name(norm, mask, seed), list(GIN_FILES),
-          bindings(cfg, norm, mask, seed, steps), steps)
-  return out
-
-
-def with_compilation_cache(ctx, fn):
-  """Runs ``fn()`` with JAX's persistent compilation cache under the run cache, unless the user
-  set one: runs that differ only in their seed then compile once."""
-  key = "jax_compilation_cache_dir"
-  if jax.config.values.get(key):
-    return fn()
-  old_min = jax.config.values.get("jax_persistent_cache_min_compile_time_secs")
-  jax.config.update(key, str(Path(ctx.runs_root) / "jax_cache"))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-  try:
-    return fn()
-  finally:
-    jax.config.update(key, None)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", old_min)
+  return dict(zip(_keys(cfg), runs.train_specs(ctx, run_specs(ctx, cfg, steps))))
 
 
 def make(ctx: core.FigureContext, cfg: Fig3Config) -> core.FigureResult:
-  return with_compilation_cache(ctx, lambda: _make(ctx, cfg))
-
-
-def _make(ctx: core.FigureContext, cfg: Fig3Config) -> core.FigureResult:
   data = load_data(cfg)
   steps = train_steps(cfg, data)
   run_dirs = train_all(ctx, cfg, steps)
@@ -583,22 +564,34 @@ def _make(ctx: core.FigureContext, cfg: Fig3Config) -> core.FigureResult:
     ctx.advance(1, None)
   unigram = word_lm.unigram_loss(data, "validation", cfg.eval_sentences)  # the dev loss's text
   files = _plot_heads(ctx, cfg, results) + _plot_training(ctx, cfg, results, unigram)
+  m = summarise(results, cfg)
+  criteria = judge(m["fractions"], m["saturation"], m["growth"], cfg.max_len)
+  files.append(core.write_numbers(ctx, NAME, _numbers(cfg, results, m, steps, unigram, data)))
+  return core.FigureResult(NAME, TITLE, files, _rows(cfg, results, m, unigram), criteria,
+                           _setup(cfg, steps, data), _notes(cfg, results, m, unigram))
 
-  fractions = {k: head_fractions(pooled(results, *k), cfg.max_len) for k in results}
-  fractions_limit = {k: head_fractions(pooled(results, *k, "limit"), cfg.max_len)
-                     for k in results}
-  saturation = {k: ([r["init"]["saturation_rho"] for r in v],
-                    [r["best"]["saturation_rho"] for r in v]) for k, v in results.items()}
-  growth = {k: [r["norm"]["param_norm"][-1] / r["norm"]["param_norm"][0] for r in v]
-            for k, v in results.items()}
-  criteria = judge(fractions, saturation, growth, cfg.max_len)
 
-  rows, notes = [], []
+def summarise(results: dict, cfg: Fig3Config) -> dict:
+  """Per variant: head fractions at rho and in the limit, saturation (init, trained) and the
+  encoder norm's growth of every seed."""
+  return {
+      "fractions": {k: head_fractions(pooled(results, *k), cfg.max_len) for k in results},
+      "fractions_limit": {k: head_fractions(pooled(results, *k, "limit"), cfg.max_len)
+                          for k in results},
+      "saturation": {k: ([r["init"]["saturation_rho"] for r in v],
+                         [r["best"]["saturation_rho"] for r in v]) for k, v in results.items()},
+      "growth": {k: [r["norm"]["param_norm"][-1] / r["norm"]["param_norm"][0] for r in v]
+                 for k, v in results.items()},
+  }
+
+
+def _rows(cfg: Fig3Config, results: dict, m: dict, unigram: float) -> list[core.Row]:
+  rows = []
+  lo, hi = paper.SMALL_LM["saturation_trained"]
   for (norm, mask), v in results.items():
     label = variant_label(norm, mask)
     pf = paper_fractions(norm)
-    f, fl = fractions[norm, mask], fractions_limit[norm, mask]
-    lo, hi = paper.SMALL_LM["saturation_trained"]
+    f, fl = m["fractions"][norm, mask], m["fractions_limit"][norm, mask]
     ilo, ihi = paper.SMALL_LM[f"saturation_init_{PAPER_KEY[norm]}"]
     rows += [
         core.Row(f"{label}: saturation ρ = {cfg.rho:g}, trained", f"{lo}-{hi}",
@@ -611,7 +604,7 @@ def _make(ctx: core.FigureContext, cfg: Fig3Config) -> core.FigureResult:
                  paper.SMALL_LM["postnorm_unigram_dev_loss"] if norm == "postnorm" else None,
                  *core.mean_spread([r["best"]["loss"] for r in v])),
         core.Row(f"{label}: encoder norm, final / initial", None,
-                 *core.mean_spread(growth[norm, mask])),
+                 *core.mean_spread(m["growth"][norm, mask])),
         core.Row(f"{label}: heads at ~1 position (< {ARGMAX_MAX}), ρ / limit",
                  f"{pf['argmax']:.2f} in [1, 1.4)", f"{f['argmax']:.2f} / {fl['argmax']:.2f}"),
         core.Row(f"{label}: heads at (L-1)/2 ± 1 = {(cfg.max_len - 1) / 2:g}, ρ / limit",
@@ -620,39 +613,54 @@ def _make(ctx: core.FigureContext, cfg: Fig3Config) -> core.FigureResult:
                  f"{pf['split_low']:.2f} / {pf['split_high']:.2f}",
                  f"{f['split_low']:.2f} / {f['split_high']:.2f}"),
     ]
-    note = unigram_note(label, float(np.mean([r["best"]["loss"] for r in v])), unigram)
+  return rows
+
+
+def _notes(cfg: Fig3Config, results: dict, m: dict, unigram: float) -> list[str]:
+  """Which variants stay at the unigram loss, and what the original mask changes."""
+  notes = []
+  for (norm, mask), v in results.items():
+    note = unigram_note(variant_label(norm, mask),
+                        float(np.mean([r["best"]["loss"] for r in v])), unigram)
     if note:
       notes.append(note)
-  causal = {n: np.mean([r["best"]["loss"] for r in v]) for (n, m), v in results.items()
-            if m == "causal"}
-  leaky = {n: np.mean([r["best"]["loss"] for r in v]) for (n, m), v in results.items()
-           if m == "original_leaky"}
-  for n in causal:
-    if n in leaky:
-      fw = np.mean([np.mean(r["heads"]["rho"]["future_weight"])
-                    for r in results[n, "original_leaky"]])
-      notes.append(
-          f"What the original mask changes ({NORMS[n]}): dev loss {leaky[n]:.2f} vs "
-          f"{causal[n]:.2f} nats with the correct mask (the future leaks through the zero "
-          f"scores: at ρ = {cfg.rho:g} its heads put {fw:.0%} of their weight on later or "
-          f"padding positions on average); heads at (L-1)/2: "
-          f"{fractions[n, 'original_leaky']['half']:.2f} vs {fractions[n, 'causal']['half']:.2f}"
-          f"; argmax heads {fractions[n, 'original_leaky']['argmax']:.2f} vs "
-          f"{fractions[n, 'causal']['argmax']:.2f}.")
+  loss = {k: np.mean([r["best"]["loss"] for r in v]) for k, v in results.items()}
+  fractions = m["fractions"]
+  for n in dict.fromkeys(n for n, mask in results if mask == "causal"):
+    if (n, "original_leaky") not in results:
+      continue
+    fw = np.mean([np.mean(r["heads"]["rho"]["future_weight"])
+                  for r in results[n, "original_leaky"]])
+    notes.append(
+        f"What the original mask changes ({NORMS[n]}): dev loss {loss[n, 'original_leaky']:.2f} "
+        f"vs {loss[n, 'causal']:.2f} nats with the correct mask (the future leaks through the "
+        f"zero scores: at ρ = {cfg.rho:g} its heads put {fw:.0%} of their weight on later or "
+        f"padding positions on average); heads at (L-1)/2: "
+        f"{fractions[n, 'original_leaky']['half']:.2f} vs {fractions[n, 'causal']['half']:.2f}"
+        f"; argmax heads {fractions[n, 'original_leaky']['argmax']:.2f} vs "
+        f"{fractions[n, 'causal']['argmax']:.2f}.")
+  return notes
 
-  numbers = {
+
+def _numbers(cfg: Fig3Config, results: dict, m: dict, steps: int, unigram: float,
+             data) -> dict:
+  return {
       "config": dataclasses.asdict(cfg), "steps": steps, "unigram_dev_loss": unigram,
       "data": data.stats,
-      "runs": {f"{n}/{m}": [{k: r[k] for k in ("run_dir", "best_step", "eval", "norm")}
+      "runs": {f"{n}/{k}": [{x: r[x] for x in ("run_dir", "best_step", "eval", "norm")}
                             | {"best": r["best"], "init": r["init"],
                                "heads": r["heads"]} for r in v]
-               for (n, m), v in results.items()},
-      "head_fractions": {f"{n}/{m}": {"rho": fractions[n, m], "limit": fractions_limit[n, m]}
-                         for (n, m) in results},
+               for (n, k), v in results.items()},
+      "head_fractions": {f"{n}/{k}": {"rho": m["fractions"][n, k],
+                                      "limit": m["fractions_limit"][n, k]}
+                         for (n, k) in results},
       "paper": {"fig3": paper.FIG3, "small_lm": paper.SMALL_LM},
   }
-  files.append(core.write_numbers(ctx, NAME, numbers))
-  setup = [
+
+
+def _setup(cfg: Fig3Config, steps: int, data) -> list[str]:
+  epochs = steps / word_lm.steps_per_epoch(len(data.split("train")), cfg.batch_size)
+  return [
       f"data: word-level sentences of {cfg.corpus!r} (PTB-like: lowercased, numbers -> N, "
       f"punctuation dropped; {cfg.vocab_words} words + <unk>, <eos> appended, padded to "
       f"{cfg.max_len}; {data.stats['train']['sentences']} training sentences, <unk> rate "
@@ -662,9 +670,7 @@ def _make(ctx: core.FigureContext, cfg: Fig3Config) -> core.FigureResult:
       + ("" if (cfg.num_layers, cfg.d_model) == (12, 768) else
          "; the paper: 12 layers, 768, FF 512, 12 heads (144 heads)"),
       f"training: AdamW lr {cfg.learning_rate:g}, wd {cfg.weight_decay:g}, batch "
-      f"{cfg.batch_size}, {steps} steps"
-      + (f" (= {steps / word_lm.steps_per_epoch(len(data.split('train')), cfg.batch_size):.2f}"
-         " epochs)") + "; the paper: 5 epochs; "
+      f"{cfg.batch_size}, {steps} steps (= {epochs:.2f} epochs); the paper: 5 epochs; "
       f"{len(cfg.seeds)} seed(s) per variant (the paper: one)",
       f"best checkpoint on dev loss among {cfg.evals} evaluations "
       f"({'all' if cfg.eval_sentences is None else cfg.eval_sentences} dev sentences); heads "
@@ -674,7 +680,6 @@ def _make(ctx: core.FigureContext, cfg: Fig3Config) -> core.FigureResult:
       "the original mask trains with padding visible; our padding id 0 is a dedicated token "
       "(the original padded with id 0, which was a real word)",
   ]
-  return core.FigureResult(NAME, TITLE, files, rows, criteria, setup, notes)
 
 
 # ----------------------------------------------------------------------------- Fig. 2 subjects

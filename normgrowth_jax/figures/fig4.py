@@ -213,6 +213,9 @@ def judge(means: dict, original_c1: dict) -> list:
   return out
 
 
+run_specs = core.no_runs
+
+
 def make(ctx: core.FigureContext, cfg: Fig4Config) -> core.FigureResult:
   results = {v: {"exact": [], "rho": []} for v in VARIANTS}
   for v in VARIANTS:
@@ -260,7 +263,11 @@ def make(ctx: core.FigureContext, cfg: Fig4Config) -> core.FigureResult:
         f"{NORMS[norm]} at c = 1, what the original's protocol changes: our protocol "
         f"{at(causal, 0)[0]:.3f}; the flattened cosine alone {at(causal, 0, 'rho', FLAT)[0]:.3f}; "
         f"with the leaky mask too {at(leaky, 0, 'rho', FLAT)[0]:.3f} (paper {_paper_c1(norm):.3f})")
-  setup = [
+  return core.FigureResult(NAME, TITLE, files, rows, criteria, _setup(cfg, gap), notes)
+
+
+def _setup(cfg: Fig4Config, gap: float) -> list[str]:
+  return [
       f"model: our SmallLM, {cfg.num_layers} layers, d_model {cfg.d_model}, FF {cfg.d_ff}, "
       f"{cfg.num_heads} heads, PyTorch-style init"
       + (" (the paper's size)" if (cfg.num_layers, cfg.d_model) == (12, 768) else
@@ -277,4 +284,4 @@ def make(ctx: core.FigureContext, cfg: Fig4Config) -> core.FigureResult:
       f"sf two ways: the exact limit and f at rho = {cfg.rho:g} (the paper's); they differ by at "
       f"most {gap:.4f} over all c, seeds, variants and measures",
   ]
-  return core.FigureResult(NAME, TITLE, files, rows, criteria, setup, notes)
+

@@ -43,7 +43,8 @@ CONFIGS = {p: Fig5Config(t5_runs.PROFILES[p]) for p in ("smoke", "quick", "full"
 
 
 def work(cfg: Fig5Config) -> int:
-  return cfg.run.train_steps * len(cfg.run.seeds)
+  del cfg  # Fig. 1's runs, counted from run_specs
+  return 0
 
 
 # ----------------------------------------------------------------------------- measurements
@@ -195,6 +196,32 @@ def _step_panel(ax, trs, values, label):
     ax.fill_between(x, lo, hi, color=c, alpha=0.15, linewidth=0)
 
 
+def _eq2_panel(ax, trs, m):
+  """(f) eq. 2: ||theta_t||^2 - ||theta_0||^2 split into its misaligned and aligned parts."""
+  e0 = t5_runs.eq2_terms(trs[0])
+  if e0 is not None:
+    terms = [t5_runs.eq2_terms(tr) for tr in trs]
+    n = min(len(t["step"]) for t in terms)
+    x = e0["step"][:n]
+    for key, color, label in (("measured", "black", "measured ‖θ_t‖² − ‖θ_0‖²"),
+                              ("misaligned", "tab:blue", "misaligned part Σ‖δ_i‖²"),
+                              ("aligned", "tab:red", "aligned part 2Σ θ_i·δ_i")):
+      v = np.asarray([t[key][:n] for t in terms])
+      ax.plot(x, v.mean(0), color=color, linewidth=1.0, label=label)
+      if len(v) > 1:
+        ax.fill_between(x, v.min(0), v.max(0), color=color, alpha=0.15, linewidth=0)
+    s = m["eq2"][0]
+    ax.set_title("(f) eq. 2: where ‖θ‖² grows from")
+    ax.set_ylabel("cumulative, squared norm units")
+    ax.legend(loc="upper left", fontsize=4.6, title_fontsize=4.8, title=(
+        f"misaligned part alone → ‖θ_T‖ ≈ "
+        f"{np.mean([q['norm_misaligned_only'] for q in m['eq2']]):.1f}; measured "
+        f"{np.mean([q['norm_T'] for q in m['eq2']]):.1f}" + ("" if s["exact"] else " (est.)")))
+    ax.axhline(0.0, color="0.6", linewidth=0.5)
+  else:
+    ax.set_title("(f) eq. 2: ‖θ_0‖ unknown")
+
+
 def _plot(ctx, cfg, trs, m):
   fig, axes = plotting.new_figure(2, 3, height_per_row=2.3)
   ax = axes.ravel()
@@ -238,29 +265,7 @@ def _plot(ctx, cfg, trs, m):
   ax[4].legend(loc="upper center", fontsize=4.6, ncol=2)
   ax[4].set_title("(e) Assumption 1: ‖δ_t‖ ∝ lr_t ‖θ_t‖ ?")
   ax[4].set_ylabel("‖δ_t‖ / (lr_t ‖θ_t‖)")
-  # (f) eq. 2
-  e0 = t5_runs.eq2_terms(tr0)
-  if e0 is not None:
-    terms = [t5_runs.eq2_terms(tr) for tr in trs]
-    n = min(len(t["step"]) for t in terms)
-    x = e0["step"][:n]
-    for key, color, label in (("measured", "black", "measured ‖θ_t‖² − ‖θ_0‖²"),
-                              ("misaligned", "tab:blue", "misaligned part Σ‖δ_i‖²"),
-                              ("aligned", "tab:red", "aligned part 2Σ θ_i·δ_i")):
-      v = np.asarray([t[key][:n] for t in terms])
-      ax[5].plot(x, v.mean(0), color=color, linewidth=1.0, label=label)
-      if len(v) > 1:
-        ax[5].fill_between(x, v.min(0), v.max(0), color=color, alpha=0.15, linewidth=0)
-    s = m["eq2"][0]
-    ax[5].set_title("(f) eq. 2: where ‖θ‖² grows from")
-    ax[5].set_ylabel("cumulative, squared norm units")
-    ax[5].legend(loc="upper left", fontsize=4.6, title_fontsize=4.8, title=(
-        f"misaligned part alone → ‖θ_T‖ ≈ "
-        f"{np.mean([q['norm_misaligned_only'] for q in m['eq2']]):.1f}; measured "
-        f"{np.mean([q['norm_T'] for q in m['eq2']]):.1f}" + ("" if s["exact"] else " (est.)")))
-    ax[5].axhline(0.0, color="0.6", linewidth=0.5)
-  else:
-    ax[5].set_title("(f) eq. 2: ‖θ_0‖ unknown")
+  _eq2_panel(ax[5], trs, m)
   for a in ax:
     a.set_xlabel("step t")
     a.grid(alpha=0.3, linewidth=0.5)
@@ -317,6 +322,11 @@ def _rows(m, trs):
                  *core.mean_spread([abs(q["closure"]) for q in eq])),
     ]
   return rows
+
+
+def run_specs(ctx, cfg: Fig5Config) -> list:
+  """Fig. 1's profile run (none with ``--model_dir``)."""
+  return t5_runs.specs(ctx, cfg.run)
 
 
 def make(ctx: core.FigureContext, cfg: Fig5Config) -> core.FigureResult:

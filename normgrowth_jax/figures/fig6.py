@@ -44,7 +44,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -53,7 +52,7 @@ import numpy as np
 
 from normgrowth_jax import causal_lm, grid
 from normgrowth_jax.data import corpora, word_lm
-from normgrowth_jax.figures import core, paper, plotting
+from normgrowth_jax.figures import core, paper, plotting, runs
 from normgrowth_jax.figures import verdict as verdict_lib
 from normgrowth_jax.figures.verdict import check
 from normgrowth_jax.models.small_lm import SmallLM, SmallLMConfig
@@ -264,20 +263,15 @@ def train_grid(ctx: core.FigureContext, cfg: Fig6Config) -> tuple[grid.GridResul
   b = batches(data, cfg)
   lr, wd = grid_cells(cfg)
   directory = ctx.runs_root / ctx.profile / f"fig6-grid-{_run_key(cfg, name, data)}"
-  done_file = directory / "figure_run.json"
-  if ctx.force and directory.exists() and directory not in ctx.trained:
-    shutil.rmtree(directory)
   info = {"corpus": name, "steps": int(len(b)), "epoch_steps": epoch_steps(data, cfg),
           "tokens": int(np.sum(b[:, :, 1:] != word_lm.PAD_ID)),
           "train_stats": data.stats.get("train", {}), "cells": int(lr.size),
           "dir": str(directory)}
+  done = runs.cached(ctx, directory, work(cfg), f"{NAME}: grid")
   parts = sorted(directory.glob("chunk_*.npz")) if directory.exists() else []
-  if done_file.is_file():
-    ctx.advance(work(cfg), f"{NAME}: grid (cached)")
-    result = grid.concat_results([load_part(p) for p in parts])
-    info.update(json.loads(done_file.read_text()).get("run", {}), cached=True)
-    ctx.note_reused(directory, info.get("wall_s", 0.0))
-    return result, info
+  if done is not None:
+    info.update(done.get("run", {}), cached=True)
+    return grid.concat_results([load_part(p) for p in parts]), info
   directory.mkdir(parents=True, exist_ok=True)
   model = model_for(cfg, data.num_ids)
   init_fn, loss_fn = causal_lm.loss_adapter(model)
@@ -289,9 +283,9 @@ def train_grid(ctx: core.FigureContext, cfg: Fig6Config) -> tuple[grid.GridResul
     chunk = trainer.cells_that_fit(params, b[:cfg.block_steps], max_cells=lr.size)
   size = lr.size if chunk is None else int(chunk)
   meta = directory / "chunking.json"
-  done = {}
+  finished_chunks = {}
   if meta.is_file() and json.loads(meta.read_text()).get("chunk_cells") == size:
-    done = {int(p.stem.split("_")[1]): load_part(p) for p in parts}
+    finished_chunks = {int(p.stem.split("_")[1]): load_part(p) for p in parts}
   else:
     for p in parts:
       p.unlink()
@@ -300,11 +294,10 @@ def train_grid(ctx: core.FigureContext, cfg: Fig6Config) -> tuple[grid.GridResul
   result = trainer.run(params, lr, wd, b, chunk_cells=size,
                        progress=lambda n: ctx.advance(n, None),
                        on_chunk=lambda c, part: save_part(directory / f"chunk_{c:03d}.npz", part),
-                       done_chunks=done)
+                       done_chunks=finished_chunks)
   run = {"wall_s": result.wall_s, "compile_s": result.compile_s, "chunk_cells": size,
          "chunks": math.ceil(lr.size / size), "devices": len(trainer.devices)}
-  done_file.write_text(json.dumps({"name": "fig6-grid", "run": run}, indent=1))
-  ctx.trained.add(directory)
+  runs.mark_finished(ctx, directory, {"name": "fig6-grid", "wall_s": result.wall_s, "run": run})
   info.update(run, cached=False)
   return result, info
 
@@ -599,6 +592,10 @@ def _notes(st: dict, prefix: str = "") -> list:
   return notes
 
 
+# The grid is one vmapped program, cached per chunk by this module, not a trainer run.
+run_specs = core.no_runs
+
+
 def make(ctx: core.FigureContext, cfg: Fig6Config) -> core.FigureResult:
   """Fig. 6 for ``cfg``; with ``cfg.original`` also that setting's grid, drawn and judged beside
   ours (the figure's criteria and verdict are ours; the original's are rows and notes)."""
@@ -607,8 +604,6 @@ def make(ctx: core.FigureContext, cfg: Fig6Config) -> core.FigureResult:
   if cfg.original:
     settings.append(_setting(ctx, cfg.original, "original setting"))
   files = _plot(ctx, settings)
-  result, info, y = ours["result"], ours["info"], wds(cfg)
-
   numbers = _numbers(ours)
   numbers["paper"] = {"wd_threshold": paper.FIG6["wd_threshold"], "default_grows": True,
                       "grid": paper.FIG6["grid"]}
@@ -627,7 +622,13 @@ def make(ctx: core.FigureContext, cfg: Fig6Config) -> core.FigureResult:
               f"{ {True: 'passed', False: 'failed', None: 'not evaluated'}[c.passed]}"
               f" ({c.ours})" for c in orig["criteria"]]
   files.append(core.write_numbers(ctx, NAME, numbers))
+  return core.FigureResult(NAME, TITLE, files, rows, ours["criteria"], _setup(cfg, settings),
+                           notes)
 
+
+def _setup(cfg: Fig6Config, settings: list[dict]) -> list[str]:
+  """What the report says about the model, data, budget, grid and how each setting ran."""
+  result, info, y = settings[0]["result"], settings[0]["info"], wds(cfg)
   decay = DEFAULT_LR * DEFAULT_WD * info["steps"]
   stats = info.get("train_stats", {})
   setup = [
@@ -666,4 +667,4 @@ def make(ctx: core.FigureContext, cfg: Fig6Config) -> core.FigureResult:
         ("loaded from the run cache" if run.get("cached") else
          f"{run.get('wall_s', 0):.0f} s including {run.get('compile_s', 0):.0f} s for "
          "compilation and the first block"))
-  return core.FigureResult(NAME, TITLE, files, rows, ours["criteria"], setup, notes)
+  return setup

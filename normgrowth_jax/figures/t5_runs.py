@@ -45,7 +45,6 @@ import os
 from pathlib import Path
 from typing import Optional, Sequence
 
-import gin
 import numpy as np
 
 PAPER_T = 2 ** 19
@@ -145,16 +144,25 @@ def bindings(cfg: T5RunConfig, seed: int) -> list[str]:
       "num_decoder_layers")]
   out.append(f"train.train.steps_per_call = {cfg.steps_per_call}")
   out.append("train.train.tensorboard = False")  # norms.jsonl is what the figures read
-  out.append("train.train.evaluator = @t5_runs.norm_evaluator")  # step-0 norms, eval.jsonl
+  out.append("train.train.evaluator = @train.param_norm_evaluator")  # step-0 norms, eval.jsonl
   return out
+
+
+def specs(ctx, cfg: T5RunConfig) -> list:
+  """The runs a figure draws (one per seed) as ``runs.RunSpec`` s; none when the figure is
+  drawn from ``--model_dir``. Prepares the corpora they read."""
+  from normgrowth_jax.figures import runs  # pylint: disable=g-import-not-at-top
+  if (ctx.options or {}).get("model_dir"):
+    return []
+  prepare_corpora(cfg)
+  return [runs.RunSpec(run_name(s), (GIN_FILE,), tuple(bindings(cfg, s)), cfg.train_steps)
+          for s in cfg.seeds]
 
 
 def train_all(ctx, cfg: T5RunConfig) -> list[Path]:
   """Trains (or reuses) one run per seed; returns their directories in seed order."""
   from normgrowth_jax.figures import runs  # pylint: disable=g-import-not-at-top
-  prepare_corpora(cfg)
-  return [runs.train_cached(ctx, run_name(s), [GIN_FILE], bindings(cfg, s), cfg.train_steps)
-          for s in cfg.seeds]
+  return runs.train_specs(ctx, specs(ctx, cfg))
 
 
 def prepare_corpora(cfg: T5RunConfig) -> None:
@@ -213,16 +221,9 @@ def init_params(cfg: T5RunConfig, seed: int):
 INIT_NORMS_FILE = "init_norms.json"
 
 
-@gin.configurable(module="t5_runs", denylist=["model"])
-def norm_evaluator(model):
-  """An ``evaluator`` for ``train.train``: :func:`filtered_norms` of the params, so
-  ``eval.jsonl`` holds the step-0 (and last-step) norms, globally and per layer."""
-  del model
-  return filtered_norms
-
-
 def eval_norms(model_dir, step: int = 0) -> Optional[dict]:
-  """The norms :func:`norm_evaluator` wrote for ``step`` in ``eval.jsonl`` (None if absent)."""
+  """The norms ``train.param_norm_evaluator`` wrote for ``step`` in ``eval.jsonl`` (None if
+  absent)."""
   from normgrowth_jax import sinks  # pylint: disable=g-import-not-at-top
   path = os.path.join(model_dir, "eval.jsonl")
   if not os.path.isfile(path):
@@ -249,13 +250,10 @@ def init_norms(cfg: T5RunConfig, seed: int, model_dir=None) -> dict:
 
 
 def filtered_norms(params) -> dict[str, float]:
-  """``{"param_norm", "param_norm/<layer>"}`` of params under the paper filter (float64)."""
-  from flax import traverse_util  # pylint: disable=g-import-not-at-top
-  from normgrowth_jax import norms  # pylint: disable=g-import-not-at-top
+  """``{"param_norm", "param_norm/<layer>"}`` of params under the paper filter (float64): what
+  ``train.param_norm_evaluator`` records."""
   from normgrowth_jax.analysis import checkpoints  # pylint: disable=g-import-not-at-top
-  flat = {"/".join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(params).items()}
-  keep = norms.resolve_param_filter("paper")
-  return checkpoints.param_norms({k: v for k, v in flat.items() if keep(k, v)}, "layers")
+  return checkpoints.filtered_param_norms(params, "paper", "layers")
 
 
 def last_params(model_dir) -> dict:
