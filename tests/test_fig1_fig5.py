@@ -19,7 +19,7 @@ import pytest
 
 from normgrowth_jax import norms, sinks, tracking
 from normgrowth_jax.analysis import checkpoints as ac
-from normgrowth_jax.analysis import fits
+from normgrowth_jax.analysis import fits, run_reader
 from normgrowth_jax.figures import __main__ as figures_main
 from normgrowth_jax.figures import core, fig1, fig5, t5_runs
 from normgrowth_jax.figures.verdict import verdict
@@ -80,7 +80,7 @@ def test_pair_identities_match_vectors():
     a = rng.normal(size=50)
     b = a + scale * rng.normal(size=50)
     q = ac.pair_quantities({"encoder/layers_0/w": a}, {"encoder/layers_0/w": b}, None)
-    nb, d, cos = t5_runs.pair_from_norms(np.linalg.norm(a), np.linalg.norm(b),
+    nb, d, cos = run_reader.pair_from_norms(np.linalg.norm(a), np.linalg.norm(b),
                                          q["direction_angle"])
     assert nb == pytest.approx(np.linalg.norm(b))
     assert d == pytest.approx(np.linalg.norm(b - a), rel=1e-9)
@@ -89,7 +89,7 @@ def test_pair_identities_match_vectors():
   theta0 = rng.normal(size=30)
   delta = 0.3 * rng.normal(size=30)
   alpha = delta @ theta0 / np.linalg.norm(delta) / np.linalg.norm(theta0)
-  assert t5_runs.theta0_norm(np.linalg.norm(theta0 + delta), np.linalg.norm(delta),
+  assert run_reader.theta0_norm(np.linalg.norm(theta0 + delta), np.linalg.norm(delta),
                              alpha) == pytest.approx(np.linalg.norm(theta0), rel=1e-12)
 
 
@@ -105,7 +105,7 @@ def test_grid_steps_follow_the_paper():
 def test_anchor_grid_equals_checkpoint_quantities(tmp_path):
   seen = _train_toy(tmp_path / "run", steps=40, interval=7)
   init = ac.param_norms(seen[0], "layers")
-  tr = t5_runs.load(tmp_path / "run", init_norms=init, warmup_steps=5)
+  tr = run_reader.load(tmp_path / "run", init_norms=init, warmup_steps=5)
   g = tr.grid
   assert g["step"].tolist() == [0, 7, 14, 21, 28, 35, 40]
   assert "anchor" in tr.grid_source
@@ -122,7 +122,7 @@ def test_anchor_grid_equals_checkpoint_quantities(tmp_path):
     assert g["layers"]["encoder/layers_1"][i] == pytest.approx(
         ref["param_norm/encoder/layers_1"], rel=1e-6)
   # ||theta_0|| from row 1 alone (no init given) agrees with the true init norm
-  derived = t5_runs.load(tmp_path / "run")
+  derived = run_reader.load(tmp_path / "run")
   assert derived.norm0 == pytest.approx(init["param_norm"], rel=1e-5)
   # eq. 2 closes: sum of ||delta||^2 + 2 theta.delta = ||theta_T||^2 - ||theta_0||^2
   e = t5_runs.eq2_terms(tr)
@@ -136,7 +136,7 @@ def test_exact_rsqrt_rate_matches_the_optimizer():
   from normgrowth_jax import optimizers
   sched = optimizers.rsqrt_schedule(warmup_steps=50)
   steps = np.array([1, 2, 50, 51, 52, 400])
-  np.testing.assert_allclose(t5_runs.rsqrt_learning_rate(steps, 50),
+  np.testing.assert_allclose(run_reader.rsqrt_learning_rate(steps, 50),
                              [float(sched(s - 1)) for s in steps], rtol=1e-6)
 
 
@@ -176,7 +176,7 @@ def _write_t5x_style(model_dir, steps=(0, 20, 40, 60, 80, 100, 120), total=120):
 
 def test_t5x_style_directory_through_model_dir(tmp_path):
   saved = _write_t5x_style(tmp_path / "t5x_run")
-  tr = t5_runs.load(tmp_path / "t5x_run")
+  tr = run_reader.load(tmp_path / "t5x_run")
   assert "checkpoints" in tr.grid_source and not tr.every_step
   assert tr.grid["step"].tolist() == sorted(saved)
   ref = ac.pair_quantities(saved[40], saved[60], "layers")
@@ -226,7 +226,7 @@ def test_growth_laws_use_every_step_not_two_checkpoints(tmp_path):
   """Issue 17: two checkpoints fit any two-parameter law with r^2 = 1; the rows decide."""
   d = tmp_path / "two_checkpoints"
   _train_plain(d, 120, checkpoints=(100, 120))
-  tr = t5_runs.load(d)
+  tr = run_reader.load(d)
   assert tr.grid["step"].tolist() == [100, 120]      # the grid: the two checkpoints
   m = fig1.measure([tr], fig1.CONFIGS["smoke"])
   g = m["per_run"][0]
@@ -248,7 +248,7 @@ def test_growth_laws_use_every_step_not_two_checkpoints(tmp_path):
 def test_growth_laws_not_comparable_below_min_points(tmp_path):
   d = tmp_path / "short"
   _train_plain(d, fig1.MIN_POINTS - 2)
-  m = fig1.measure([t5_runs.load(d)], fig1.CONFIGS["smoke"])
+  m = fig1.measure([run_reader.load(d)], fig1.CONFIGS["smoke"])
   assert m["exponent"] is None and m["sqrt_r2"] is None
   crit = fig1.criteria(m, fig1.CONFIGS["smoke"])
   assert [c.passed for c in crit[:3]] == [None] * 3
@@ -261,7 +261,7 @@ def test_late_local_exponent_and_run_level_pooled_interval(tmp_path):
   trs = []
   for i, steps in enumerate((60, 80)):
     _train_plain(tmp_path / f"run{i}", steps)
-    trs.append(t5_runs.load(tmp_path / f"run{i}"))
+    trs.append(run_reader.load(tmp_path / f"run{i}"))
   m = fig1.measure(trs, fig1.CONFIGS["smoke"])
   for tr, e in zip(trs, m["local_late"]):
     t, y, _ = fig1.norm_series(tr)
@@ -280,7 +280,7 @@ def test_late_local_exponent_and_run_level_pooled_interval(tmp_path):
 def test_model_dir_embedded_run_without_anchor_falls_back(tmp_path):
   d = tmp_path / "plain"
   _train_plain(d, 30)
-  tr = t5_runs.load(d, grid_points=11)
+  tr = run_reader.load(d, grid_points=11)
   assert "no checkpoint-to-checkpoint" in tr.grid_source
   assert tr.grid["step"][0] == 0 and len(tr.grid["step"]) == 11
   assert np.isnan(tr.grid["alignment"]).all() and tr.learning_rate is None
@@ -314,7 +314,7 @@ def test_per_layer_growth_t5_base_twelve_layers(tmp_path):
     params = optax.apply_updates(params, u)
   sink.close(state)
   init = ac.param_norms(_flat_filtered(first), "layers")
-  tr = t5_runs.load(d, init_norms=init)
+  tr = run_reader.load(d, init_norms=init)
   m = fig1.measure([tr], fig1.CONFIGS["smoke"])
   want = [f"encoder/layers_{i}" for i in range(12)]
   assert m["layer_names"] == want
@@ -443,9 +443,9 @@ def test_smoke_run_step0_norms_init_and_fig2_subject(tmp_path, data_cache):  # n
   assert set(recorded) == set(recomputed) and len(recorded) == 1 + cfg.num_encoder_layers
   for k, v in recomputed.items():
     assert recorded[k] == pytest.approx(v, rel=1e-6), k
-  tr = t5_runs.load(d)                           # ||theta_0|| from row 1 alone agrees
+  tr = run_reader.load(d)                           # ||theta_0|| from row 1 alone agrees
   assert tr.norm0 == pytest.approx(recomputed["param_norm"], rel=1e-5)
-  np.testing.assert_allclose(t5_runs.rsqrt_learning_rate(tr.step, cfg.warmup_steps)[9::10],
+  np.testing.assert_allclose(run_reader.rsqrt_learning_rate(tr.step, cfg.warmup_steps)[9::10],
                              [r["learning_rate"] for r in sinks.read_jsonl(d / "metrics.jsonl")
                               if r["step"] % 10 == 0], rtol=1e-6)
   (subject,) = fig1.saturation_subjects(ctx, ["A short sentence here.", "Another one, é."])

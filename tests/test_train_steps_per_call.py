@@ -6,6 +6,7 @@ import pytest
 
 from data_helpers import data_cache  # noqa: F401  (session fixture)
 from normgrowth_jax import checkpoints, gin_utils, sinks, train
+from normgrowth_jax.analysis import run_reader
 from normgrowth_jax.figures import t5_runs
 
 GIN = "gin_configs/local/t5_normgrowth_bbc.gin"
@@ -57,7 +58,7 @@ def test_steps_per_call_reproduces_the_step_by_step_run(tmp_path, data_cache):  
                             inputs_length=32, targets_length=8)
   init = t5_runs.init_norms(cfg, 0)
   r = a[0]
-  assert t5_runs.theta0_norm(r["param_norm"], r["update_norm"], r["alignment"]) == \
+  assert run_reader.theta0_norm(r["param_norm"], r["update_norm"], r["alignment"]) == \
       pytest.approx(init["param_norm"], rel=1e-5)
 
 

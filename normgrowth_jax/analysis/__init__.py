@@ -5,6 +5,8 @@
 * :mod:`.checkpoints`: ``checkpoint_trajectory(model_dir)`` (Fig. 1 / Fig. 5 data from the
   saved checkpoints, one at a time), ``list_checkpoints``, ``read_params``,
   ``pair_quantities``.
+* :mod:`.run_reader`: ``load(model_dir)`` -> ``Trajectory`` (per-step rows, the checkpoint
+  grid from the hook's anchor, checkpoints or rows, the learning rate each update applied).
 * :mod:`.fits`: ``fit_sqrt`` (a sqrt(t) + b), ``fit_power_law``, ``fit_law`` (sqrt, linear,
   t^(1/4), log), ``fit_offset_power`` (a t^p + b, free p) and ``bootstrap_exponent`` (its
   block-bootstrap confidence interval).

@@ -37,7 +37,7 @@ from typing import Optional
 
 import numpy as np
 
-from normgrowth_jax.analysis import fits
+from normgrowth_jax.analysis import fits, run_reader
 from normgrowth_jax.figures import core, paper, plotting, t5_runs
 from normgrowth_jax.figures.verdict import check
 from normgrowth_jax.figures.verdict import verdict as verdict_of
@@ -106,7 +106,7 @@ MIN_POINTS = 20          # fewer points than this: a fit's r^2 or exponent is no
 EXPONENT_POINTS = 2000   # the exponent (and its bootstrap) refits at most this many points
 
 
-def norm_series(tr: t5_runs.Trajectory) -> tuple[np.ndarray, np.ndarray, str]:
+def norm_series(tr: run_reader.Trajectory) -> tuple[np.ndarray, np.ndarray, str]:
   """(t, ||theta_t||, source): the points the growth laws and the exponent are fitted on.
 
   The per-step rows (norms.jsonl, TensorBoard, the checkpoint trace; with t = 0 when
@@ -123,7 +123,7 @@ def norm_series(tr: t5_runs.Trajectory) -> tuple[np.ndarray, np.ndarray, str]:
           f"checkpoint grid ({tr.grid_source})")
 
 
-def fit_window(t: np.ndarray, tr: t5_runs.Trajectory) -> np.ndarray:
+def fit_window(t: np.ndarray, tr: run_reader.Trajectory) -> np.ndarray:
   """Points past warm-up (t >= W, when W is known; else t > 0): where the laws are compared."""
   return t >= (tr.warmup_steps if tr.warmup_steps else 1)
 
@@ -134,7 +134,7 @@ def _thin(t: np.ndarray, y: np.ndarray, n: int = EXPONENT_POINTS):
   return t[idx], y[idx]
 
 
-def growth_law(tr: t5_runs.Trajectory, n_boot: int, seed: int = 0) -> dict:
+def growth_law(tr: run_reader.Trajectory, n_boot: int, seed: int = 0) -> dict:
   """The growth-law numbers of one run; fits with fewer than MIN_POINTS points are None, with
   the reason in ``note``."""
   t, y, source = norm_series(tr)
@@ -172,12 +172,12 @@ def pooled_exponent(trs, n_boot: int) -> Optional[fits.ExponentCI]:
   return fits.bootstrap_exponent_runs(ts, ys, n_boot=n_boot, seed=1)
 
 
-def late_start(tr: t5_runs.Trajectory) -> int:
+def late_start(tr: run_reader.Trajectory) -> int:
   """4 W, or half the run when W is unknown: "late" is t > this."""
   return 4 * tr.warmup_steps if tr.warmup_steps else tr.train_steps // 2
 
 
-def late_ratio(tr: t5_runs.Trajectory) -> Optional[float]:
+def late_ratio(tr: run_reader.Trajectory) -> Optional[float]:
   """RMS of r_t past 4 W (or over the second half when W is unknown)."""
   r = t5_runs.assumption1_ratio(tr)
   if r is None:
@@ -186,7 +186,7 @@ def late_ratio(tr: t5_runs.Trajectory) -> Optional[float]:
   return float(np.sqrt(np.mean(v ** 2))) if v.size else None
 
 
-def late_exponent(tr: t5_runs.Trajectory, n_boot: int,
+def late_exponent(tr: run_reader.Trajectory, n_boot: int,
                   seed: int = 0) -> Optional[fits.LocalExponent]:
   """The local exponent d log||theta|| / d log t past 4 W (:func:`fits.local_exponent`: the
   log-log slope with a block-bootstrap interval of this run's residuals), on the points of

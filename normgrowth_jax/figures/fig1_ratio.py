@@ -29,6 +29,7 @@ import scipy.stats
 
 from normgrowth_jax import adafactor_probe
 from normgrowth_jax.analysis import checkpoints as ckpts
+from normgrowth_jax.analysis import run_reader
 from normgrowth_jax.figures import core, plotting, runs, t5_runs
 from normgrowth_jax.figures.verdict import check
 
@@ -141,7 +142,7 @@ def train(ctx: core.FigureContext, v: Variant, every: int = 1) -> list[Path]:
 # ----------------------------------------------------------------------------- measurements
 
 def _hook_ratio(model_dir: Path, cfg: t5_runs.T5RunConfig) -> tuple[np.ndarray, np.ndarray]:
-  tr = t5_runs.load(model_dir, warmup_steps=cfg.warmup_steps, exact_rsqrt=True,
+  tr = run_reader.load(model_dir, warmup_steps=cfg.warmup_steps, exact_rsqrt=True,
                     init_norms=t5_runs.eval_norms(model_dir))
   return tr.step, t5_runs.assumption1_ratio(tr)
 

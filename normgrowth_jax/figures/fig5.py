@@ -23,6 +23,7 @@ from typing import Optional
 
 import numpy as np
 
+from normgrowth_jax.analysis import run_reader
 from normgrowth_jax.figures import core, paper, plotting, t5_runs
 from normgrowth_jax.figures.fig1 import MIN_POINTS
 from normgrowth_jax.figures.verdict import check
@@ -94,7 +95,7 @@ def alignment_profile(grid_step, alignment, width: int = SMOOTH) -> dict:
           "late_mean": float(np.nanmean(a[half])), "late_abs": float(np.nanmean(np.abs(a[half])))}
 
 
-def eq2_summary(tr: t5_runs.Trajectory) -> Optional[dict]:
+def eq2_summary(tr: run_reader.Trajectory) -> Optional[dict]:
   """End-of-run numbers of eq. 2 (norms, not squares, for the report)."""
   e = t5_runs.eq2_terms(tr)
   if e is None:
@@ -108,7 +109,7 @@ def eq2_summary(tr: t5_runs.Trajectory) -> Optional[dict]:
           "aligned_share": ali / meas if meas != 0 else None, "exact": tr.every_step}
 
 
-def ratio_stability(tr: t5_runs.Trajectory) -> Optional[dict]:
+def ratio_stability(tr: run_reader.Trajectory) -> Optional[dict]:
   """Assumption 1 ratio: RMS per window (< W, W-4W, 4W-16W, > 16W) and its late drift."""
   r = t5_runs.assumption1_ratio(tr)
   if r is None:

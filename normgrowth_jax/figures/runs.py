@@ -144,7 +144,8 @@ def training_s(directory: Path) -> float:
   """How long a finished entry took to train: its share of a batch trained side by side
   (``cost_s``), else its own wall time."""
   done = json.loads((Path(directory) / DONE_FILE).read_text())
-  return float(done.get("cost_s", done.get("wall_s", 0.0)))
+  # Fig. 6's grids cached before the shared cache kept their time under "run" only.
+  return float(done.get("cost_s", done.get("wall_s", done.get("run", {}).get("wall_s", 0.0))))
 
 
 def mark_finished(ctx: FigureContext, directory: Path, done: dict) -> None:
