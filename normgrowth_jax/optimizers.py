@@ -7,7 +7,8 @@ Every optimizer the trainer builds goes through :func:`make_optimizer`, which
    :func:`applied_learning_rate`), and
 2. chains the norm hook ``tracking.track_norms`` LAST, so it sees the final
    update ``delta_t = theta_{t+1} - theta_t`` (paper filter and per-layer groups
-   by default).
+   by default), handing it the same learning rate: every row of the trace also
+   holds ``learning_rate``, the rate that row's update applied.
 
 Schedules follow T5X's naming: ``rsqrt_schedule`` is T5X's
 ``constant * rsqrt_decay``: ``lr_t = base / sqrt(max(t, warmup_steps))`` with
@@ -256,7 +257,8 @@ def make_optimizer(base: Callable[..., optax.GradientTransformation] = adafactor
                    sink: Any = None,
                    history_size: int = 8192,
                    anchor_every: int | None = None,
-                   stream_every_rows: int = 1) -> optax.GradientTransformation:
+                   stream_every_rows: int = 1,
+                   record_learning_rate: bool = True) -> optax.GradientTransformation:
   """``chain(inject_hyperparams(base)(learning_rate), track_norms(...))``.
 
   Args:
@@ -270,10 +272,14 @@ def make_optimizer(base: Callable[..., optax.GradientTransformation] = adafactor
     track_every: record the trajectory every this many steps.
     sink: optional sink streaming the trajectory (``sinks.JsonlSink`` ...).
     history_size, anchor_every, stream_every_rows: passed to ``track_norms``.
+    record_learning_rate: hand the hook ``learning_rate`` (its rows get the column); False
+      records no rate, as runs started before the column existed did: resume such a run
+      with ``make_optimizer.record_learning_rate = False``.
 
   Returns:
     An optax GradientTransformation whose state holds the applied learning rate
-    and the norm trace (``tracking.read_trace(state)``).
+    and the norm trace (``tracking.read_trace(state)``, with a ``learning_rate`` column:
+    the hook evaluates ``learning_rate`` at the same update count as ``inject_hyperparams``).
   """
   if learning_rate is None:
     learning_rate = (rsqrt_schedule() if base in (adafactor_t5, adafactor_fixed_ratio,
@@ -289,7 +295,8 @@ def make_optimizer(base: Callable[..., optax.GradientTransformation] = adafactor
                               groups=norms.resolve_groups(groups),
                               every=track_every, sink=sink,
                               history_size=history_size, anchor_every=anchor_every,
-                              stream_every_rows=stream_every_rows)
+                              stream_every_rows=stream_every_rows,
+                              learning_rate=learning_rate if record_learning_rate else None)
   return optax.chain(tx, hook)
 
 

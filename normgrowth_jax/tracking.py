@@ -16,7 +16,9 @@ recorded steps, computes from the current params theta_t and the final update de
 * with ``anchor_every=K``: ``anchor_cos`` / ``anchor_angle`` between theta_{t+1} and the anchor
   theta_a (a = the last multiple of K before t+1; so with every=K these are checkpoint-to-
   checkpoint values), ``anchor_angle/<g>`` per group, and ``anchor_step`` = a. This holds a
-  copy of the filtered params.
+  copy of the filtered params;
+* with ``learning_rate=`` (a number or the optimizer's optax schedule): ``learning_rate``, the
+  rate update t applied, ``learning_rate(t)`` (t counts updates from 0, as optax's schedules).
 
 All sums accumulate in float32 or better. The row of update t carries ``step = t + 1``: the
 number of updates applied, i.e. the step number of theta_{t+1} (T5X's step after the update),
@@ -51,7 +53,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, NamedTuple, Optional
+import functools
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -63,7 +66,9 @@ from normgrowth_jax import norms
 BASE_COLUMNS = ("step", "param_norm", "update_norm", "alignment", "direction_angle",
                 "direction_cos", "nonfinite")
 ANCHOR_COLUMNS = ("anchor_cos", "anchor_angle", "anchor_step")
+LEARNING_RATE = "learning_rate"  # the column of track_norms(learning_rate=...)
 GROUP_QUANTITIES = ("param_norm", "direction_angle")
+LearningRate = Union[None, float, jax.Array, Callable[[jax.Array], jax.Array]]
 _SEP = "|"  # stands for "/" in state keys: T5X splits state-dict keys on "/".
 
 
@@ -120,8 +125,9 @@ def _units(params, keep, group_fn):
   return out
 
 
-def _columns(params, keep, group_fn, anchor: bool) -> list[str]:
+def _columns(params, keep, group_fn, anchor: bool, learning_rate: bool = False) -> list[str]:
   cols = list(BASE_COLUMNS) + (list(ANCHOR_COLUMNS) if anchor else [])
+  cols += [LEARNING_RATE] if learning_rate else []
   if group_fn is not None:
     for g in norms.group_names(params, group_fn, keep):
       cols += [f"{q}/{g}" for q in GROUP_QUANTITIES]
@@ -421,7 +427,8 @@ def _settings(size: int, columns) -> str:
   groups = sorted(c[len("param_norm/"):] for c in columns if c.startswith("param_norm/"))
   shown = ", ".join(groups[:3]) + (f", ... ({len(groups)} in all)" if len(groups) > 3 else "")
   anchor = ", anchor columns" if "anchor_cos" in columns else ""
-  return f"history_size={size}, groups [{shown or 'none'}]{anchor}"
+  rate = f", {LEARNING_RATE} column" if LEARNING_RATE in columns else ""
+  return f"history_size={size}, groups [{shown or 'none'}]{anchor}{rate}"
 
 
 def _check_trace(trace, size: int, columns) -> None:
@@ -434,8 +441,10 @@ def _check_trace(trace, size: int, columns) -> None:
     raise ValueError(
         f"track_norms: the restored norm trace was recorded with {_settings(have_size, have_cols)}"
         f" but this hook is configured with {_settings(size, columns)}; resume with the run's "
-        "own track_norms settings (history_size, param_filter, groups, anchor_every) or start "
-        "the new settings in a new model_dir.")
+        "own track_norms settings (history_size, param_filter, groups, anchor_every, "
+        "learning_rate; a trainer run without the learning_rate column: "
+        "make_optimizer.record_learning_rate=False) or start the new settings in a new "
+        "model_dir.")
 
 
 def check_resumable(stored_opt_state, fresh_opt_state) -> None:
@@ -466,8 +475,8 @@ def check_resumable(stored_opt_state, fresh_opt_state) -> None:
 
 
 def track_norms(param_filter="all", groups=None, every: int = 1, history_size: int = 8192,
-                anchor_every: Optional[int] = None, sink=None,
-                stream_every_rows: int = 1) -> optax.GradientTransformation:
+                anchor_every: Optional[int] = None, sink=None, stream_every_rows: int = 1,
+                learning_rate: LearningRate = None) -> optax.GradientTransformation:
   """Pass-through optax transformation that records the parameter-norm trajectory.
 
   Put it last in ``optax.chain`` and call ``update(grads, state, params)`` with params.
@@ -493,10 +502,52 @@ def track_norms(param_filter="all", groups=None, every: int = 1, history_size: i
       ``stream_every_rows`` recorded rows with those rows; it must return quickly.
     stream_every_rows: rows per sink call (>1 batches host transfers; the last partial batch
       is written by the sink's ``flush(opt_state)``/``close(opt_state)`` from the state).
+    learning_rate: None, or the optimizer's rate (a number or an optax schedule): then rows
+      also hold ``learning_rate``, the rate update t applied (``learning_rate(t)``, float32).
 
   Returns:
     An ``optax.GradientTransformation`` with state :class:`NormTrace`.
+
+  Example:
+    >>> params, schedule = {"w": jnp.ones(2)}, optax.linear_schedule(1.0, 0.0, 4)
+    >>> opt = optax.chain(optax.sgd(schedule), track_norms(learning_rate=schedule))
+    >>> state = opt.init(params)
+    >>> state = opt.update(params, opt.update(params, state, params)[1], params)[1]
+    >>> read_trace(state)["learning_rate"].tolist()  # schedule(0), schedule(1)
+    [1.0, 0.75]
   """
+  _check_hook_arguments(every, history_size, anchor_every, stream_every_rows)
+  hook = _Hook(keep=norms.resolve_param_filter(param_filter),
+               group_fn=norms.resolve_groups(groups), param_filter=param_filter, groups=groups,
+               every=every, history_size=history_size, anchor_every=anchor_every, sink=sink,
+               stream_every_rows=stream_every_rows, learning_rate=learning_rate)
+  return optax.GradientTransformation(functools.partial(_init_trace, hook),
+                                      functools.partial(_update_trace, hook))
+
+
+class _Hook(NamedTuple):
+  """:func:`track_norms`'s settings, with the param filter and groups resolved."""
+  keep: Callable
+  group_fn: Optional[Callable]
+  param_filter: Any
+  groups: Any
+  every: int
+  history_size: int
+  anchor_every: Optional[int]
+  sink: Any
+  stream_every_rows: int
+  learning_rate: LearningRate
+
+  @property
+  def use_anchor(self) -> bool:
+    return self.anchor_every is not None
+
+  def columns(self, params) -> list[str]:
+    return _columns(params, self.keep, self.group_fn, self.use_anchor,
+                    self.learning_rate is not None)
+
+
+def _check_hook_arguments(every, history_size, anchor_every, stream_every_rows) -> None:
   if every < 1 or history_size < 1:
     raise ValueError(f"every ({every}) and history_size ({history_size}) must be >= 1.")
   if anchor_every is not None and anchor_every < 1:
@@ -504,105 +555,157 @@ def track_norms(param_filter="all", groups=None, every: int = 1, history_size: i
   if stream_every_rows < 1 or history_size % stream_every_rows:
     raise ValueError(f"stream_every_rows ({stream_every_rows}) must be >= 1 and divide "
                      f"history_size ({history_size}).")
-  keep = norms.resolve_param_filter(param_filter)
-  group_fn = norms.resolve_groups(groups)
-  use_anchor = anchor_every is not None
 
-  def init_fn(params):
-    norms.check_selection(params, param_filter, groups, where="track_norms")
-    cols = _columns(params, keep, group_fn, use_anchor)
-    history = {_state_key(c): jnp.zeros((history_size,), jnp.int32 if c in (
-        "step", "anchor_step") else jnp.float32) for c in cols}
-    anchor = _no_anchor()
-    units = _units(params, keep, group_fn)
-    if use_anchor and units:
-      leaves = jax.tree_util.tree_leaves(params)
-      anchor = tuple(jnp.array(leaves[j]) for j, _ in units)
-    return NormTrace(count=jnp.zeros((), jnp.int32), num_rows=jnp.zeros((), jnp.int32),
-                     first_nonfinite=-jnp.ones((), jnp.int32), history=history, anchor=anchor)
 
-  def update_fn(updates, state, params=None):
-    if params is None:
-      raise ValueError("track_norms needs the params: call opt.update(updates, state, params).")
-    # A restored state from other settings: refuse at trace time, before a row is written.
-    _check_trace(state, history_size, _columns(params, keep, group_fn, use_anchor))
-    lay = _layout(params, keep, group_fn)
+def _init_trace(hook: _Hook, params) -> NormTrace:
+  """The empty trace: zeroed history columns and, with the anchor, a copy of theta_0."""
+  norms.check_selection(params, hook.param_filter, hook.groups, where="track_norms")
+  history = {_state_key(c): jnp.zeros((hook.history_size,), jnp.int32 if c in (
+      "step", "anchor_step") else jnp.float32) for c in hook.columns(params)}
+  anchor = _no_anchor()
+  units = _units(params, hook.keep, hook.group_fn)
+  if hook.use_anchor and units:
     leaves = jax.tree_util.tree_leaves(params)
-    uleaves, utree = jax.tree_util.tree_flatten(updates)
-    if len(uleaves) != len(leaves):
-      raise ValueError("track_norms: updates and params must have the same structure.")
-    t = state.count.astype(jnp.int32)
-    step = t + 1
+    anchor = tuple(jnp.array(leaves[j]) for j, _ in units)
+  return NormTrace(count=jnp.zeros((), jnp.int32), num_rows=jnp.zeros((), jnp.int32),
+                   first_nonfinite=-jnp.ones((), jnp.int32), history=history, anchor=anchor)
 
-    anchor, anchor_step = state.anchor, None
-    if use_anchor:
-      if lay.units:
-        refresh = (t % anchor_every) == 0
-        anchor = jax.lax.cond(refresh, lambda: tuple(
-            leaves[j].astype(a.dtype) for (j, _), a in zip(lay.units, state.anchor)),
-                              lambda: state.anchor)
-      anchor_step = (t // anchor_every) * anchor_every
 
-    # A filtered leaf's non-finite update or param shows in its sums (so in the row); other
-    # leaves get a flag. With every > 1 the updates are checked each step (a first non-finite
-    # step is recorded) and everything else runs only on recording steps, under one cond.
-    kept = {j for j, _ in lay.units}
-    others = [j for j in range(len(leaves)) if j not in kept]
-    bad_update, do = jnp.zeros((), bool), None
-    if every > 1:
-      for u in uleaves:
-        bad_update = bad_update | _has_nonfinite(u)
-      do = ((step % every) == 0) | ((state.first_nonfinite < 0) & bad_update)
+def _update_trace(hook: _Hook, updates, state: NormTrace, params=None):
+  """The hook's update: ``(updates unchanged, state with the row of update t written)``."""
+  if params is None:
+    raise ValueError("track_norms needs the params: call opt.update(updates, state, params).")
+  # A restored state from other settings: refuse at trace time, before a row is written.
+  _check_trace(state, hook.history_size, hook.columns(params))
+  lay = _layout(params, hook.keep, hook.group_fn)
+  leaves = jax.tree_util.tree_leaves(params)
+  uleaves, utree = jax.tree_util.tree_flatten(updates)
+  if len(uleaves) != len(leaves):
+    raise ValueError("track_norms: updates and params must have the same structure.")
+  t = state.count.astype(jnp.int32)
+  step = t + 1
+  anchor, anchor_step = _refreshed_anchor(hook, lay, leaves, state.anchor, t)
+  # A filtered leaf's non-finite update or param shows in its sums (so in the row); other
+  # leaves get a flag. With every > 1 the updates are checked each step (a first non-finite
+  # step is recorded) and everything else runs only on recording steps, under one cond.
+  kept = {j for j, _ in lay.units}
+  others = [j for j in range(len(leaves)) if j not in kept]
+  bad_update, do = _recording_step(hook.every, uleaves, state.first_nonfinite, step)
+  st, probes = _measure(leaves, uleaves, lay, others, anchor if hook.use_anchor else None, do)
+  out_leaves = _ordered_after_reads(uleaves, others, probes, st["zero"])
+  flags = [~jnp.isfinite(v) for v in probes]
+  row = _combine(lay, st)
+  nonfinite = _flag_nonfinite(row, bad_update, *flags)
+  row.update(_row_counters(hook, step, nonfinite, anchor_step, t))
+  idx = state.num_rows.astype(jnp.int32) % hook.history_size
+  history = _write_row(state.history, row, idx, do)
+  new_state = _next_trace(hook, state, history, anchor, do, nonfinite, step)
+  return jax.tree_util.tree_unflatten(utree, out_leaves), new_state
 
-    def measure():
-      probes = [_probe(leaves[j], uleaves[j]) for j in others]
-      st = _row_stats(leaves, uleaves, lay, anchors=anchor if use_anchor else None)
-      return st, probes
 
-    st, probes = measure() if do is None else jax.lax.cond(do, measure,
-                                                           _zeros_like_output(measure))
-    # Every read of theta_t precedes the caller's apply_updates (see _after): the filtered
-    # leaves' through the cond's zero, each other leaf's through its own probe.
-    zeros = dict(zip(others, map(_zero_of, probes)))
-    out_leaves = [_after(u, zeros.get(j, st["zero"])) for j, u in enumerate(uleaves)]
-    flags = [~jnp.isfinite(v) for v in probes]
-    row = _combine(lay, st)
-    nonfinite = _flag_nonfinite(row, bad_update, *flags)
-    row["step"] = step
-    row["nonfinite"] = nonfinite.astype(jnp.float32)
-    if use_anchor:
-      row["anchor_step"] = anchor_step
-    idx = state.num_rows.astype(jnp.int32) % history_size
-    history = {}
-    for key, col in state.history.items():
-      val = jnp.asarray(row[_column(key)]).astype(col.dtype)
-      if do is not None:
-        val = jnp.where(do, val, col[idx])
-      history[key] = jax.lax.dynamic_update_slice(col, val[None], (idx,))
-    recorded = True if do is None else do
-    num_rows = _bump(state.num_rows, jnp.asarray(recorded).astype(jnp.int32))
-    first = jnp.where(recorded & nonfinite & (state.first_nonfinite < 0), step,
-                      state.first_nonfinite).astype(state.first_nonfinite.dtype)
-    if sink is not None:
-      _emit(history, num_rows, recorded)
-    new_state = NormTrace(count=_bump(state.count), num_rows=num_rows,
-                          first_nonfinite=first, history=history, anchor=anchor)
-    return jax.tree_util.tree_unflatten(utree, out_leaves), new_state
+def _refreshed_anchor(hook: _Hook, lay: _Layout, leaves, anchor, t):
+  """``(anchor, anchor_step)`` for update t: with the anchor on, theta_t is copied in at every
+  multiple of ``anchor_every`` (anchor_step: that multiple); else ``(anchor, None)``."""
+  if not hook.use_anchor:
+    return anchor, None
+  if lay.units:
+    refresh = (t % hook.anchor_every) == 0
+    anchor = jax.lax.cond(refresh, lambda: tuple(
+        leaves[j].astype(a.dtype) for (j, _), a in zip(lay.units, anchor)), lambda: anchor)
+  return anchor, (t // hook.anchor_every) * hook.anchor_every
 
-  def _emit(hist, n_rows, recorded):
-    """Sends the last ``stream_every_rows`` rows to the sink once that many were recorded."""
-    k = stream_every_rows
-    n = n_rows.astype(jnp.int32)
-    start = (n - k) % history_size
-    block = {_column(key): jax.lax.dynamic_slice(col, (start,), (k,))
-             for key, col in hist.items()}
-    send = lambda b: jax.debug.callback(sink.write_rows, b)
-    if k == 1 and recorded is True:
-      send(block)
-    else:
-      jax.lax.cond(recorded & (n % k == 0), send, lambda b: None, block)
 
-  return optax.GradientTransformation(init_fn, update_fn)
+def _recording_step(every: int, uleaves, first_nonfinite, step):
+  """``(bad_update, do)``: with ``every`` > 1 whether an update leaf is not finite and whether
+  this step records (a multiple of ``every``, or the first non-finite update); with
+  ``every`` = 1 ``(False, None)``: every step records, the sums show any NaN/inf."""
+  bad_update = jnp.zeros((), bool)
+  if every == 1:
+    return bad_update, None
+  for u in uleaves:
+    bad_update = bad_update | _has_nonfinite(u)
+  return bad_update, ((step % every) == 0) | ((first_nonfinite < 0) & bad_update)
+
+
+def _measure(leaves, uleaves, lay: _Layout, others, anchors, do):
+  """``(row stats, probes)``: :func:`_row_stats` of the filtered leaves and a :func:`_probe`
+  of each leaf in ``others``; under one cond on ``do`` (zeros when False) unless it is None."""
+  def measure():
+    probes = [_probe(leaves[j], uleaves[j]) for j in others]
+    st = _row_stats(leaves, uleaves, lay, anchors=anchors)
+    return st, probes
+
+  if do is None:
+    return measure()
+  return jax.lax.cond(do, measure, _zeros_like_output(measure))
+
+
+def _ordered_after_reads(uleaves, others, probes, zero):
+  """The update leaves, each tied after every read of theta_t (see :func:`_after`): the
+  filtered leaves' through the stats' ``zero``, each leaf in ``others`` through its probe."""
+  zeros = dict(zip(others, map(_zero_of, probes)))
+  return [_after(u, zeros.get(j, zero)) for j, u in enumerate(uleaves)]
+
+
+def _row_counters(hook: _Hook, step, nonfinite, anchor_step, t) -> dict:
+  """The row's columns besides the measured ones: step, nonfinite, anchor_step, learning_rate."""
+  out = {"step": step, "nonfinite": nonfinite.astype(jnp.float32)}
+  if anchor_step is not None:
+    out["anchor_step"] = anchor_step
+  if hook.learning_rate is not None:
+    out[LEARNING_RATE] = _rate_of_update(hook.learning_rate, t)
+  return out
+
+
+def _rate_of_update(learning_rate: LearningRate, t) -> jax.Array:
+  """[] float32: the rate update t applied, ``learning_rate(t)`` for a schedule.
+
+  Example:
+    >>> float(_rate_of_update(lambda count: 1.0 / (1 + count), jnp.int32(3)))
+    0.25
+  """
+  rate = learning_rate(t) if callable(learning_rate) else learning_rate
+  return jnp.asarray(rate, jnp.float32)
+
+
+def _write_row(history: dict, row: dict, idx, do) -> dict:
+  """``history`` with ``row`` in slot ``idx`` (the slot kept as it was when ``do`` is False;
+  ``do`` None: always written)."""
+  out = {}
+  for key, col in history.items():
+    val = jnp.asarray(row[_column(key)]).astype(col.dtype)
+    if do is not None:
+      val = jnp.where(do, val, col[idx])
+    out[key] = jax.lax.dynamic_update_slice(col, val[None], (idx,))
+  return out
+
+
+def _next_trace(hook: _Hook, state: NormTrace, history, anchor, do, nonfinite,
+                step) -> NormTrace:
+  """The trace after update t (its row written into ``history`` when ``do``, None: always),
+  streaming the rows to the sink when a block of them is complete."""
+  recorded = True if do is None else do
+  num_rows = _bump(state.num_rows, jnp.asarray(recorded).astype(jnp.int32))
+  first = jnp.where(recorded & nonfinite & (state.first_nonfinite < 0), step,
+                    state.first_nonfinite).astype(state.first_nonfinite.dtype)
+  if hook.sink is not None:
+    _emit(hook, history, num_rows, recorded)
+  return NormTrace(count=_bump(state.count), num_rows=num_rows, first_nonfinite=first,
+                   history=history, anchor=anchor)
+
+
+def _emit(hook: _Hook, history: dict, num_rows, recorded) -> None:
+  """Sends the last ``stream_every_rows`` rows to the sink once that many were recorded."""
+  k = hook.stream_every_rows
+  n = num_rows.astype(jnp.int32)
+  start = (n - k) % hook.history_size
+  block = {_column(key): jax.lax.dynamic_slice(col, (start,), (k,))
+           for key, col in history.items()}
+  send = lambda b: jax.debug.callback(hook.sink.write_rows, b)
+  if k == 1 and recorded is True:
+    send(block)
+  else:
+    jax.lax.cond(recorded & (n % k == 0), send, lambda b: None, block)
 
 
 # ----------------------------------------------------------------------------- reading

@@ -21,7 +21,7 @@ from normgrowth_jax import norms, sinks, tracking
 from normgrowth_jax.analysis import checkpoints as ac
 from normgrowth_jax.analysis import fits, run_reader
 from normgrowth_jax.figures import __main__ as figures_main
-from normgrowth_jax.figures import core, fig1, fig5, t5_runs
+from normgrowth_jax.figures import core, fig1, fig1_growth, fig5, subjects, t5_runs
 from normgrowth_jax.figures.verdict import verdict
 from data_helpers import data_cache  # noqa: F401  (session fixture)
 
@@ -199,7 +199,7 @@ def test_t5x_style_directory_through_model_dir(tmp_path):
   results = {r["name"]: r["verdict"]
              for r in json.loads((out / "results.json").read_text())["figures"]}
   assert results["fig1"] in ("reproduced", "partly", "not reproduced")  # 30 per-step rows
-  assert results["fig5"] == "not comparable"   # 6 checkpoint pairs < fig1.MIN_POINTS
+  assert results["fig5"] == "not comparable"   # 6 checkpoint pairs < fig1_growth.MIN_POINTS
 
 
 def _train_plain(d, steps, checkpoints=()):
@@ -228,7 +228,7 @@ def test_growth_laws_use_every_step_not_two_checkpoints(tmp_path):
   _train_plain(d, 120, checkpoints=(100, 120))
   tr = run_reader.load(d)
   assert tr.grid["step"].tolist() == [100, 120]      # the grid: the two checkpoints
-  m = fig1.measure([tr], fig1.CONFIGS["smoke"])
+  m = fig1_growth.measure([tr], fig1.CONFIGS["smoke"])
   g = m["per_run"][0]
   assert g["source"].startswith("per step (norms.jsonl") and g["n_fit"] == 120
   rows = [json.loads(line) for line in open(d / "norms.jsonl")]
@@ -247,12 +247,12 @@ def test_growth_laws_use_every_step_not_two_checkpoints(tmp_path):
 
 def test_growth_laws_not_comparable_below_min_points(tmp_path):
   d = tmp_path / "short"
-  _train_plain(d, fig1.MIN_POINTS - 2)
-  m = fig1.measure([run_reader.load(d)], fig1.CONFIGS["smoke"])
+  _train_plain(d, fig1_growth.MIN_POINTS - 2)
+  m = fig1_growth.measure([run_reader.load(d)], fig1.CONFIGS["smoke"])
   assert m["exponent"] is None and m["sqrt_r2"] is None
-  crit = fig1.criteria(m, fig1.CONFIGS["smoke"])
+  crit = fig1_growth.criteria(m, fig1.CONFIGS["smoke"])
   assert [c.passed for c in crit[:3]] == [None] * 3
-  assert f"at least {fig1.MIN_POINTS} needed" in crit[0].ours
+  assert f"at least {fig1_growth.MIN_POINTS} needed" in crit[0].ours
 
 
 def test_late_local_exponent_and_run_level_pooled_interval(tmp_path):
@@ -262,14 +262,14 @@ def test_late_local_exponent_and_run_level_pooled_interval(tmp_path):
   for i, steps in enumerate((60, 80)):
     _train_plain(tmp_path / f"run{i}", steps)
     trs.append(run_reader.load(tmp_path / f"run{i}"))
-  m = fig1.measure(trs, fig1.CONFIGS["smoke"])
+  m = fig1_growth.measure(trs, fig1.CONFIGS["smoke"])
   for tr, e in zip(trs, m["local_late"]):
-    t, y, _ = fig1.norm_series(tr)
+    t, y, _ = fig1_growth.norm_series(tr)
     late = t > tr.train_steps // 2
     assert e.n == late.sum() and e.lo <= e.p <= e.hi
     assert e.p == pytest.approx(fits.fit_power_law(t[late], y[late]).exponent, abs=1e-12)
   assert m["local_late_mean"] == pytest.approx(np.mean([e.p for e in m["local_late"]]))
-  ts, ys = zip(*[fig1.norm_series(tr)[:2] for tr in trs])
+  ts, ys = zip(*[fig1_growth.norm_series(tr)[:2] for tr in trs])
   assert m["pooled"] == fits.bootstrap_exponent_runs(
       [t[t >= 1] for t in ts], [y[t >= 1] for t, y in zip(ts, ys)], n_boot=20, seed=1)
   rows = [r.quantity for r in fig1._rows(m, trs)]
@@ -285,7 +285,7 @@ def test_model_dir_embedded_run_without_anchor_falls_back(tmp_path):
   assert tr.grid["step"][0] == 0 and len(tr.grid["step"]) == 11
   assert np.isnan(tr.grid["alignment"]).all() and tr.learning_rate is None
   ctx = core.FigureContext("smoke", tmp_path / "out", tmp_path / "runs",
-                           options={"model_dir": str(d)})
+                           options=core.FigureOptions(model_dir=str(d)))
   r1 = fig1.make(ctx, fig1.CONFIGS["smoke"])
   r5 = fig5.make(ctx, fig5.CONFIGS["smoke"])
   by_text = {c.text.split(" (")[0]: c.passed for c in r1.criteria}
@@ -309,20 +309,20 @@ def test_per_layer_growth_t5_base_twelve_layers(tmp_path):
   growth = lambda p: jax.tree_util.tree_map_with_path(
       lambda k, x: -rate(norms.path_str(k)) * x, p)
   update = jax.jit(opt.update)
-  for _ in range(fig1.MIN_POINTS + 5):
+  for _ in range(fig1_growth.MIN_POINTS + 5):
     u, state = update(growth(params), state, params)
     params = optax.apply_updates(params, u)
   sink.close(state)
   init = ac.param_norms(_flat_filtered(first), "layers")
   tr = run_reader.load(d, init_norms=init)
-  m = fig1.measure([tr], fig1.CONFIGS["smoke"])
+  m = fig1_growth.measure([tr], fig1.CONFIGS["smoke"])
   want = [f"encoder/layers_{i}" for i in range(12)]
   assert m["layer_names"] == want
   end = ac.param_norms(_flat_filtered(params), "layers")
   np.testing.assert_allclose(m["layer_factors"], [end[f"param_norm/{g}"] / init[f"param_norm/{g}"]
                                                   for g in want], rtol=1e-5)
   assert m["layer_spearman"] == pytest.approx(1.0)
-  later = [c for c in fig1.criteria(m, fig1.CONFIGS["smoke"]) if "later layers" in c.text]
+  later = [c for c in fig1_growth.criteria(m, fig1.CONFIGS["smoke"]) if "later layers" in c.text]
   assert [c.passed for c in later] == [True]
 
 
@@ -349,9 +349,9 @@ def _fig1_numbers(**over):
 ])
 def test_fig1_criteria_both_sides(over, index):
   cfg = fig1.CONFIGS["quick"]
-  good = fig1.criteria(_fig1_numbers(), cfg)
+  good = fig1_growth.criteria(_fig1_numbers(), cfg)
   assert all(c.passed for c in good) and verdict(good) == "reproduced"
-  bad = fig1.criteria(_fig1_numbers(**over), cfg)
+  bad = fig1_growth.criteria(_fig1_numbers(**over), cfg)
   assert [c.passed for c in bad] == [i != index for i in range(len(bad))]
   assert verdict(bad) == "partly"
 
@@ -369,19 +369,19 @@ def test_mechanism_criteria_both_sides():
   cfg = fig1.CONFIGS["quick"]
   bound = _mechanism_part("binds", 0.98, [0.47, 0.46, 0.45])          # r^2/2 = 0.480
   loose = _mechanism_part("loose", 0.5, [0.11, 0.10, 0.14])           # r^2/2 = 0.125
-  good = fig1.mechanism_criteria([bound, loose], cfg)
+  good = fig1_growth.mechanism_criteria([bound, loose], cfg)
   assert [c.passed for c in good] == [True, True] and good[1].ours.startswith("6 of 6")
   # where clipping binds the law must be sqrt(t): a poor fit or 0.5 outside the CI fails it
   for over in ({"sqrt_r2": 0.98}, {"exponent": (0.7, 0.6, 0.8)}):
     worse = _mechanism_part("binds", 0.98, [0.47, 0.46, 0.45], **over)
-    assert [c.passed for c in fig1.mechanism_criteria([worse, loose], cfg)] == [False, True]
+    assert [c.passed for c in fig1_growth.mechanism_criteria([worse, loose], cfg)] == [False, True]
   # no configuration with r >= 0.9: the sqrt(t) check is not comparable, and says why
-  (none, mech) = fig1.mechanism_criteria([loose], cfg)
+  (none, mech) = fig1_growth.mechanism_criteria([loose], cfg)
   assert none.passed is None and "loose: r = 0.50" in none.ours and mech.passed
   # two of six runs off r^2/2 by more than 0.1: 67% < 80% fails
   off = _mechanism_part("loose", 0.5, [0.30, 0.10, 0.40])
-  assert [c.passed for c in fig1.mechanism_criteria([bound, off], cfg)] == [True, False]
-  runs = fig1.mechanism_runs([bound, off])
+  assert [c.passed for c in fig1_growth.mechanism_criteria([bound, off], cfg)] == [True, False]
+  runs = fig1_growth.mechanism_runs([bound, off])
   assert [r["predicted"] for r in runs] == pytest.approx([0.4802] * 3 + [0.125] * 3)
 
 
@@ -418,11 +418,11 @@ def test_alignment_profile_and_step_ratio():
                              [1.5, 2, 2.5, 4, 5])
   d = np.array([9.0, 1, 1, 1, 1, 2, 2, 2, 2, 2])
   assert fig5.step_size_ratio(steps, d, warmup=10) == pytest.approx(2.0)
-  assert fig1.spearman([0, 1, 2, 3], [1.0, 1.1, 1.3, 1.2]) == pytest.approx(0.8)
+  assert fig1_growth.spearman([0, 1, 2, 3], [1.0, 1.1, 1.3, 1.2]) == pytest.approx(0.8)
 
 
 def test_byte_ids_follow_byte_vocabulary():
-  ids = fig1._byte_ids(["Hi é", "x" * 100], max_len=8)  # pylint: disable=protected-access
+  ids = subjects.byte_ids(["Hi é", "x" * 100], max_len=8)
   assert ids.shape == (2, 8) and ids.dtype == np.int32
   assert ids[0].tolist() == [ord("H") + 3, ord("i") + 3, 32 + 3, 0xC3 + 3, 0xA9 + 3, 1, 0, 0]
   assert ids[1, -1] == 1 and (ids[1, :-1] == ord("x") + 3).all()
@@ -430,7 +430,7 @@ def test_byte_ids_follow_byte_vocabulary():
 
 def test_no_saturation_subject_without_a_finished_run(tmp_path):
   ctx = core.FigureContext("smoke", tmp_path / "out", tmp_path / "runs")
-  assert fig1.saturation_subjects(ctx, ["A sentence of a few words."]) == []
+  assert subjects.trained_t5(ctx, t5_runs.PROFILES["smoke"], ["A sentence of a few words."]) == []
 
 
 @pytest.mark.slow  # trains the smoke run (a toy T5, 52 steps) and compiles its init
@@ -448,7 +448,7 @@ def test_smoke_run_step0_norms_init_and_fig2_subject(tmp_path, data_cache):  # n
   np.testing.assert_allclose(run_reader.rsqrt_learning_rate(tr.step, cfg.warmup_steps)[9::10],
                              [r["learning_rate"] for r in sinks.read_jsonl(d / "metrics.jsonl")
                               if r["step"] % 10 == 0], rtol=1e-6)
-  (subject,) = fig1.saturation_subjects(ctx, ["A short sentence here.", "Another one, é."])
+  (subject,) = subjects.trained_t5(ctx, cfg, ["A short sentence here.", "Another one, é."])
   hidden = subject.f(subject.params)
   assert len(hidden) == 1 + cfg.num_encoder_layers
   assert subject.mask.sum() == len("A short sentence here.") + 1 + len("Another one, é.".encode()) + 1

@@ -11,7 +11,7 @@ import pytest
 from backend_helpers import dot_precisions
 from data_helpers import data_cache  # noqa: F401  (fixture)
 from normgrowth_jax import norms, sinks
-from normgrowth_jax.figures import core, fig3, subjects
+from normgrowth_jax.figures import core, fig3, fig3_heads, small_lm_runs, subjects
 
 PRE, POST = "prenorm_paper", "postnorm"
 CAUSAL, LEAKY = "causal", "original_leaky"
@@ -65,7 +65,7 @@ def test_judge_with_one_norm_and_one_mask():
 def test_head_fractions():
   stats = {"num_attended": np.array([[1.0, 1.2, 41.0], [40.2, 20.0, 1.6]]),
            "split_fraction": np.array([[0.0, 0.2, 0.98], [0.95, 0.5, 0.005]])}
-  f = fig3.head_fractions(stats, 83)
+  f = fig3_heads.head_fractions(stats, 83)
   assert f["heads"] == 6
   assert f["argmax"] == pytest.approx(2 / 6) and f["half"] == pytest.approx(2 / 6)
   assert f["split_low"] == pytest.approx(2 / 6) and f["split_high"] == pytest.approx(2 / 6)
@@ -79,7 +79,7 @@ def test_head_statistics_conventions_on_hand_made_weights():
   w[..., 2, :] = [0.5, 0.5, 0.0, 0.0]      # padding query
   w[..., 3, :] = [0.25, 0.25, 0.25, 0.25]  # padding query
   tokens = np.array([[5, 7, 0, 0]])
-  h = fig3.head_statistics(jnp.asarray(w), tokens)
+  h = fig3_heads.head_statistics(jnp.asarray(w), tokens)
   # ours: real queries 0, 1 and real keys 0, 1: counts 1 and 1.
   assert float(h["real"]["num_attended"][0, 0]) == 1.0
   assert float(h["real"]["split_fraction"][0, 0]) == 0.0
@@ -93,37 +93,38 @@ def test_head_statistics_conventions_on_hand_made_weights():
 def test_best_step_uses_dev_loss_and_existing_checkpoints():
   rows = [{"step": 0, "loss": 1.0}, {"step": 10, "loss": 5.0}, {"step": 20, "loss": 3.0},
           {"step": 30, "loss": 2.0}, {"step": 40, "loss": 4.0}]
-  assert fig3.best_step(rows, [10, 20, 30, 40]) == 30      # step 0 (init) never chosen
-  assert fig3.best_step(rows, [10, 20, 40]) == 20          # 30's checkpoint is gone
+  assert small_lm_runs.best_step(rows, [10, 20, 30, 40]) == 30      # step 0 (init) never chosen
+  assert small_lm_runs.best_step(rows, [10, 20, 40]) == 20          # 30's checkpoint is gone
   with pytest.raises(ValueError, match="no evaluated checkpoint"):
-    fig3.best_step(rows, [5])
+    small_lm_runs.best_step(rows, [5])
 
 
 def test_prune_keeps_only_the_named_checkpoints(tmp_path):
   for step in (10, 20, 30):
     (tmp_path / "checkpoints" / str(step)).mkdir(parents=True)
   (tmp_path / "checkpoints" / "tmp_junk").mkdir()
-  assert fig3.prune_checkpoints(tmp_path, {20, 30}) == [10]
+  assert small_lm_runs.prune_checkpoints(tmp_path, {20, 30}) == [10]
   assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["20", "30", "tmp_junk"]
 
 
 def test_bindings_name_every_setting_and_the_quick_budget_is_fixed():
-  cfg = fig3.CONFIGS["quick"]
-  b = fig3.bindings(cfg, PRE, LEAKY, 2, 600)
+  cfg = fig3.CONFIGS["quick"].run
+  b = small_lm_runs.bindings(cfg, PRE, LEAKY, 2, 600)
   assert "ATTENTION_MASK='original_leaky'" in b and "SEED=2" in b and "TRAIN_STEPS=600" in b
   assert f"EVAL_EVERY={600 // cfg.evals}" in b and f"CHECKPOINT_PERIOD={600 // cfg.evals}" in b
   assert cfg.steps is not None and len(cfg.seeds) >= 2
-  full = fig3.CONFIGS["full"]
-  assert (full.num_layers, full.d_model, full.d_ff, full.num_heads, full.epochs) == (
-      12, 768, 512, 12, 5.0)
+  full = fig3.CONFIGS["full"].run
+  assert full.arch.is_paper_size and full.epochs == 5.0
+  assert (full.arch.num_layers, full.arch.d_model, full.arch.d_ff, full.arch.num_heads) == (
+      12, 768, 512, 12)
 
 
 def test_attention_weights_are_traced_at_float32_precision():
-  cfg = fig3.CONFIGS["smoke"]
-  m = fig3.model(cfg, PRE, CAUSAL)
+  cfg = fig3.CONFIGS["smoke"].run
+  m = small_lm_runs.run_model(cfg, PRE, CAUSAL)
   tokens = jnp.ones((1, cfg.max_len), jnp.int32)
   params = m.init(jax.random.key(0), tokens)["params"]
-  text = fig3._attention_fn(cfg, PRE, CAUSAL).lower(params, tokens).as_text()
+  text = fig3_heads._attention_fn(cfg, PRE, CAUSAL).lower(params, tokens).as_text()
   precisions = dot_precisions(text)
   assert precisions and set(precisions) == {"[HIGHEST, HIGHEST]"}, precisions
 
@@ -133,16 +134,14 @@ def test_attention_weights_are_traced_at_float32_precision():
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, data_cache):  # noqa: F811
   """One 2-step run of the smoke model through the run cache, as the smoke profile."""
-  cfg = dataclasses.replace(fig3.CONFIGS["smoke"], steps=2, evals=1, norms=(PRE,),
+  cfg = dataclasses.replace(small_lm_runs.PROFILES["smoke"], steps=2, evals=1, norms=(PRE,),
                             masks=(CAUSAL,))
-  with pytest.MonkeyPatch.context() as mp:
-    mp.setitem(fig3.CONFIGS, "smoke", cfg)
-    root = tmp_path_factory.mktemp("fig3")
-    ctx = core.FigureContext(profile="smoke", out_dir=root / "out", runs_root=root / "runs")
-    sentences = ["The cat sat on the mat.", "It was a fine day for a walk in the park."]
-    assert fig3.saturation_subjects(ctx, sentences) == []   # nothing cached: nothing offered
-    run_dir = fig3.train_all(ctx, cfg, 2)[PRE, CAUSAL, 0]
-    offered = fig3.saturation_subjects(ctx, sentences)
+  root = tmp_path_factory.mktemp("fig3")
+  ctx = core.FigureContext(profile="smoke", out_dir=root / "out", runs_root=root / "runs")
+  sentences = ["The cat sat on the mat.", "It was a fine day for a walk in the park."]
+  assert subjects.trained_small_lms(ctx, cfg, sentences) == []  # nothing cached: none offered
+  run_dir = small_lm_runs.train_all(ctx, cfg, 2)[PRE, CAUSAL, 0]
+  offered = subjects.trained_small_lms(ctx, cfg, sentences)
   return cfg, run_dir, offered
 
 
@@ -150,27 +149,27 @@ def test_init_params_are_the_trainers_and_the_run_is_analysed(tiny_run):
   cfg, run_dir, _ = tiny_run
   rows = sinks.read_jsonl(str(run_dir / "eval.jsonl"))
   assert [r["step"] for r in rows] == [0, 2]
-  init = fig3.init_params(cfg, PRE, CAUSAL, 0)
+  init = small_lm_runs.init_params(cfg, PRE, CAUSAL, 0)
   assert float(norms.global_norm(init, "paper")) == pytest.approx(rows[0]["param_norm"],
                                                                  rel=1e-6)
-  data = fig3.load_data(cfg)
-  res = fig3.analyse_run(cfg, PRE, CAUSAL, run_dir, data.split("validation")[:4])
+  data = small_lm_runs.load_data(cfg)
+  res = fig3_heads.analyse_run(cfg, PRE, CAUSAL, run_dir, data.split("validation")[:4])
   assert res["best_step"] == 2 and res["norm"]["step"][0] == 0
   heads = res["heads"]["limit"]["real"]["num_attended"]
-  assert heads.shape == (cfg.num_layers, cfg.num_heads)
+  assert heads.shape == (cfg.arch.num_layers, cfg.arch.num_heads)
   assert np.all(heads >= 1) and np.all(np.isfinite(heads))
 
 
 def test_checkpoints_restore_from_a_relative_run_dir(tiny_run, monkeypatch):
   # `make reproduce-figures` passes the relative default runs/figures; orbax wants absolute paths.
   _, run_dir, _ = tiny_run
-  absolute = fig3.restore_params(run_dir, 2)
+  absolute = small_lm_runs.restore_params(run_dir, 2)
   monkeypatch.chdir(run_dir.parent)
-  relative = fig3.restore_params(Path(run_dir.name), 2)
+  relative = small_lm_runs.restore_params(Path(run_dir.name), 2)
   assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), absolute, relative))
 
 
-def test_saturation_subjects_offer_the_trained_model_against_its_init(tiny_run):
+def test_trained_small_lms_are_offered_against_their_own_init(tiny_run):
   cfg, _, offered = tiny_run
   assert len(offered) == 1
   s = offered[0]
@@ -179,4 +178,4 @@ def test_saturation_subjects_offer_the_trained_model_against_its_init(tiny_run):
   moved = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), s.params, s.baselines[0])
   assert max(jax.tree.leaves(moved)) > 0
   per = subjects.per_layer(s, s.params, 1000.0)
-  assert per["rho"].shape == (cfg.num_layers,) and np.all(np.abs(per["limit"]) <= 1 + 1e-6)
+  assert per["rho"].shape == (cfg.arch.num_layers,) and np.all(np.abs(per["limit"]) <= 1 + 1e-6)

@@ -13,7 +13,7 @@ import pytest
 
 from data_helpers import data_cache  # noqa: F401  (fixture)
 from normgrowth_jax import attention_logits as al
-from normgrowth_jax.figures import fig3, fig3_long, pipeline, registry
+from normgrowth_jax.figures import fig3, fig3_long, pipeline, registry, small_lm_runs
 from normgrowth_jax.models.small_lm import causal_attention_mask
 
 PRE, POST = "prenorm_paper", "postnorm"
@@ -66,7 +66,7 @@ def test_attention_targets_against_numpy():
 
 def test_measure_checkpoint_reads_the_models_own_scores():
   run = fig3_long.CONFIGS["smoke"].run
-  m = fig3.model(run, PRE, "causal")
+  m = small_lm_runs.run_model(run, PRE, "causal")
   tokens = jnp.array([[5, 6, 7, 8, 0, 0] + [0] * (run.max_len - 6)] * 2)
   params = m.init(jax.random.key(1), tokens)["params"]
   got = fig3_long.measure_checkpoint(run, PRE, "causal", params, tokens)
@@ -75,7 +75,7 @@ def test_measure_checkpoint_reads_the_models_own_scores():
   real = tokens != 0
   want = al.logit_stats(scores, causal_attention_mask(real), real)
   np.testing.assert_allclose(got["margin"], np.asarray(want["margin"]).mean(1), rtol=1e-6)
-  assert got["qk_norm"].shape == (run.num_layers,) and np.all(got["qk_norm"] > 0)
+  assert got["qk_norm"].shape == (run.arch.num_layers,) and np.all(got["qk_norm"] > 0)
   # a head's weights on first / previous / itself can overlap (the first query is all three)
   assert all(np.all((v >= 0) & (v <= 1 + 1e-6)) for v in got["targets"].values())
 
@@ -88,14 +88,13 @@ def test_only_named_never_in_all():
 def test_quick_profile_is_the_papers_five_epochs_with_twenty_evaluations():
   run = fig3_long.CONFIGS["quick"].run
   assert (run.steps, run.epochs, run.evals) == (None, 5.0, 20)
-  assert set(fig3.variants(run)) == set(fig3_long.COLORS)
-  assert (fig3.CONFIGS["quick"].num_layers, fig3.CONFIGS["quick"].d_model) == (
-      run.num_layers, run.d_model)
+  assert set(small_lm_runs.variants(run)) == set(fig3_long.COLORS)
+  assert fig3.CONFIGS["quick"].run.arch == run.arch
 
 
 def test_full_profile_is_the_papers_model_for_five_epochs():
   run = fig3_long.CONFIGS["full"].run
-  assert (run.num_layers, run.d_model, run.d_ff, run.num_heads) == (12, 768, 512, 12)
+  assert (run.arch.num_layers, run.arch.d_model, run.arch.d_ff, run.arch.num_heads) == (12, 768, 512, 12)
   assert (run.steps, run.epochs, run.evals) == (None, 5.0, 20)
 
 
@@ -105,7 +104,7 @@ def test_wider_experiment_changes_only_the_size_masks_and_seeds():
   wider = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(wider)
   run, quick = wider.config().run, fig3_long.CONFIGS["quick"].run
-  assert (run.num_layers, run.d_model, run.masks) == (6, 128, ("causal",))
+  assert (run.arch.num_layers, run.arch.d_model, run.masks) == (6, 128, ("causal",))
   assert dataclasses.replace(run, **{k: getattr(quick, k) for k in wider.WIDER}) == quick
 
 
@@ -122,8 +121,8 @@ def test_smoke_profile_end_to_end(tmp_path, data_cache):  # noqa: F811
   for key, v in numbers["runs"].items():
     r = v[0]
     assert r["step"] == [0, 8, 16, 24], key               # the init and every checkpoint
-    assert np.asarray(r["saturation_rho"]).shape == (4, run.num_layers)
-    assert np.asarray(r["margin"]).shape == (4, run.num_layers)
+    assert np.asarray(r["saturation_rho"]).shape == (4, run.arch.num_layers)
+    assert np.asarray(r["margin"]).shape == (4, run.arch.num_layers)
   assert len(result.criteria) == 3 and result.verdict in ("partly", "not reproduced",
                                                           "reproduced")
   assert "fig3_long" in (out / "report.md").read_text()

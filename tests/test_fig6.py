@@ -9,7 +9,7 @@ import pytest
 from data_helpers import data_cache  # noqa: F401  (fixture)
 from normgrowth_jax import grid
 from normgrowth_jax.data import corpora, word_lm
-from normgrowth_jax.figures import core, fig6
+from normgrowth_jax.figures import core, fig6, fig6_plot, grid_runs
 from normgrowth_jax.grid import Threshold
 
 WDS = list(grid.log_grid(1e-5, 1e-1, 5))
@@ -81,13 +81,13 @@ def test_matrices_rows_are_weight_decay_columns_learning_rate():
   lrs, wds = [1e-3, 1e-2], [1e-4, 1e-3, 1e-2]
   # cells are lr-major: (1e-3, 1e-4), (1e-3, 1e-3), (1e-3, 1e-2), (1e-2, 1e-4), ...
   r = _result(lrs, wds, [1.1, 1.2, 1.3, 1.4, 1.5, 1.6], diverged=[5])
-  m = fig6.matrices(r, lrs, wds)
+  m = grid_runs.matrices(r, lrs, wds)
   assert m["ratio"].shape == (3, 2)
   np.testing.assert_allclose(m["ratio"][:, 0], [1.1, 1.2, 1.3])
   np.testing.assert_allclose(m["ratio"][:2, 1], [1.4, 1.5])
   assert np.isnan(m["ratio"][2, 1]) and m["diverged"][2, 1] and m["diverged"].sum() == 1
   np.testing.assert_allclose(m["delta"][0, 0], 2.2 - 2.0)
-  edges = fig6._edges(np.array(wds))  # pylint: disable=protected-access
+  edges = fig6_plot._edges(np.array(wds))  # pylint: disable=protected-access
   assert len(edges) == 4 and edges[1] == pytest.approx(10 ** -3.5)
 
 
@@ -95,8 +95,8 @@ def test_save_and_load_a_chunk(tmp_path):
   r = _result([1e-3], [1e-4, 1e-2], [1.1, 0.9], diverged=[1])
   r.traces[1] = {"step": np.array([2]), "param_norm": np.array([np.nan])}  # shorter trace
   path = tmp_path / "chunk_000.npz"
-  fig6.save_part(path, r)
-  back = fig6.load_part(path)
+  grid_runs.save_part(path, r)
+  back = grid_runs.load_part(path)
   for k in ("lr", "wd", "norm_init", "norm_final", "losses", "diverged_at"):
     np.testing.assert_array_equal(getattr(back, k), getattr(r, k))
   assert back.traces[0]["step"].tolist() == [2, 4] and back.traces[1]["step"].tolist() == [2]
@@ -104,24 +104,24 @@ def test_save_and_load_a_chunk(tmp_path):
 
 def test_corpus_preference_and_error(tmp_path, data_cache):  # noqa: F811
   cfg = dataclasses.replace(fig6.CONFIGS["smoke"], corpora=("wikitext2", "botchan"))
-  assert fig6.corpus(cfg, data_cache) == "botchan"
+  assert grid_runs.corpus(cfg, data_cache) == "botchan"
   with pytest.raises(corpora.CorpusNotPreparedError, match="prepare"):
-    fig6.corpus(dataclasses.replace(cfg, corpora=("wikitext2",)), tmp_path)
+    grid_runs.corpus(dataclasses.replace(cfg, corpora=("wikitext2",)), tmp_path)
 
 
 def test_batches_are_epochs_of_the_training_split(data_cache):  # noqa: F811
   cfg = fig6.CONFIGS["smoke"]
   data = word_lm.load("botchan", cfg.vocab_words, cfg.max_len)
-  n = fig6.epoch_steps(data, cfg)
-  b = fig6.batches(data, dataclasses.replace(cfg, steps=n + 3))
+  n = grid_runs.epoch_steps(data, cfg)
+  b = grid_runs.batches(data, dataclasses.replace(cfg, steps=n + 3))
   assert b.shape == (n + 3, cfg.batch_size, cfg.max_len)
   np.testing.assert_array_equal(
       b[n:], word_lm.epoch_batches(data.split("train"), cfg.batch_size, cfg.data_seed, 1)[:3])
-  assert len(fig6.batches(data, dataclasses.replace(cfg, steps=None))) == n
+  assert len(grid_runs.batches(data, dataclasses.replace(cfg, steps=None))) == n
 
 
 TINY = dataclasses.replace(fig6.CONFIGS["smoke"], n_lr=2, n_wd=1, steps=4, block_steps=4,
-                           d_model=8, d_ff=8)
+                           arch=dataclasses.replace(fig6.CONFIGS["smoke"].arch, d_model=8, d_ff=8))
 
 
 def test_make_trains_once_then_reuses_the_cached_grid(tmp_path, data_cache):  # noqa: F811
@@ -140,7 +140,7 @@ def test_make_trains_once_then_reuses_the_cached_grid(tmp_path, data_cache):  # 
 
 
 def test_make_judges_the_original_setting_beside_ours(tmp_path, data_cache):  # noqa: F811
-  orig = fig6.original_setting(TINY, d_ff=TINY.d_ff)
+  orig = fig6.original_setting(TINY, d_ff=TINY.arch.d_ff)
   assert (orig.attention_mask, orig.attend_across, orig.dropout) == ("none", "batch", 0.1)
   ours = fig6.make(core.FigureContext("smoke", tmp_path / "a", tmp_path / "runs"), TINY)
   both = fig6.make(core.FigureContext("smoke", tmp_path / "b", tmp_path / "runs"),

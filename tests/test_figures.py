@@ -4,6 +4,7 @@ import json
 import math
 import subprocess
 import sys
+import types
 
 import gin
 import jax
@@ -13,8 +14,10 @@ import pytest
 
 from data_helpers import data_cache  # noqa: F401  (fixture)
 from normgrowth_jax import saturation as sat
-from normgrowth_jax.figures import core, fig2, fig4, paper, pipeline, registry, report, runs
+from normgrowth_jax.figures import core, fig1, fig2, fig3, fig4, paper, pipeline, registry, report
+from normgrowth_jax.figures import runs, t5_runs
 from normgrowth_jax.figures.verdict import check, verdict
+from normgrowth_jax.models.small_lm import SmallLM, SmallLMConfig
 
 
 # ----------------------------------------------------------------------------- smoke, end to end
@@ -64,9 +67,10 @@ def test_fig4_numbers_equal_homogeneity_curve_for_the_same_model(smoke):
   cfg = fig4.CONFIGS["smoke"]
   saved = json.loads((out / "fig4.json").read_text())
   variant = fig4.Variant("postnorm", False)
-  model = fig4.SmallLM(fig4.SmallLMConfig(  # built here, independently of the figure's cache
-      vocab_size=cfg.vocab_size, num_layers=cfg.num_layers, d_model=cfg.d_model, d_ff=cfg.d_ff,
-      num_heads=cfg.num_heads, max_len=cfg.seq_len, norm="postnorm", use_bias=False))
+  a = cfg.arch
+  model = SmallLM(SmallLMConfig(  # built here, independently of the figure's cache
+      vocab_size=cfg.vocab_size, num_layers=a.num_layers, d_model=a.d_model, d_ff=a.d_ff,
+      num_heads=a.num_heads, max_len=cfg.seq_len, norm="postnorm", use_bias=False))
   tokens = fig4.inputs(cfg)
   f = lambda p, s=False: model.apply({"params": p}, tokens, jnp.ones(tokens.shape, bool),
                                      saturated=s).hidden_states[-1]
@@ -158,6 +162,21 @@ def test_unknown_figure_and_profile_are_named_with_the_valid_ones(tmp_path):
                         capture_output=True, text=True)
   assert proc.returncode == 2 and "figures:begin" in proc.stderr
   assert not (tmp_path / "out").exists() and readme.read_text() == "# no markers\n"
+
+
+def test_a_figure_module_missing_part_of_the_contract_is_refused(monkeypatch):
+  fake = types.ModuleType("normgrowth_jax.figures.fig_fake")
+  fake.NAME, fake.TITLE, fake.CONFIGS = "fig_fake", "A fake", {"smoke": None}
+  fake.work = lambda cfg: 0
+  fake.make = lambda ctx, cfg: None
+  monkeypatch.setitem(sys.modules, fake.__name__, fake)
+  with pytest.raises(TypeError, match=r"figure module normgrowth_jax\.figures\.fig_fake lacks "
+                     r"run_specs \(the contract: normgrowth_jax\.figures\.core\.FigureModule\)"):
+    registry.module("fig_fake")
+  fake.run_specs = core.no_runs
+  assert registry.module("fig_fake") is fake
+  for name in registry.available() + list(registry.BEYOND_PAPER):
+    assert registry.module(name).NAME == name
 
 
 def test_readme_block_lists_verdicts_and_images():
@@ -394,3 +413,13 @@ def test_report_adds_the_training_time_of_reused_cached_runs():
   text = report.render([r], "quick", total_s=5.0)
   assert "| fig1 | F1 | reproduced | 1 of 1 | 5 s + 7.5 min cached training |" in text
   assert "Total wall time: 5 s; with the training of the cached runs it reused, 7.6 min" in text
+
+
+def test_fig2_declares_the_runs_it_draws_as_fig1_and_fig3_declare_them(tmp_path):
+  # So `figures fig2` alone trains them, and in `all` the pipeline trains each once.
+  ctx = core.FigureContext("smoke", tmp_path / "out", tmp_path / "runs")
+  drawn = fig2.run_specs(ctx, fig2.CONFIGS["smoke"])
+  declared = set(fig1.run_specs(ctx, fig1.CONFIGS["smoke"]) + fig3.run_specs(ctx, fig3.CONFIGS["smoke"]))
+  assert set(drawn) <= declared
+  assert [s.name for s in drawn] == [t5_runs.run_name(0), "fig3-prenorm_paper-causal-seed0"]
+  assert fig2.run_specs(ctx, fig2.Fig2Config()) == []  # no runs of ours drawn: none declared

@@ -37,6 +37,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 LAYER_PREFIX = "param_norm/encoder/layers_"
+LEARNING_RATE = "learning_rate"  # the hook's column (tracking.LEARNING_RATE)
 
 
 def pair_from_norms(na, nb, angle):
@@ -67,7 +68,8 @@ class Trajectory:
 
   Per-step arrays [n] belong to the update that produced ``step`` (T5X's convention):
   ``param_norm`` ||theta_step||, ``update_norm`` ||delta||, ``alignment`` cos(delta, theta),
-  ``learning_rate`` the rate that update applied (None when the run did not record it),
+  ``learning_rate`` the rate that update applied (see :func:`read_learning_rate`; None when
+  the run neither recorded nor logged it),
   ``layers`` {"encoder/layers_i": ||theta_step|| of that layer}. ``norm0`` is ||theta_0||
   (None if unknown), ``layers0`` the per-layer norms at step 0 (may be empty).
 
@@ -122,9 +124,59 @@ def read_rows(model_dir) -> tuple[dict, str]:
   return rows, "the run's recorded trajectory (checkpoint trace or TensorBoard)"
 
 
-def read_learning_rate(model_dir, steps: np.ndarray) -> Optional[np.ndarray]:
-  """The applied learning rate at ``steps``, interpolated from what the run logged
-  (metrics.jsonl, or a TensorBoard scalar named ``*learning_rate``); None if nothing."""
+def read_learning_rate(model_dir, steps: np.ndarray, rows: Optional[dict] = None,
+                       rsqrt_warmup_steps: Optional[int] = None) -> Optional[np.ndarray]:
+  """The learning rate the updates of ``steps`` applied (float64), from the first source the
+  run has; None if it has none.
+
+  1. The hook's ``learning_rate`` column (of ``rows``, else :func:`read_rows`): what the run's
+     optimizer applied, exact at the recorded steps (runs of ``optimizers.make_optimizer``).
+  2. With ``rsqrt_warmup_steps``: :func:`rsqrt_learning_rate`, T5's schedule rebuilt in NumPy
+     (the run used ``rsqrt_schedule(1.0, rsqrt_warmup_steps)``).
+  3. What the run logged: metrics.jsonl, or a TensorBoard scalar named ``*learning_rate``.
+
+  Between recorded or logged steps, log lr is interpolated in log step.
+
+  Example (a run without any of them):
+    >>> import tempfile
+    >>> rows = {"step": np.array([1, 2])}
+    >>> print(read_learning_rate(tempfile.mkdtemp(), np.array([1.0, 2.0]), rows))
+    None
+    >>> read_learning_rate("unused", np.array([1.0, 2.0]), rows, rsqrt_warmup_steps=4).tolist()
+    [0.5, 0.5]
+  """
+  if rows is None:
+    try:
+      rows, _ = read_rows(model_dir)
+    except (FileNotFoundError, ValueError):
+      rows = {}
+  recorded = _recorded_learning_rate(rows, steps)
+  if recorded is not None:
+    return recorded
+  if rsqrt_warmup_steps:
+    return rsqrt_learning_rate(steps, rsqrt_warmup_steps)
+  return _logged_learning_rate(model_dir, steps)
+
+
+def _recorded_learning_rate(rows: dict, steps) -> Optional[np.ndarray]:
+  """The rows' ``learning_rate`` column at ``steps`` (exact at its steps), None without one."""
+  if LEARNING_RATE not in rows:
+    return None
+  s = np.asarray(rows["step"], np.float64)
+  lr = np.asarray(rows[LEARNING_RATE], np.float64)
+  ok = np.isfinite(lr)
+  if not ok.any():
+    return None
+  order = np.argsort(s[ok], kind="stable")
+  s, lr = s[ok][order], lr[ok][order]
+  steps = np.asarray(steps, np.float64)
+  at = np.clip(np.searchsorted(s, steps), 0, len(s) - 1)
+  return np.where(s[at] == steps, lr[at], _log_interp(s, lr, steps))
+
+
+def _logged_learning_rate(model_dir, steps) -> Optional[np.ndarray]:
+  """The learning rate at ``steps``, interpolated from what the run logged (metrics.jsonl,
+  or a TensorBoard scalar named ``*learning_rate``); None if nothing."""
   from normgrowth_jax import sinks  # pylint: disable=g-import-not-at-top
   from normgrowth_jax.analysis import trajectory  # pylint: disable=g-import-not-at-top
   s = lr = None
@@ -146,7 +198,12 @@ def read_learning_rate(model_dir, steps: np.ndarray) -> Optional[np.ndarray]:
     s, lr = tb["step"][ok].astype(np.float64), tb[keys[0]][ok]
   if len(s) == 0:
     return None
-  # rsqrt is smooth past warm-up and constant before: interpolate log lr in log step
+  return _log_interp(s, lr, steps)
+
+
+def _log_interp(s, lr, steps) -> np.ndarray:
+  """``lr`` given at the increasing steps ``s``, at ``steps``: log lr interpolated in log step
+  (rsqrt is smooth past warm-up and constant before)."""
   return np.exp(np.interp(np.log(np.maximum(steps, 1.0)), np.log(np.maximum(s, 1.0)),
                           np.log(lr)))
 
@@ -217,6 +274,20 @@ def _grid_from_rows(rows: dict, layers: list, norm0, layers0: dict, points: int)
           "layer_cos": {g: nan for g in layers}}
 
 
+def _grid(model_dir, rows: dict, layers: list, norm0, layers0: dict,
+          points: int) -> tuple[dict, str]:
+  """``(grid, where it comes from)``: the anchor rows, else the checkpoints, else the norms."""
+  grid = _grid_from_anchor(rows, layers, norm0, layers0)
+  if grid is not None:
+    return grid, "the hook's anchor (exact checkpoint-to-checkpoint angles, global and per layer)"
+  grid = _grid_from_checkpoints(model_dir, layers)
+  if grid is not None:
+    return grid, "the run's saved checkpoints (analysis.checkpoint_trajectory)"
+  return (_grid_from_rows(rows, layers, norm0, layers0, points),
+          "recorded norms only (no anchor rows, fewer than two checkpoints): "
+          "no checkpoint-to-checkpoint angles")
+
+
 def rsqrt_learning_rate(steps, warmup_steps: int, base: float = 1.0) -> np.ndarray:
   """The rate T5's rsqrt schedule applied in the update that produced ``steps``:
   base / sqrt(max(step - 1, W)) (the schedule counts updates from 0)."""
@@ -236,8 +307,9 @@ def load(model_dir, label: Optional[str] = None, init_norms: Optional[dict] = No
       params) when known.
     warmup_steps: W of the rsqrt schedule, when known (for the plots' t / W axis).
     grid_points: grid size when neither anchor rows nor checkpoints give one.
-    exact_rsqrt: the run used ``rsqrt_schedule(1.0, warmup_steps)`` (our runs): the learning
-      rate of every step from the schedule instead of interpolating the logged one.
+    exact_rsqrt: the run used ``rsqrt_schedule(1.0, warmup_steps)`` (our runs): for runs
+      recorded without the hook's ``learning_rate`` column, the rate from the schedule
+      instead of interpolating the logged one (see :func:`read_learning_rate`).
   """
   model_dir = str(model_dir)
   rows, source = read_rows(model_dir)
@@ -256,23 +328,15 @@ def load(model_dir, label: Optional[str] = None, init_norms: Optional[dict] = No
     norm0 = theta0_norm(rows["param_norm"][0], rows["update_norm"][0], rows["alignment"][0])
   layers0 = {g: float(init_norms[f"param_norm/{g}"]) for g in layers
              if init_norms and f"param_norm/{g}" in init_norms}
-  grid, grid_source = _grid_from_anchor(rows, layers, norm0, layers0), (
-      "the hook's anchor (exact checkpoint-to-checkpoint angles, global and per layer)")
-  if grid is None:
-    grid = _grid_from_checkpoints(model_dir, layers)
-    grid_source = "the run's saved checkpoints (analysis.checkpoint_trajectory)"
-  if grid is None:
-    grid = _grid_from_rows(rows, layers, norm0, layers0, grid_points)
-    grid_source = ("recorded norms only (no anchor rows, fewer than two checkpoints): "
-                   "no checkpoint-to-checkpoint angles")
+  grid, grid_source = _grid(model_dir, rows, layers, norm0, layers0, grid_points)
   step = rows["step"].astype(np.int64)
   return Trajectory(
       label=label or os.path.basename(os.path.normpath(model_dir)), source=source, step=step,
       param_norm=rows["param_norm"].astype(np.float64),
       update_norm=rows["update_norm"].astype(np.float64),
       alignment=rows["alignment"].astype(np.float64),
-      learning_rate=(rsqrt_learning_rate(step, warmup_steps) if exact_rsqrt and warmup_steps
-                     else read_learning_rate(model_dir, step.astype(np.float64))),
+      learning_rate=read_learning_rate(model_dir, step.astype(np.float64), rows,
+                                       warmup_steps if exact_rsqrt else None),
       layers={g: rows[f"param_norm/{g}"].astype(np.float64) for g in layers},
       norm0=norm0, layers0=layers0, grid=grid, grid_source=grid_source,
       every_step=bool(np.all(np.diff(step) == 1)), warmup_steps=warmup_steps)

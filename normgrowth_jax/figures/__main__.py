@@ -11,7 +11,7 @@ import sys
 from normgrowth_jax.figures import core, pipeline, registry, report, subjects
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="python -m normgrowth_jax.figures",
       description="Reproduce the paper's figures and write report.md beside them.")
@@ -36,6 +36,11 @@ def main(argv=None) -> int:
   parser.add_argument("--readme", default=None,
                       help="also rewrite the figures block of this README (e.g. README.md) "
                       "with the verdict table and the images")
+  return parser
+
+
+def main(argv=None) -> int:
+  parser = _parser()
   args = parser.parse_args(argv)
   try:
     names = registry.resolve(args.figures)
@@ -54,8 +59,8 @@ def main(argv=None) -> int:
     except (OSError, ValueError) as e:
       parser.error(f"--readme {args.readme}: {e}")
   results = pipeline.run(names, args.profile, out, args.runs, force=args.force,
-                         options={"hf_model_dirs": args.hf_model_dir,
-                                  "model_dir": args.model_dir},
+                         options=core.FigureOptions(args.model_dir,
+                                                    tuple(args.hf_model_dir or ())),
                          progress=not args.no_progress, train_workers=args.train_workers)
   if args.readme:  # every figure in the folder, this call's and earlier ones
     results = [core.FigureResult.from_json(f) for f in json.loads(

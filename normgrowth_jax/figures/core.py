@@ -1,6 +1,7 @@
 """What every figure module receives and returns: its context, its result, its numbers file.
 
-A figure module (``fig2``, ``fig4``, ...) declares
+A figure module (``fig2``, ``fig4``, ...) declares (:class:`FigureModule`, checked by the
+registry)
 
 * ``NAME`` and ``TITLE``;
 * ``CONFIGS = {"smoke": ..., "quick": ..., "full": ...}``: one frozen dataclass per profile;
@@ -25,13 +26,25 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Protocol, Sequence
 
 import numpy as np
 
 from normgrowth_jax.figures import verdict as verdict_lib
 
 PROFILES = ("smoke", "quick", "full")
+
+
+@dataclasses.dataclass(frozen=True)
+class FigureOptions:
+  """What the command line may hand to figures.
+
+  Attributes:
+    model_dir: a trainer run directory Figs. 1 and 5 draw instead of our own T5 runs.
+    hf_model_dirs: Hugging Face model directories Fig. 2 measures beside its subjects.
+  """
+  model_dir: Optional[str] = None
+  hf_model_dirs: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass
@@ -43,7 +56,7 @@ class FigureContext:
     out_dir: the figures folder (``figures/<profile>``); figure files go here.
     runs_root: root of the run cache (``runs/figures``); runs go to ``<runs_root>/<profile>/``.
     force: retrain cached runs.
-    options: figure-specific options from the command line (``hf_model_dirs``, ``model_dir``).
+    options: options from the command line (:class:`FigureOptions`).
     advance: ``advance(units, stage)`` moves the pipeline's progress bar.
     train_workers: how many runs train at once (see ``runs.train_specs``).
     trained: run directories trained during this call (``--force`` retrains each only once).
@@ -54,7 +67,7 @@ class FigureContext:
   out_dir: Path
   runs_root: Path
   force: bool = False
-  options: dict = dataclasses.field(default_factory=dict)
+  options: FigureOptions = FigureOptions()
   advance: Callable[[int, Optional[str]], None] = lambda units=1, stage=None: None
   train_workers: int = 1
   trained: set = dataclasses.field(default_factory=set)
@@ -69,6 +82,20 @@ class FigureContext:
   def path(self, filename: str) -> Path:
     self.out_dir.mkdir(parents=True, exist_ok=True)
     return self.out_dir / filename
+
+
+class FigureModule(Protocol):
+  """The contract of a figure module (see the module docstring); a module satisfies it by its
+  module-level names."""
+  NAME: str
+  TITLE: str
+  CONFIGS: dict
+
+  def work(self, config) -> int: ...
+
+  def run_specs(self, ctx: FigureContext, config) -> list: ...
+
+  def make(self, ctx: FigureContext, config) -> FigureResult: ...
 
 
 def no_runs(ctx: FigureContext, cfg) -> list:
@@ -107,6 +134,15 @@ class Row:
     if self.spread is not None and self.n > 1:
       ours += f" ± {_fmt(self.spread)} (n={self.n})"
     return [self.quantity, _fmt(self.paper), ours]
+
+  @classmethod
+  def of(cls, quantity: str, paper: Any, values: Sequence[float]) -> "Row":
+    """The row of per-seed ``values``: their mean, standard deviation and count.
+
+    >>> Row.of("exponent", 0.5, [0.4, 0.6]).cells()
+    ['exponent', '0.500', '0.500 ± 0.141 (n=2)']
+    """
+    return cls(quantity, paper, *mean_spread(values))
 
 
 @dataclasses.dataclass

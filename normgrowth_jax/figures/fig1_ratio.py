@@ -294,63 +294,87 @@ def _late_boxes(ax, cfg, measures, field, colors, marks=None):
   ax.grid(axis="x", alpha=0.3, linewidth=0.5)
 
 
-def _plot(ctx: core.FigureContext, cfg: Fig1RatioConfig, measures: list[dict]) -> list:
-  fig, axes = plotting.new_figure(2, 3, height_per_row=2.3)
-  (a, b, c), (d, e, f) = axes
-  colors = plotting.colors(len(cfg.variants))
+def _binned_over_training(ax, cfg, measures, field, colors, legend):
+  """Per variant, the median of ``field`` over its tensors in log-spaced step bins; the 25-75%
+  band for the reference and the clipped run."""
   for k, (v, m, col) in enumerate(zip(cfg.variants, measures, colors)):
-    for ax, field in ((a, "rms_u_all"), (f, "scale_all")):
-      centre, med, lo, hi = log_binned(m["steps"], m[field])
-      ax.plot(centre / v.run.warmup_steps, med, color=col, linewidth=0.9,
-              label=v.label if ax is a else None)
-      if k in (0, 3 if len(measures) > 3 else 0):  # the reference and the clipped run
-        ax.fill_between(centre / v.run.warmup_steps, lo, hi, color=col, alpha=0.15, linewidth=0,
-                        label="25-75% of tensor-steps" if (ax is a and k == 0) else None)
-  v0 = cfg.variants[0]
-  a.axhline(1.0, **plotting.PAPER_STYLE, label="clipping binds above (paper: r = 1)")
-  for ax in (a, f):
-    ax.set(xscale="log", yscale="log", xlabel="step t / W")
-    ax.axvline(cfg.late, color="0.6", linewidth=0.5, linestyle=":")
-    ax.grid(alpha=0.3, linewidth=0.5)
-  a.set(ylabel="RMS(u), median of tensor-steps", title="(a) RMS(u) over training")
-  f.axhline(1.0, **plotting.PAPER_STYLE)
-  f.set(ylabel="scale, median of tensor-steps",
-        title="(f) scale = mean g² / mean v̂ over training")
+    centre, med, lo, hi = log_binned(m["steps"], m[field])
+    ax.plot(centre / v.run.warmup_steps, med, color=col, linewidth=0.9,
+            label=v.label if legend else None)
+    if k in (0, 3 if len(measures) > 3 else 0):  # the reference and the clipped run
+      ax.fill_between(centre / v.run.warmup_steps, lo, hi, color=col, alpha=0.15, linewidth=0,
+                      label="25-75% of tensor-steps" if (legend and k == 0) else None)
 
-  _late_boxes(b, cfg, measures, "rms_u", colors, marks=[m["r_hook"] for m in measures])
-  b.set(xlabel=f"RMS(u) of a tensor-step past {cfg.late:g} W",
-        title="(b) RMS(u) (boxes 5-95%; ◆ the hook's r)")
-  _late_boxes(d, cfg, measures, "scale", colors)
-  d.set(xlabel=f"scale of a tensor-step past {cfg.late:g} W",
-        title="(d) scale: g² now / Adafactor's v̂")
 
+def _training_axes(ax, cfg):
+  ax.set(xscale="log", yscale="log", xlabel="step t / W")
+  ax.axvline(cfg.late, color="0.6", linewidth=0.5, linestyle=":")
+  ax.grid(True)
+
+
+def _rms_panel(ax, cfg, measures, colors):
+  """(a) RMS(u) over training."""
+  _binned_over_training(ax, cfg, measures, "rms_u_all", colors, legend=True)
+  ax.axhline(1.0, **plotting.PAPER_STYLE, label="clipping binds above (paper: r = 1)")
+  _training_axes(ax, cfg)
+  ax.set(ylabel="RMS(u), median of tensor-steps", title="(a) RMS(u) over training")
+
+
+def _scale_panel(ax, cfg, measures, colors):
+  """(f) the scale ratio over training."""
+  _binned_over_training(ax, cfg, measures, "scale_all", colors, legend=False)
+  _training_axes(ax, cfg)
+  ax.axhline(1.0, **plotting.PAPER_STYLE)
+  ax.set(ylabel="scale, median of tensor-steps",
+         title="(f) scale = mean g² / mean v̂ over training")
+
+
+def _per_tensor_panel(ax, measures, colors):
+  """(c) per tensor, the late medians of RMS(u)² against scale."""
   for m, col in zip(measures, colors):
     xs = [np.median(x["scale"]) for x in m["tensors"].values()]
     ys = [np.median(np.square(x["rms_u"])) for x in m["tensors"].values()]
-    c.scatter(xs, ys, s=4, color=col, alpha=0.7, linewidths=0)
+    ax.scatter(xs, ys, s=4, color=col, alpha=0.7, linewidths=0)
   lo = min(min(np.median(x["scale"]) for x in m["tensors"].values()) for m in measures)
   span = np.geomspace(max(lo, 1e-6), 10, 10)
-  c.plot(span, span, **plotting.PAPER_STYLE, label="RMS(u)² = scale (shape 1)")
-  c.set(xscale="log", yscale="log", xlabel="scale, median past 4 W (per tensor)",
-        ylabel="RMS(u)², median past 4 W", title="(c) per tensor: scale sets RMS(u)")
-  c.legend(loc="upper left", fontsize=5.5)
-  c.grid(alpha=0.3, linewidth=0.5)
+  ax.plot(span, span, **plotting.PAPER_STYLE, label="RMS(u)² = scale (shape 1)")
+  ax.set(xscale="log", yscale="log", xlabel="scale, median past 4 W (per tensor)",
+         ylabel="RMS(u)², median past 4 W", title="(c) per tensor: scale sets RMS(u)")
+  ax.legend(loc="upper left", fontsize=5.5)
+  ax.grid(True)
 
+
+def _kind_panel(ax, cfg, measures, colors):
+  """(e) the late median RMS(u) per tensor kind, one dot per variant."""
   offsets = np.linspace(-0.3, 0.3, len(measures))
   for m, col, off in zip(measures, colors, offsets):
     meds = [np.median(np.concatenate([x["rms_u"] for x in m["tensors"].values()
                                       if x["kind"] == k] or [np.full(1, np.nan)]))
             for k in KINDS]
-    e.scatter(meds, np.arange(len(KINDS))[::-1] + off, s=7, color=col, linewidths=0)
-  e.set_yticks(np.arange(len(KINDS))[::-1], KINDS)
-  e.axvline(1.0, **plotting.PAPER_STYLE)
-  e.set(xscale="log", xlabel=f"RMS(u), median past {cfg.late:g} W",
-        title="(e) by tensor kind")
-  e.grid(axis="x", alpha=0.3, linewidth=0.5)
+    ax.scatter(meds, np.arange(len(KINDS))[::-1] + off, s=7, color=col, linewidths=0)
+  ax.set_yticks(np.arange(len(KINDS))[::-1], KINDS)
+  ax.axvline(1.0, **plotting.PAPER_STYLE)
+  ax.set(xscale="log", xlabel=f"RMS(u), median past {cfg.late:g} W", title="(e) by tensor kind")
+  ax.grid(axis="x", alpha=0.3, linewidth=0.5)
 
+
+def _plot(ctx: core.FigureContext, cfg: Fig1RatioConfig, measures: list[dict]) -> list:
+  fig, axes = plotting.new_figure(2, 3, height_per_row=2.3)
+  (a, b, c), (d, e, f) = axes
+  colors = plotting.colors(len(cfg.variants))
+  _rms_panel(a, cfg, measures, colors)
+  _late_boxes(b, cfg, measures, "rms_u", colors, marks=[m["r_hook"] for m in measures])
+  b.set(xlabel=f"RMS(u) of a tensor-step past {cfg.late:g} W",
+        title="(b) RMS(u) (boxes 5-95%; ◆ the hook's r)")
+  _per_tensor_panel(c, measures, colors)
+  _late_boxes(d, cfg, measures, "scale", colors)
+  d.set(xlabel=f"scale of a tensor-step past {cfg.late:g} W",
+        title="(d) scale: g² now / Adafactor's v̂")
+  _kind_panel(e, cfg, measures, colors)
+  _scale_panel(f, cfg, measures, colors)
   handles, labels = a.get_legend_handles_labels()
   fig.legend(handles, labels, loc="upper center", ncol=3, bbox_to_anchor=(0.5, 0.0))
-  run = v0.run
+  run = cfg.variants[0].run
   fig.suptitle(f"T5's Adafactor, per tensor: u = g / sqrt(v̂), clipped at RMS 1 (r = min(RMS(u), "
                f"1)); T5.1.1 from emb {run.emb_dim}, {run.num_encoder_layers}+"
                f"{run.num_decoder_layers} layers, batch {run.batch_size}, W = "
@@ -371,17 +395,17 @@ def _rows(cfg: Fig1RatioConfig, per_seed: list[list[dict]]) -> list:
   rows = []
   for v, ss in zip(cfg.variants, per_seed):
     label = v.label.split(" (")[0]
-    ms = lambda key: core.mean_spread([s[key] for s in ss])  # noqa: E731
+    seeds = lambda key: [s[key] for s in ss]  # noqa: E731
     rows += [
-        core.Row(f"{label}: late r (the hook)", "1 (assumed)", *ms("r_hook")),
-        core.Row(f"{label}: tensor-steps where clipping binds (RMS(u) ≥ 1)", "all",
-                 *ms("clip_frac")),
+        core.Row.of(f"{label}: late r (the hook)", "1 (assumed)", seeds("r_hook")),
+        core.Row.of(f"{label}: tensor-steps where clipping binds (RMS(u) ≥ 1)", "all",
+                    seeds("clip_frac")),
         core.Row(f"{label}: RMS(u), median [10%, 90%]", None,
                  f"{ss[0]['rms_u']:.3f} [{ss[0]['rms_u_q10']:.3f}, {ss[0]['rms_u_q90']:.3f}]"),
         core.Row(f"{label}: scale = mean g² / mean v̂, median (share < 1; mean)", None,
                  f"{ss[0]['scale']:.3g} ({ss[0]['scale_below_1']:.0%}; "
                  f"{ss[0]['scale_mean']:.3g})"),
-        core.Row(f"{label}: shape = RMS(u)² / scale, median", None, *ms("shape")),
+        core.Row.of(f"{label}: shape = RMS(u)² / scale, median", None, seeds("shape")),
         core.Row(f"{label}: RMS(u) median, encoder / decoder", None,
                  f"{ss[0]['encoder_rms_u']:.3f} / {ss[0]['decoder_rms_u']:.3f}"),
     ]

@@ -5,19 +5,22 @@ averaged over the real tokens of sentences of offline text (the paper used 100 B
 sentences, not available offline). Measured: all-MiniLM-L6-v2 against randomly initialised
 copies of its architecture; Hugging Face directories given with ``--hf_model_dir`` (BERT,
 RoBERTa, T5 on its encoder and, as the original, on its decoder with decoder inputs = inputs);
-and the models other figures train, against their own initialisation, when their runs are in
-the cache. The paper's four models are drawn in their own panel for comparison.
+and our trained runs against their own initialisation: the T5 of Fig. 1's family and the
+correct-mask small LMs of Fig. 3's, which this figure declares (``run_specs``), so the pipeline
+has trained them before it runs. The paper's four models are drawn in their own panel for
+comparison.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
+from typing import Optional
 
 from matplotlib import ticker
 import numpy as np
 
-from normgrowth_jax.figures import core, paper, plotting, subjects as subjects_lib
+from normgrowth_jax.figures import core, paper, plotting, runs, small_lm_runs, t5_runs
+from normgrowth_jax.figures import subjects as subjects_lib
 from normgrowth_jax.figures.verdict import check
 
 NAME = "fig2"
@@ -26,17 +29,26 @@ TITLE = "Saturation by layer: pretrained vs randomly initialised"
 
 @dataclasses.dataclass(frozen=True)
 class Fig2Config:
+  """One profile: the sentences, the baselines' seeds, and our trained runs to draw (the
+  T5 family's first seed, the small-LM family's correct-mask models; None: not drawn)."""
   corpus: str = "bbc"
   num_sentences: int = 100
   max_len: int = 64
   seeds: tuple = (0, 1, 2)
   rho: float = 1000.0
+  t5_run: Optional[t5_runs.T5RunConfig] = None
+  small_lms: Optional[small_lm_runs.RunConfig] = None
+
+
+def _ours(profile: str) -> dict:
+  return {"t5_run": t5_runs.PROFILES[profile], "small_lms": small_lm_runs.PROFILES[profile]}
 
 
 CONFIGS = {
-    "smoke": Fig2Config(corpus="botchan", num_sentences=8, max_len=24, seeds=(0,)),
-    "quick": Fig2Config(),
-    "full": Fig2Config(seeds=(0, 1, 2, 3, 4)),
+    "smoke": Fig2Config(corpus="botchan", num_sentences=8, max_len=24, seeds=(0,),
+                        **_ours("smoke")),
+    "quick": Fig2Config(**_ours("quick")),
+    "full": Fig2Config(seeds=(0, 1, 2, 3, 4), **_ours("full")),
 }
 
 
@@ -44,24 +56,25 @@ def work(cfg: Fig2Config) -> int:
   return 1 + len(cfg.seeds)  # MiniLM and its random inits; other subjects add no units
 
 
-def _other_figures_subjects(ctx, sentences) -> list:
-  """Subjects offered by figure modules that train models (``saturation_subjects``)."""
-  from normgrowth_jax.figures import registry  # pylint: disable=g-import-not-at-top
-  out = []
-  for name in registry.available():
-    if name == NAME:
-      continue
-    module = importlib.import_module(f"normgrowth_jax.figures.{name}")
-    if hasattr(module, "saturation_subjects"):
-      out += module.saturation_subjects(ctx, sentences)
+def run_specs(ctx, cfg: Fig2Config) -> list[runs.RunSpec]:
+  """The trained runs drawn: the T5 family's first seed, the small LMs' correct-mask ones."""
+  out = t5_runs.specs(ctx, cfg.t5_run)[:1] if cfg.t5_run else []
+  lms = cfg.small_lms
+  if lms and "causal" in lms.masks:
+    steps = small_lm_runs.train_steps(lms)
+    out += [small_lm_runs.spec(lms, norm, "causal", lms.seeds[0], steps) for norm in lms.norms]
   return out
 
 
 def gather_subjects(ctx, cfg: Fig2Config, sentences) -> list:
   subjects = [subjects_lib.minilm(sentences, cfg.seeds, cfg.max_len)]
-  for d in ctx.options.get("hf_model_dirs") or ():
+  for d in ctx.options.hf_model_dirs:
     subjects += subjects_lib.hf_directory(d, sentences, cfg.seeds, cfg.max_len)
-  return subjects + _other_figures_subjects(ctx, sentences)
+  if cfg.t5_run:
+    subjects += subjects_lib.trained_t5(ctx, cfg.t5_run, sentences)
+  if cfg.small_lms:
+    subjects += subjects_lib.trained_small_lms(ctx, cfg.small_lms, sentences)
+  return subjects
 
 
 def measure(ctx, cfg: Fig2Config, subject) -> dict:
@@ -121,7 +134,7 @@ def _plot(ctx, subjects, results, rho):
     ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     ax.set_ylim(-0.15, 1.05)
     ax.set_yticks(np.arange(0.0, 1.01, 0.2))
-    ax.grid(alpha=0.3, linewidth=0.5)
+    ax.grid(True)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2 if ax is axes[0] else 1,
               columnspacing=0.8, handlelength=1.6)
   for ax in axes[n:]:
@@ -145,8 +158,8 @@ def _criteria_and_rows(subject, res):
   vs = f" (paper: {subject.paper_model})" if pm else ""
   rows = [
       core.Row(f"{label}: mean over layers{vs}", p_pre, float(meas.mean())),
-      core.Row(f"{label}: {subject.baseline_label}, mean over layers{vs}", p_rand,
-               *core.mean_spread(base.mean(1))),
+      core.Row.of(f"{label}: {subject.baseline_label}, mean over layers{vs}", p_rand,
+                  base.mean(1)),
       core.Row(f"{label}: last layer{vs}", pm["pretrained"][-1] if pm else None,
                float(meas[-1])),
       core.Row(f"{label}: layers above {subject.baseline_label}{vs}", p_layers,
@@ -192,7 +205,6 @@ def level_criteria(subjects, results) -> list:
   return out
 
 
-run_specs = core.no_runs
 
 
 def make(ctx: core.FigureContext, cfg: Fig2Config) -> core.FigureResult:

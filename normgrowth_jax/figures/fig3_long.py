@@ -34,7 +34,7 @@ import scipy.stats
 from normgrowth_jax import attention_logits as al
 from normgrowth_jax import sinks
 from normgrowth_jax.data import word_lm
-from normgrowth_jax.figures import core, fig3, paper, plotting
+from normgrowth_jax.figures import core, paper, plotting, small_lm_runs
 from normgrowth_jax.figures.verdict import check
 from normgrowth_jax.models.small_lm import causal_attention_mask
 
@@ -51,21 +51,21 @@ TARGETS = {"first": "first position", "previous": "previous position", "self": "
 class Fig3LongConfig:
   """``run``: the runs (Fig. 3's config: model, data, epochs, evaluations, seeds, variants);
   ``sentences``: the dev sentences the logit scale and attention targets are measured on."""
-  run: fig3.Fig3Config
+  run: small_lm_runs.RunConfig
   sentences: int = 200
 
 
 CONFIGS = {
     "smoke": Fig3LongConfig(dataclasses.replace(
-        fig3.CONFIGS["smoke"], steps=24, evals=3, masks=("causal", "original_leaky")), 16),
+        small_lm_runs.PROFILES["smoke"], steps=24, evals=3, masks=("causal", "original_leaky")), 16),
     "quick": Fig3LongConfig(dataclasses.replace(
-        fig3.CONFIGS["quick"], steps=None, epochs=5.0, evals=20, seeds=(0, 1), track_every=10)),
-    "full": Fig3LongConfig(dataclasses.replace(fig3.CONFIGS["full"], evals=20, seeds=(0,))),
+        small_lm_runs.PROFILES["quick"], steps=None, epochs=5.0, evals=20, seeds=(0, 1), track_every=10)),
+    "full": Fig3LongConfig(dataclasses.replace(small_lm_runs.PROFILES["full"], evals=20, seeds=(0,))),
 }
 
 
 def work(cfg: Fig3LongConfig) -> int:
-  return fig3.work(cfg.run)  # one unit per run measured; training counted from run_specs
+  return len(small_lm_runs.keys(cfg.run))  # one unit per run measured; training counted from run_specs
 
 
 def spearman(x, y) -> float:
@@ -76,9 +76,9 @@ def spearman(x, y) -> float:
 # ----------------------------------------------------------------------------- measure
 
 @functools.lru_cache(maxsize=None)
-def _scores_fn(run: fig3.Fig3Config, norm: str, mask: str):
+def _scores_fn(run: small_lm_runs.RunConfig, norm: str, mask: str):
   """jitted ``(params, tokens) -> (scores, weights)`` at theta, [layers, b, h, q, k] each."""
-  m = fig3.model(run, norm, mask)
+  m = small_lm_runs.run_model(run, norm, mask)
 
   @jax.jit
   def apply(params, tokens):
@@ -107,7 +107,7 @@ def attention_targets(weights: jax.Array, real: jax.Array) -> dict:
           for k, m in on.items()}
 
 
-def measure_checkpoint(run: fig3.Fig3Config, norm: str, mask: str, params, tokens) -> dict:
+def measure_checkpoint(run: small_lm_runs.RunConfig, norm: str, mask: str, params, tokens) -> dict:
   """The logit scale, ||W_Q|| ||W_K|| and attention targets of one set of parameters."""
   tokens = jnp.asarray(tokens)
   real = tokens != word_lm.PAD_ID
@@ -120,16 +120,16 @@ def measure_checkpoint(run: fig3.Fig3Config, norm: str, mask: str, params, token
           "targets": {k: np.asarray(v) for k, v in attention_targets(weights, real).items()}}
 
 
-def measure_run(run: fig3.Fig3Config, norm: str, mask: str, seed: int, run_dir: Path,
+def measure_run(run: small_lm_runs.RunConfig, norm: str, mask: str, seed: int, run_dir: Path,
                 tokens) -> dict:
   """Every evaluated checkpoint of a run (and its initialisation), as per-step lists."""
   evals = {r["step"]: r for r in sinks.read_jsonl(str(Path(run_dir) / "eval.jsonl"))}
-  steps = [0] + [s for s in fig3.checkpoint_steps(run_dir) if s in evals and s > 0]
-  layers = [f"layers_{i}" for i in range(run.num_layers)]
+  steps = [0] + [s for s in small_lm_runs.checkpoint_steps(run_dir) if s in evals and s > 0]
+  layers = [f"layers_{i}" for i in range(run.arch.num_layers)]
   rows = []
   for s in steps:
-    params = (fig3.init_params(run, norm, mask, seed) if s == 0
-              else fig3.restore_params(run_dir, s))
+    params = (small_lm_runs.init_params(run, norm, mask, seed) if s == 0
+              else small_lm_runs.restore_params(run_dir, s))
     m = measure_checkpoint(run, norm, mask, params, tokens)
     e = evals[s]
     rows.append({"step": s, "param_norm": e["param_norm"], "loss": e["loss"],
@@ -165,7 +165,7 @@ def judge(summary: dict) -> list:
   ends = {k: mean(k, "end") for k in summary}
   growth = {k: mean(k, "growth") for k in summary}
   follows = {k: mean(k, "rho_norm") for k in summary}
-  name = lambda k: fig3.variant_label(*k)  # noqa: E731
+  name = lambda k: small_lm_runs.variant_label(*k)  # noqa: E731
   fmt = lambda d: "; ".join(f"{name(k)} {v:.3f}" for k, v in d.items())  # noqa: E731
   return [
       check("every model grows in norm over 5 epochs (final / initial > 1, seed means)",
@@ -189,10 +189,10 @@ def _lines(ax, results, x_of, y_of, style="-", log_x=False, legend=True):
     for i, r in enumerate(runs):
       ax.plot(x_of(r), y_of(r), style, color=COLORS[k], linewidth=0.9, alpha=1.0 - 0.45 * i,
               marker="." if style == "-" else None, markersize=2.5,
-              label=fig3.variant_label(*k) if (i == 0 and legend) else None)
+              label=small_lm_runs.variant_label(*k) if (i == 0 and legend) else None)
   if log_x:
     _log_x(ax)
-  ax.grid(alpha=0.3, linewidth=0.5)
+  ax.grid(True)
 
 
 def _log_x(ax):
@@ -205,71 +205,103 @@ def _log_x(ax):
     ax.xaxis.set_minor_formatter(ticker.NullFormatter())
 
 
-def _plot(ctx, cfg: Fig3LongConfig, results: dict, steps_per_epoch: float):
-  fig, axes = plotting.new_figure(2, 3, height_per_row=2.2)
-  (a, b, c), (d, e, f) = axes
-  ep = lambda r: _epochs(r, steps_per_epoch)  # noqa: E731
-  last = lambda key: (lambda r: np.asarray(r[key])[:, -1])  # noqa: E731
+def _last(key):
+  """``r -> r[key]`` of the last layer, per checkpoint."""
+  return lambda r: np.asarray(r[key])[:, -1]
+
+
+def _relative_norm(r):
+  return np.asarray(r["param_norm"]) / r["param_norm"][0]
+
+
+def _saturation_panel(ax, results, ep):
+  """(a) last-layer saturation over training, at rho and in the limit, beside the paper's."""
   lo, hi = paper.SMALL_LM["saturation_trained"]
+  _lines(ax, results, ep, _last("saturation_rho"))
+  _lines(ax, results, ep, _last("saturation_limit"), ":", legend=False)
+  ax.axhspan(lo, hi, color="0.8", alpha=0.6, label=f"paper, 5 epochs ({lo}-{hi})")
+  ax.set(xlabel="epoch", ylabel="saturation, last layer", ylim=(0, 1.02),
+         title="(a) saturation (ρ = 1000; dotted: limit)")
 
-  _lines(a, results, ep, last("saturation_rho"))
-  _lines(a, results, ep, last("saturation_limit"), ":", legend=False)
-  a.axhspan(lo, hi, color="0.8", alpha=0.6, label=f"paper, 5 epochs ({lo}-{hi})")
-  a.set(xlabel="epoch", ylabel="saturation, last layer", ylim=(0, 1.02),
-        title="(a) saturation (ρ = 1000; dotted: limit)")
 
-  _lines(b, results, ep, lambda r: np.asarray(r["param_norm"]) / r["param_norm"][0])
-  _lines(b, results, ep, lambda r: (np.asarray(r["qk_norm"]).mean(1)
-                                    / np.asarray(r["qk_norm"])[0].mean()), "--", legend=False)
-  b.set(xlabel="epoch", ylabel="relative to initialisation",
-        title="(b) ||θ|| (solid), ||W_Q|| ||W_K|| (dashed)")
+def _norms_panel(ax, results, ep):
+  """(b) the encoder norm and the mean ||W_Q|| ||W_K||, relative to initialisation."""
+  _lines(ax, results, ep, _relative_norm)
+  _lines(ax, results, ep, lambda r: (np.asarray(r["qk_norm"]).mean(1)
+                                     / np.asarray(r["qk_norm"])[0].mean()), "--", legend=False)
+  ax.set(xlabel="epoch", ylabel="relative to initialisation",
+         title="(b) ||θ|| (solid), ||W_Q|| ||W_K|| (dashed)")
 
-  _lines(c, results, lambda r: np.asarray(r["param_norm"]) / r["param_norm"][0],
-         last("saturation_rho"), legend=False)
-  c.set(xlabel="||θ_t|| / ||θ_0|| (encoder)", ylabel="saturation, last layer", ylim=(0, 1.02),
-        title="(c) saturation against the norm")
 
-  _lines(d, results, last("margin"), last("saturation_rho"), log_x=True, legend=False)
-  d.set(xlabel="logit margin, last layer (top-1 − top-2 score)",
-        ylabel="saturation, last layer", ylim=(0, 1.02),
-        title="(d) saturation against the logit scale")
+def _against_norm_panel(ax, results):
+  """(c) saturation against the norm."""
+  _lines(ax, results, _relative_norm, _last("saturation_rho"), legend=False)
+  ax.set(xlabel="||θ_t|| / ||θ_0|| (encoder)", ylabel="saturation, last layer", ylim=(0, 1.02),
+         title="(c) saturation against the norm")
 
+
+def _against_margin_panel(ax, results):
+  """(d) saturation against the last layer's logit margin."""
+  _lines(ax, results, _last("margin"), _last("saturation_rho"), log_x=True, legend=False)
+  ax.set(xlabel="logit margin, last layer (top-1 − top-2 score)",
+         ylabel="saturation, last layer", ylim=(0, 1.02),
+         title="(d) saturation against the logit scale")
+
+
+def _per_layer_panel(ax, results, num_layers):
+  """(e) per layer and checkpoint of seed 0, saturation against the logit margin."""
   markers = "osd^v<>p"
   for k, runs in results.items():
     for r in runs[:1]:
       m, s = np.asarray(r["margin"]), np.asarray(r["saturation_rho"])
       for layer in range(m.shape[1]):
-        e.scatter(m[:, layer], s[:, layer], s=5, color=COLORS[k], marker=markers[layer % 8],
-                  alpha=0.7, linewidths=0)
-  for layer in range(cfg.run.num_layers):  # the legend's markers in grey: shape = layer
-    e.scatter([], [], s=5, color="0.4", marker=markers[layer % 8], label=f"layer {layer}")
-  _log_x(e)
-  e.set(xlabel="logit margin of the layer", ylabel="saturation of the layer",
-        ylim=(0, 1.02), title="(e) per layer and checkpoint, seed 0")
-  e.grid(alpha=0.3, linewidth=0.5)
-  e.legend(loc="center", fontsize=5, markerscale=1.5, handletextpad=0.1)
+        ax.scatter(m[:, layer], s[:, layer], s=5, color=COLORS[k], marker=markers[layer % 8],
+                   alpha=0.7, linewidths=0)
+  for layer in range(num_layers):  # the legend's markers in grey: shape = layer
+    ax.scatter([], [], s=5, color="0.4", marker=markers[layer % 8], label=f"layer {layer}")
+  _log_x(ax)
+  ax.set(xlabel="logit margin of the layer", ylabel="saturation of the layer",
+         ylim=(0, 1.02), title="(e) per layer and checkpoint, seed 0")
+  ax.grid(True)
+  ax.legend(loc="center", fontsize=5, markerscale=1.5, handletextpad=0.1)
 
+
+def _targets_panel(ax, results, ep):
+  """(f) what the correct-mask models' last layer attends to (seed 0), with each saturation
+  peak marked."""
   styles = {"first": "-", "previous": "--", "self": ":"}
   for k, runs in results.items():
     if k[1] != "causal":
       continue
     r = runs[0]
     for t, st in styles.items():
-      f.plot(ep(r), np.asarray(r["targets"][t])[:, -1], st, color=COLORS[k], linewidth=0.9,
-             label=TARGETS[t] if k == ("prenorm_paper", "causal") else None)
-    peak = int(np.argmax(last("saturation_rho")(r)))
-    f.axvline(ep(r)[peak], color=COLORS[k], linewidth=0.6, alpha=0.5)
-  f.set(xlabel="epoch", ylabel="attention weight, last layer", ylim=(0, 1),
-        title="(f) heads' targets (correct mask, seed 0)")
-  f.legend(loc="upper right", fontsize=5.5, title="weight on", title_fontsize=5.5)
-  f.grid(alpha=0.3, linewidth=0.5)
+      ax.plot(ep(r), np.asarray(r["targets"][t])[:, -1], st, color=COLORS[k], linewidth=0.9,
+              label=TARGETS[t] if k == ("prenorm_paper", "causal") else None)
+    peak = int(np.argmax(_last("saturation_rho")(r)))
+    ax.axvline(ep(r)[peak], color=COLORS[k], linewidth=0.6, alpha=0.5)
+  ax.set(xlabel="epoch", ylabel="attention weight, last layer", ylim=(0, 1),
+         title="(f) heads' targets (correct mask, seed 0)")
+  ax.legend(loc="upper right", fontsize=5.5, title="weight on", title_fontsize=5.5)
+  ax.grid(True)
+
+
+def _plot(ctx, cfg: Fig3LongConfig, results: dict, steps_per_epoch: float):
+  fig, axes = plotting.new_figure(2, 3, height_per_row=2.2)
+  (a, b, c), (d, e, f) = axes
+  ep = lambda r: _epochs(r, steps_per_epoch)  # noqa: E731
+  _saturation_panel(a, results, ep)
+  _norms_panel(b, results, ep)
+  _against_norm_panel(c, results)
+  _against_margin_panel(d, results)
+  _per_layer_panel(e, results, cfg.run.arch.num_layers)
+  _targets_panel(f, results, ep)
   handles, labels = a.get_legend_handles_labels()
   fig.legend(handles, labels, loc="upper center", ncol=5, bbox_to_anchor=(0.5, 0.0))
   run = cfg.run
   epochs = max(r["step"][-1] for v in results.values() for r in v) / steps_per_epoch
   seeds = (f"seeds {', '.join(map(str, run.seeds))} (faded: all but seed {run.seeds[0]})"
            if len(run.seeds) > 1 else f"seed {run.seeds[0]}")
-  fig.suptitle(f"SmallLM {run.num_layers} x {run.d_model} (FF {run.d_ff}, {run.num_heads} heads) "
+  fig.suptitle(f"SmallLM {run.arch.num_layers} x {run.arch.d_model} (FF {run.arch.d_ff}, {run.arch.num_heads} heads) "
                f"on {run.corpus!r} sentences, AdamW lr {run.learning_rate:g} wd "
                f"{run.weight_decay:g}, {epochs:.2g} epochs\n{seeds}; vertical lines in (f): each "
                "run's saturation peak", fontsize=7, y=1.02)
@@ -283,23 +315,23 @@ def _rows(summary: dict) -> list:
   lo, hi = paper.SMALL_LM["saturation_trained"]
   rows = []
   for k, v in summary.items():
-    label = fig3.variant_label(*k)
-    ms = lambda key: core.mean_spread([s[key] for s in v])  # noqa: E731
+    label = small_lm_runs.variant_label(*k)
+    seeds = lambda key: [s[key] for s in v]  # noqa: E731
     rows += [
-        core.Row(f"{label}: saturation ρ = 1000, last layer, after 5 epochs", f"{lo}-{hi}",
-                 *ms("end")),
-        core.Row(f"{label}: saturation, exact limit, after 5 epochs", None, *ms("end_limit")),
-        core.Row(f"{label}: saturation at initialisation", None, *ms("init")),
+        core.Row.of(f"{label}: saturation ρ = 1000, last layer, after 5 epochs", f"{lo}-{hi}",
+                    seeds("end")),
+        core.Row.of(f"{label}: saturation, exact limit, after 5 epochs", None, seeds("end_limit")),
+        core.Row.of(f"{label}: saturation at initialisation", None, seeds("init")),
         core.Row(f"{label}: saturation peak (its step, seed 0)",
                  None, f"{np.mean([s['peak'] for s in v]):.3f} (step {v[0]['peak_step']})"),
-        core.Row(f"{label}: encoder norm, final / initial", "grows", *ms("growth")),
-        core.Row(f"{label}: dev loss after 5 epochs", None, *ms("loss_end")),
-        core.Row(f"{label}: Spearman(saturation, ||θ||)", None, *ms("rho_norm")),
-        core.Row(f"{label}: Spearman(saturation, mean ||W_Q|| ||W_K||)", None, *ms("rho_qk")),
-        core.Row(f"{label}: Spearman(saturation, last layer's logit margin)", None,
-                 *ms("rho_margin")),
-        core.Row(f"{label}: Spearman(saturation, dev loss), trained checkpoints", None,
-                 *ms("rho_loss")),
+        core.Row.of(f"{label}: encoder norm, final / initial", "grows", seeds("growth")),
+        core.Row.of(f"{label}: dev loss after 5 epochs", None, seeds("loss_end")),
+        core.Row.of(f"{label}: Spearman(saturation, ||θ||)", None, seeds("rho_norm")),
+        core.Row.of(f"{label}: Spearman(saturation, mean ||W_Q|| ||W_K||)", None, seeds("rho_qk")),
+        core.Row.of(f"{label}: Spearman(saturation, last layer's logit margin)", None,
+                    seeds("rho_margin")),
+        core.Row.of(f"{label}: Spearman(saturation, dev loss), trained checkpoints", None,
+                    seeds("rho_loss")),
         core.Row(f"{label}: last layer's logit margin: init / at the peak / end (seed 0)", None,
                  " / ".join(f"{m:.3g}" for m in v[0]["margin"])),
         core.Row(f"{label}: at the saturation peak, last layer's weight on first / previous / "
@@ -311,19 +343,19 @@ def _rows(summary: dict) -> list:
 
 def run_specs(ctx, cfg: Fig3LongConfig) -> list:
   """Fig. 3's runs at the paper's length."""
-  return fig3.run_specs(ctx, cfg.run)
+  return small_lm_runs.specs(cfg.run)
 
 
 def make(ctx: core.FigureContext, cfg: Fig3LongConfig) -> core.FigureResult:
   run = cfg.run
-  data = fig3.load_data(run)
-  steps = fig3.train_steps(run, data)
+  data = small_lm_runs.load_data(run)
+  steps = small_lm_runs.train_steps(run, data)
   per_epoch = word_lm.steps_per_epoch(len(data.split("train")), run.batch_size)
-  run_dirs = fig3.train_all(ctx, run, steps)
+  run_dirs = small_lm_runs.train_all(ctx, run, steps)
   tokens = data.split("validation")[:cfg.sentences]
   results = {}
   for (norm, mask, seed), d in run_dirs.items():
-    ctx.advance(0, f"{NAME}: checkpoints of {fig3.run_name(norm, mask, seed)}")
+    ctx.advance(0, f"{NAME}: checkpoints of {small_lm_runs.run_name(norm, mask, seed)}")
     results.setdefault((norm, mask), []).append(measure_run(run, norm, mask, seed, d, tokens))
     ctx.advance(1, None)
   summary = {k: [summarise(r) for r in v] for k, v in results.items()}
@@ -334,8 +366,8 @@ def make(ctx: core.FigureContext, cfg: Fig3LongConfig) -> core.FigureResult:
       "summary": {f"{n}/{m}": v for (n, m), v in summary.items()},
       "paper": paper.SMALL_LM}))
   setup = [
-      f"model: SmallLM {run.num_layers} layers, d_model {run.d_model}, FF {run.d_ff}, "
-      f"{run.num_heads} heads; the paper: 12 x 768, FF 512, 12 heads",
+      f"model: SmallLM {run.arch.num_layers} layers, d_model {run.arch.d_model}, FF {run.arch.d_ff}, "
+      f"{run.arch.num_heads} heads; the paper: 12 x 768, FF 512, 12 heads",
       f"data: word-level sentences of {run.corpus!r} ({run.vocab_words} words, padded length "
       f"{run.max_len}); the paper: PTB",
       f"training: AdamW lr {run.learning_rate:g}, wd {run.weight_decay:g}, batch "
@@ -344,7 +376,7 @@ def make(ctx: core.FigureContext, cfg: Fig3LongConfig) -> core.FigureResult:
       f"logit margin and attention targets on the first {cfg.sentences} dev sentences, real "
       "queries; the original mask's softmax sees every key (future and padding included)",
   ]
-  notes = [f"{fig3.variant_label(*k)}, seed {r['seed']}: saturation peaks at step "
+  notes = [f"{small_lm_runs.variant_label(*k)}, seed {r['seed']}: saturation peaks at step "
            f"{s['peak_step']} ({s['peak_step'] / per_epoch:.2f} epoch) at {s['peak']:.3f} and "
            f"ends at {s['end']:.3f} while ||θ|| grows x{s['growth']:.2f}"
            for k, v in summary.items() for s, r in zip(v, results[k])]

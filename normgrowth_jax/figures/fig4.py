@@ -29,9 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from normgrowth_jax import saturation as sat
-from normgrowth_jax.figures import core, paper, plotting
+from normgrowth_jax.figures import core, paper, plotting, small_lm_runs
 from normgrowth_jax.figures.verdict import check
-from normgrowth_jax.models.small_lm import SmallLM, SmallLMConfig
 
 NAME = "fig4"
 TITLE = "Homogeneity of randomly initialised transformers"
@@ -59,10 +58,7 @@ VARIANTS = (Variant("prenorm_paper", True), Variant("prenorm_paper", False),
 
 @dataclasses.dataclass(frozen=True)
 class Fig4Config:
-  num_layers: int = 12
-  d_model: int = 768
-  d_ff: int = 512
-  num_heads: int = 12
+  arch: small_lm_runs.Architecture = small_lm_runs.Architecture()
   vocab_size: int = 10
   num_sequences: int = 10
   seq_len: int = 10
@@ -73,7 +69,8 @@ class Fig4Config:
 
 
 CONFIGS = {
-    "smoke": Fig4Config(num_layers=2, d_model=32, d_ff=32, num_heads=4, seeds=(0, 1)),
+    "smoke": Fig4Config(small_lm_runs.Architecture(num_layers=2, d_model=32, d_ff=32,
+                                                   num_heads=4), seeds=(0, 1)),
     "quick": Fig4Config(),
     "full": Fig4Config(seeds=tuple(range(10))),
 }
@@ -102,10 +99,8 @@ def _functions(cfg: Fig4Config, variant: Variant):
   returns the same for the exact sf and for f at rho, so one ``homogeneity_curve`` call gives
   all four curves: leaves (exact per token, exact flattened, rho per token, rho flattened).
   """
-  model = SmallLM(SmallLMConfig(vocab_size=cfg.vocab_size, num_layers=cfg.num_layers,
-                                d_model=cfg.d_model, d_ff=cfg.d_ff, num_heads=cfg.num_heads,
-                                max_len=cfg.seq_len, norm=variant.norm, use_bias=variant.use_bias,
-                                attention_mask=variant.attention_mask))
+  model = small_lm_runs.model(cfg.arch, cfg.vocab_size, cfg.seq_len, norm=variant.norm,
+                              use_bias=variant.use_bias, attention_mask=variant.attention_mask)
   tokens = inputs(cfg)
   mask = jnp.ones(tokens.shape, bool)  # every token is real (id 0 is a word here, not padding)
 
@@ -168,11 +163,11 @@ def _plot(ctx, cfg, results):
     ax.set_title(NORM_FORMULAS[norm])
     ax.set_xlabel("scale c of the parameters")
     ax.set_ylim(-0.05, 1.02)
-    ax.grid(alpha=0.3, linewidth=0.5)
+    ax.grid(True)
   axes[0].set_ylabel("cos(f(x; cθ), sf(x; θ))")
   handles, labels = axes[0].get_legend_handles_labels()
   fig.legend(handles, labels, loc="upper center", ncol=3, bbox_to_anchor=(0.5, -0.05))
-  fig.suptitle(f"Random init, {cfg.num_layers} layers, d_model {cfg.d_model}; "
+  fig.suptitle(f"Random init, {cfg.arch.num_layers} layers, d_model {cfg.arch.d_model}; "
                f"bands: min-max over {len(cfg.seeds)} seeds", fontsize=7.5, y=1.04)
   return plotting.save(fig, ctx.path(NAME))
 
@@ -213,6 +208,26 @@ def judge(means: dict, original_c1: dict) -> list:
   return out
 
 
+def _seeds(results: dict, v: Variant, i: int, sf: str = "exact", m: int = TOKEN) -> np.ndarray:
+  """Per seed, variant ``v``'s cosine at the ``i``-th c (sf "exact" or "rho"; TOKEN or FLAT)."""
+  return np.asarray(results[v][sf])[:, i, m]
+
+
+def _rows(cfg: Fig4Config, results: dict) -> list:
+  rows = []
+  for v in VARIANTS:
+    for i, c_label in ((0, "c = 1"), (-1, "c = 10")):
+      p = (f"{paper.FIG4[_paper_key(v.norm, False)][i]:.3f} / "
+           f"{paper.FIG4[_paper_key(v.norm, True)][i]:.3f}") if v.use_bias else None
+      if v.attention_mask != "causal":
+        rows.append(core.Row.of(f"{NORMS[v.norm]}, original's protocol (leaky mask, flattened "
+                                f"cosine, ρ = {cfg.rho:g}), {c_label}", p,
+                                _seeds(results, v, i, "rho", FLAT)))
+      else:
+        rows.append(core.Row.of(f"{v.label}, {c_label}", p, _seeds(results, v, i)))
+  return rows
+
+
 run_specs = core.no_runs
 
 
@@ -235,23 +250,12 @@ def make(ctx: core.FigureContext, cfg: Fig4Config) -> core.FigureResult:
              "paper": {"c": paper.FIG4_C, **paper.FIG4}}
   files.append(core.write_numbers(ctx, NAME, numbers))
 
-  def at(v, i, sf="exact", m=TOKEN):
-    return core.mean_spread(np.asarray(results[v][sf])[:, i, m])
+  def at(v, i, sf="exact", m=TOKEN) -> float:
+    return float(_seeds(results, v, i, sf, m).mean())
 
-  rows = []
-  for v in VARIANTS:
-    original = v.attention_mask != "causal"
-    for i, c_label in ((0, "c = 1"), (-1, "c = 10")):
-      p = (f"{paper.FIG4[_paper_key(v.norm, False)][i]:.3f} / "
-           f"{paper.FIG4[_paper_key(v.norm, True)][i]:.3f}") if v.use_bias else None
-      if original:
-        rows.append(core.Row(f"{NORMS[v.norm]}, original's protocol (leaky mask, flattened "
-                             f"cosine, ρ = {cfg.rho:g}), {c_label}", p, *at(v, i, "rho", FLAT)))
-      else:
-        rows.append(core.Row(f"{v.label}, {c_label}", p, *at(v, i)))
-  means = {(v.norm, v.use_bias): (at(v, 0)[0], at(v, -1)[0])
+  means = {(v.norm, v.use_bias): (at(v, 0), at(v, -1))
            for v in VARIANTS if v.attention_mask == "causal"}
-  original_c1 = {v.norm: at(v, 0, "rho", FLAT)[0] for v in VARIANTS
+  original_c1 = {v.norm: at(v, 0, "rho", FLAT) for v in VARIANTS
                  if v.attention_mask != "causal"}
   criteria = judge(means, original_c1)
   gap = max(float(np.max(np.abs(np.asarray(r["exact"]) - np.asarray(r["rho"]))))
@@ -261,16 +265,16 @@ def make(ctx: core.FigureContext, cfg: Fig4Config) -> core.FigureResult:
     causal, leaky = Variant(norm, True), Variant(norm, True, "original_leaky")
     notes.append(
         f"{NORMS[norm]} at c = 1, what the original's protocol changes: our protocol "
-        f"{at(causal, 0)[0]:.3f}; the flattened cosine alone {at(causal, 0, 'rho', FLAT)[0]:.3f}; "
-        f"with the leaky mask too {at(leaky, 0, 'rho', FLAT)[0]:.3f} (paper {_paper_c1(norm):.3f})")
-  return core.FigureResult(NAME, TITLE, files, rows, criteria, _setup(cfg, gap), notes)
+        f"{at(causal, 0):.3f}; the flattened cosine alone {at(causal, 0, 'rho', FLAT):.3f}; "
+        f"with the leaky mask too {at(leaky, 0, 'rho', FLAT):.3f} (paper {_paper_c1(norm):.3f})")
+  return core.FigureResult(NAME, TITLE, files, _rows(cfg, results), criteria, _setup(cfg, gap),
+                           notes)
 
 
 def _setup(cfg: Fig4Config, gap: float) -> list[str]:
   return [
-      f"model: our SmallLM, {cfg.num_layers} layers, d_model {cfg.d_model}, FF {cfg.d_ff}, "
-      f"{cfg.num_heads} heads, PyTorch-style init"
-      + (" (the paper's size)" if (cfg.num_layers, cfg.d_model) == (12, 768) else
+      f"model: our SmallLM, {cfg.arch.describe()}, PyTorch-style init"
+      + (" (the paper's size)" if cfg.arch.is_paper_size else
          " (smaller than the paper's 12 x 768)"),
       f"inputs: {cfg.num_sequences} random sequences of length {cfg.seq_len} over a vocabulary "
       f"of {cfg.vocab_size}, as the paper; f = the final hidden state (the encoder output)",

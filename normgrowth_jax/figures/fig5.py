@@ -25,7 +25,7 @@ import numpy as np
 
 from normgrowth_jax.analysis import run_reader
 from normgrowth_jax.figures import core, paper, plotting, t5_runs
-from normgrowth_jax.figures.fig1 import MIN_POINTS
+from normgrowth_jax.figures.fig1_growth import MIN_POINTS
 from normgrowth_jax.figures.verdict import check
 
 NAME = "fig5"
@@ -223,59 +223,77 @@ def _eq2_panel(ax, trs, m):
     ax.set_title("(f) eq. 2: ‖θ_0‖ unknown")
 
 
+def _alignment_grid_panel(ax, trs):
+  """(a) alignment between checkpoints, raw and its moving average, against the paper's."""
+  grid = trs[0].grid["step"]
+  interval = int(grid[1] - grid[0]) if len(grid) > 1 else 0
+  if np.isfinite(trs[0].grid["alignment"]).any():
+    _grid_panel(ax, trs, "alignment")
+    sm = t5_runs.stack([moving_average(tr.grid["alignment"]) for tr in trs])
+    ax.plot(grid[1:sm.shape[1] + 1], t5_runs.nanmean0(sm), color="tab:red", linewidth=1.1,
+            label=f"ours, {SMOOTH}-checkpoint moving average")
+  ax.axhline(paper.FIG5["alignment_peak"], **plotting.PAPER_STYLE,
+             label="paper: peak ≈ 0.15, then ≈ 0")
+  ax.axhline(0.0, color="0.6", linewidth=0.5)
+  lo, hi = ax.get_ylim()
+  ax.set_ylim(lo, max(hi, 0.3))
+  ax.legend(loc="upper center", fontsize=4.6)
+  ax.set_title(f"(a) alignment between checkpoints ({interval} steps)")
+  ax.set_ylabel("cos(θ_b − θ_a, θ_a)")
+
+
+def _alignment_step_panel(ax, trs):
+  """(b) alignment per step."""
+  _step_panel(ax, trs, lambda tr: tr.alignment, "binned mean, 10-90%")
+  ax.axhline(0.0, color="0.6", linewidth=0.5)
+  ax.set_title("(b) alignment per step")
+  ax.set_ylabel("cos(δ_t, θ_t)")
+
+
+def _step_size_grid_panel(ax, trs):
+  """(c) step size between checkpoints."""
+  if np.isfinite(trs[0].grid["alignment"]).any():
+    _grid_panel(ax, trs, "update_norm")
+  ax.set_title("(c) step size between checkpoints")
+  ax.set_ylabel("‖θ_b − θ_a‖")
+  ax.plot([], [], " ", label=f"paper: grows by < {paper.FIG5['step_size_growth_below']:g} "
+          "(220M params)")
+
+
+def _step_size_step_panel(ax, trs):
+  """(d) step size per step."""
+  _step_panel(ax, trs, lambda tr: tr.update_norm, "binned mean, 10-90%")
+  ax.set_title("(d) step size per step")
+  ax.set_ylabel("‖δ_t‖")
+
+
+def _assumption1_panel(ax, trs):
+  """(e) Assumption 1: ||delta_t|| / (lr_t ||theta_t||), constant if it holds."""
+  _step_panel(ax, trs, t5_runs.assumption1_ratio, "binned mean, 10-90%")
+  ax.axhline(1.0, **plotting.PAPER_STYLE, label="constant (= 1: clipping active)")
+  ax.set_ylim(0, 1.45)
+  ax.legend(loc="upper center", fontsize=4.6, ncol=2)
+  ax.set_title("(e) Assumption 1: ‖δ_t‖ ∝ lr_t ‖θ_t‖ ?")
+  ax.set_ylabel("‖δ_t‖ / (lr_t ‖θ_t‖)")
+
+
 def _plot(ctx, cfg, trs, m):
   fig, axes = plotting.new_figure(2, 3, height_per_row=2.3)
   ax = axes.ravel()
-  tr0 = trs[0]
-  interval = int(tr0.grid["step"][1] - tr0.grid["step"][0]) if len(tr0.grid["step"]) > 1 else 0
-  has_grid = np.isfinite(tr0.grid["alignment"]).any()
-  # (a) alignment between checkpoints
-  if has_grid:
-    _grid_panel(ax[0], trs, "alignment")
-    sm = t5_runs.stack([moving_average(tr.grid["alignment"]) for tr in trs])
-    ax[0].plot(trs[0].grid["step"][1:sm.shape[1] + 1], t5_runs.nanmean0(sm), color="tab:red",
-               linewidth=1.1, label=f"ours, {SMOOTH}-checkpoint moving average")
-  ax[0].axhline(paper.FIG5["alignment_peak"], **plotting.PAPER_STYLE,
-                label="paper: peak ≈ 0.15, then ≈ 0")
-  ax[0].axhline(0.0, color="0.6", linewidth=0.5)
-  lo0, hi0 = ax[0].get_ylim()
-  ax[0].set_ylim(lo0, max(hi0, 0.3))
-  ax[0].legend(loc="upper center", fontsize=4.6)
-  ax[0].set_title(f"(a) alignment between checkpoints ({interval} steps)")
-  ax[0].set_ylabel("cos(θ_b − θ_a, θ_a)")
-  # (b) alignment per step
-  _step_panel(ax[1], trs, lambda tr: tr.alignment, "binned mean, 10-90%")
-  ax[1].axhline(0.0, color="0.6", linewidth=0.5)
-  ax[1].set_title("(b) alignment per step")
-  ax[1].set_ylabel("cos(δ_t, θ_t)")
-  # (c) step size between checkpoints
-  if has_grid:
-    _grid_panel(ax[2], trs, "update_norm")
-  ax[2].set_title("(c) step size between checkpoints")
-  ax[2].set_ylabel("‖θ_b − θ_a‖")
-  ax[2].plot([], [], " ", label=f"paper: grows by < {paper.FIG5['step_size_growth_below']:g} "
-             "(220M params)")
-  # (d) step size per step
-  _step_panel(ax[3], trs, lambda tr: tr.update_norm, "binned mean, 10-90%")
-  ax[3].set_title("(d) step size per step")
-  ax[3].set_ylabel("‖δ_t‖")
-  # (e) Assumption 1
-  _step_panel(ax[4], trs, t5_runs.assumption1_ratio, "binned mean, 10-90%")
-  ax[4].axhline(1.0, **plotting.PAPER_STYLE, label="constant (= 1: clipping active)")
-  ax[4].set_ylim(0, 1.45)
-  ax[4].legend(loc="upper center", fontsize=4.6, ncol=2)
-  ax[4].set_title("(e) Assumption 1: ‖δ_t‖ ∝ lr_t ‖θ_t‖ ?")
-  ax[4].set_ylabel("‖δ_t‖ / (lr_t ‖θ_t‖)")
+  for panel, a in zip((_alignment_grid_panel, _alignment_step_panel, _step_size_grid_panel,
+                       _step_size_step_panel, _assumption1_panel), ax):
+    panel(a, trs)
   _eq2_panel(ax[5], trs, m)
+  tr0 = trs[0]
   for a in ax:
     a.set_xlabel("step t")
-    a.grid(alpha=0.3, linewidth=0.5)
+    a.grid(True)
     if a.get_legend_handles_labels()[0] and a.get_legend() is None:
       a.legend(loc="best", fontsize=4.6)
     if tr0.warmup_steps:
       a.axvline(tr0.warmup_steps, color="0.6", linewidth=0.6, linestyle=":")
   sub = (f"{cfg.run.describe()}\nbands: min-max over {len(trs)} seeds"
-         if trs[0].label.startswith("seed") else
+         if tr0.label.startswith("seed") else
          f"{tr0.label}: checkpoints from {tr0.grid_source}")
   fig.suptitle(sub + ("; dotted line: t = W" if tr0.warmup_steps else ""), fontsize=6.5, y=1.0)
   fig.tight_layout()
@@ -285,42 +303,42 @@ def _plot(ctx, cfg, trs, m):
 # ----------------------------------------------------------------------------- the figure
 
 
-def _rows(m, trs):
-  prof = m["mean_profile"]
-  rows = [core.Row(f"peak alignment between checkpoints ({SMOOTH}-checkpoint average)",
-                   paper.FIG5["alignment_peak"],
-                   *core.mean_spread([a["peak"] for a in m["alignment"]])
-                   if prof["peak"] is not None else (None,)),
-          core.Row("where it peaks (fraction of T)", None,
-                   *core.mean_spread([a["peak_frac"] for a in m["alignment"]])
-                   if prof["peak"] is not None else (None,)),
-          core.Row("mean alignment between checkpoints, second half", "~0",
-                   *core.mean_spread([a["late_mean"] for a in m["alignment"]])
-                   if prof["peak"] is not None else (None,)),
-          core.Row("mean alignment per step, second half", None,
-                   *core.mean_spread(m["step_alignment_late"])),
-          core.Row("step size between checkpoints: last / first quarter past warm-up",
-                   "grows slightly", *core.mean_spread(m["step_ratio"])
-                   if np.isfinite(m["step_ratio"]).all() else (None,)),
+def _row(quantity: str, paper_value, values, measured: bool = True) -> core.Row:
+  """The row of per-run ``values``, or no number where they were not ``measured``."""
+  if not measured:
+    return core.Row(quantity, paper_value, None)
+  return core.Row.of(quantity, paper_value, values)
+
+
+def _rows(m: dict) -> list:
+  peaked = m["mean_profile"]["peak"] is not None
+  rows = [_row(f"peak alignment between checkpoints ({SMOOTH}-checkpoint average)",
+               paper.FIG5["alignment_peak"], [a["peak"] for a in m["alignment"]], peaked),
+          _row("where it peaks (fraction of T)", None,
+               [a["peak_frac"] for a in m["alignment"]], peaked),
+          _row("mean alignment between checkpoints, second half", "~0",
+               [a["late_mean"] for a in m["alignment"]], peaked),
+          core.Row.of("mean alignment per step, second half", None, m["step_alignment_late"]),
+          _row("step size between checkpoints: last / first quarter past warm-up",
+               "grows slightly", m["step_ratio"], np.isfinite(m["step_ratio"]).all()),
           core.Row("step size between checkpoints: first → last pair", "growth < 20 (absolute)",
                    f"{np.mean([a for a, _ in m['step_size_first_last']]):.3g} → "
                    f"{np.mean([b for _, b in m['step_size_first_last']]):.3g}")]
   for name in ("<W", "W-4W", "4W-16W", ">16W"):
     vals = [r[name] for r in m["ratio"] if r is not None and r[name] is not None]
     if vals:
-      rows.append(core.Row(f"Assumption 1 ratio ‖δ‖/(lr‖θ‖), RMS over t in {name}",
-                           "constant (assumed)", *core.mean_spread(vals)))
+      rows.append(core.Row.of(f"Assumption 1 ratio ‖δ‖/(lr‖θ‖), RMS over t in {name}",
+                              "constant (assumed)", vals))
   eq = [q for q in m["eq2"] if q is not None]
   if eq:
     rows += [
-        core.Row("‖θ_T‖ measured", None, *core.mean_spread([q["norm_T"] for q in eq])),
-        core.Row("‖θ_T‖ from the misaligned part alone, √(‖θ_0‖² + Σ‖δ‖²)",
-                 "= measured (assumed)",
-                 *core.mean_spread([q["norm_misaligned_only"] for q in eq])),
-        core.Row("aligned part 2Σθ·δ / measured ‖θ_T‖² − ‖θ_0‖²", "0 (assumed)",
-                 *core.mean_spread([q["aligned_share"] for q in eq])),
-        core.Row("eq. 2 closure |mis + ali − measured| / measured", None,
-                 *core.mean_spread([abs(q["closure"]) for q in eq])),
+        core.Row.of("‖θ_T‖ measured", None, [q["norm_T"] for q in eq]),
+        core.Row.of("‖θ_T‖ from the misaligned part alone, √(‖θ_0‖² + Σ‖δ‖²)",
+                    "= measured (assumed)", [q["norm_misaligned_only"] for q in eq]),
+        core.Row.of("aligned part 2Σθ·δ / measured ‖θ_T‖² − ‖θ_0‖²", "0 (assumed)",
+                    [q["aligned_share"] for q in eq]),
+        core.Row.of("eq. 2 closure |mis + ali − measured| / measured", None,
+                    [abs(q["closure"]) for q in eq]),
     ]
   return rows
 
@@ -352,7 +370,7 @@ def make(ctx: core.FigureContext, cfg: Fig5Config) -> core.FigureResult:
              "step_size_ratio": [r if np.isfinite(r) else None for r in m["step_ratio"]],
              "eq2": m["eq2"], "assumption1_ratio_windows": m["ratio"], "paper": paper.FIG5}
   files.append(core.write_numbers(ctx, NAME, numbers))
-  from_dir = bool((ctx.options or {}).get("model_dir"))
+  from_dir = bool(ctx.options.model_dir)
   tr0 = trs[0]
   setup = ([f"run: {tr0.label} ({tr0.source}); checkpoint grid from {tr0.grid_source}"]
            if from_dir else [
@@ -371,4 +389,4 @@ def make(ctx: core.FigureContext, cfg: Fig5Config) -> core.FigureResult:
         f"alone predicts {q['norm_misaligned_only']:.2f}; the aligned part 2 sum theta.delta "
         f"= {q['aligned']:.1f} is {q['aligned_share']:+.0%} of ||theta_T||^2 - ||theta_0||^2 "
         f"= {q['measured']:.1f}" + ("" if q["exact"] else " (estimated from every k-th step)"))
-  return core.FigureResult(NAME, TITLE, files, _rows(m, trs), criteria(m, cfg), setup, notes)
+  return core.FigureResult(NAME, TITLE, files, _rows(m), criteria(m, cfg), setup, notes)

@@ -40,29 +40,18 @@ Example (the criteria on synthetic thresholds):
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import math
-import os
-from pathlib import Path
 from typing import Optional, Sequence
 
-import jax
 import numpy as np
 
-from normgrowth_jax import causal_lm, grid
-from normgrowth_jax.data import corpora, word_lm
-from normgrowth_jax.figures import core, paper, plotting, runs
+from normgrowth_jax import grid
+from normgrowth_jax.figures import core, fig6_plot, grid_runs, paper, small_lm_runs
 from normgrowth_jax.figures import verdict as verdict_lib
+from normgrowth_jax.figures.grid_runs import DEFAULT_LR, DEFAULT_WD, describe, lrs, wds
 from normgrowth_jax.figures.verdict import check
-from normgrowth_jax.models.small_lm import SmallLM, SmallLMConfig
 
 NAME = "fig6"
 TITLE = "Norm growth over a learning-rate x weight-decay grid (AdamW)"
-FORMAT = 1  # bump when the cached grid files change meaning
-DEFAULT_LR, DEFAULT_WD = paper.FIG6["pytorch_default"]["lr"], paper.FIG6["pytorch_default"]["wd"]
-NORM_NAMES = {"postnorm": "post-norm LN(x + F(x))", "prenorm_paper": "pre-norm x + LN(F(x))",
-              "preln": "pre-LN x + F(LN(x))"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +63,7 @@ class Fig6Config:
     corpora: word-level corpora in order of preference; the first prepared one is used.
     steps: training steps (the token budget standing for the epoch); None = one epoch.
     batch_size, max_len, vocab_words: the data (``word_lm``).
-    num_layers, d_model, d_ff, num_heads, norm: the SmallLM.
+    arch, norm: the SmallLM's size and its residual/norm arrangement.
     activation, attention_mask, attend_across: its `SmallLMConfig` switches (ours: ReLU, a
       causal mask, attention along each sentence).
     dropout: one rate at the three sites of PyTorch's ``nn.TransformerEncoderLayer`` (sublayer
@@ -94,10 +83,7 @@ class Fig6Config:
   batch_size: int = 16
   max_len: int = 83
   vocab_words: int = 10_000
-  num_layers: int = 12
-  d_model: int = 768
-  d_ff: int = 512
-  num_heads: int = 12
+  arch: small_lm_runs.Architecture = small_lm_runs.Architecture()
   norm: str = "postnorm"
   activation: str = "relu"
   dropout: float = 0.0
@@ -118,191 +104,36 @@ def original_setting(cfg: Fig6Config, d_ff: int = 2048) -> Fig6Config:
 
   Example:
     >>> o = original_setting(CONFIGS["smoke"], d_ff=16)
-    >>> (o.norm, o.dropout, o.attention_mask, o.attend_across, o.d_ff, o.original)
+    >>> (o.norm, o.dropout, o.attention_mask, o.attend_across, o.arch.d_ff, o.original)
     ('postnorm', 0.1, 'none', 'batch', 16, None)
   """
-  return dataclasses.replace(cfg, norm="postnorm", activation="relu", d_ff=d_ff, dropout=0.1,
-                             attention_mask="none", attend_across="batch", original=None)
+  return dataclasses.replace(cfg, arch=dataclasses.replace(cfg.arch, d_ff=d_ff), norm="postnorm",
+                             activation="relu", dropout=0.1, attention_mask="none",
+                             attend_across="batch", original=None)
 
 
 _QUICK = Fig6Config(n_lr=7, n_wd=7, corpora=("bbc",), steps=256, max_len=40, vocab_words=2000,
-                    num_layers=2, d_model=64, d_ff=64, num_heads=4, track_every=4,
-                    chunk_cells=None, block_steps=32)
+                    arch=small_lm_runs.Architecture(num_layers=2, d_model=64, d_ff=64,
+                                                    num_heads=4),
+                    track_every=4, chunk_cells=None, block_steps=32)
+
+
 CONFIGS = {
     "smoke": Fig6Config(n_lr=2, n_wd=2, corpora=("botchan",), steps=8, max_len=24,
-                        vocab_words=500, num_layers=1, d_model=16, d_ff=16, num_heads=2,
-                        chunk_cells=None, block_steps=4),
+                        vocab_words=500, chunk_cells=None, block_steps=4,
+                        arch=small_lm_runs.Architecture(num_layers=1, d_model=16, d_ff=16,
+                                                        num_heads=2)),
     # The original setting at our FF width (PyTorch's 2048 would be 32 x d_model here).
-    "quick": dataclasses.replace(_QUICK, original=original_setting(_QUICK, d_ff=_QUICK.d_ff)),
+    "quick": dataclasses.replace(_QUICK,
+                                 original=original_setting(_QUICK, d_ff=_QUICK.arch.d_ff)),
     "full": Fig6Config(),
 }
 
 
-def lrs(cfg: Fig6Config) -> np.ndarray:
-  return grid.log_grid(*cfg.lr_range, cfg.n_lr)
-
-
-def wds(cfg: Fig6Config) -> np.ndarray:
-  return grid.log_grid(*cfg.wd_range, cfg.n_wd)
-
-
-def grid_cells(cfg: Fig6Config) -> tuple[np.ndarray, np.ndarray]:
-  """The grid's cells, then PyTorch's default cell if the grid misses it."""
-  return grid.cells(lrs(cfg), wds(cfg), extra=[(DEFAULT_LR, DEFAULT_WD)])
-
-
-# ----------------------------------------------------------------------------- data
-
-def corpus(cfg: Fig6Config, root=None) -> str:
-  """The first corpus of ``cfg.corpora`` that is prepared (raises naming the commands)."""
-  for c in cfg.corpora:
-    try:
-      corpora.split_path(c, "train", root)
-      return c
-    except corpora.CorpusNotPreparedError:
-      continue
-  raise corpora.CorpusNotPreparedError(
-      f"Fig. 6 needs one of the corpora {list(cfg.corpora)} under {corpora.data_root(root)}; "
-      f"prepare one, e.g. `{corpora.prepare_command(cfg.corpora[-1])}`.")
-
-
-def epoch_steps(data: word_lm.WordLMData, cfg: Fig6Config) -> int:
-  return word_lm.steps_per_epoch(len(data.split("train")), cfg.batch_size)
-
-
-def batches(data: word_lm.WordLMData, cfg: Fig6Config) -> np.ndarray:
-  """[steps, batch, len]: the first ``steps`` batches of the shuffled epochs (one epoch if
-  ``cfg.steps`` is None); the same for every cell."""
-  tokens = data.split("train")
-  steps = cfg.steps or epoch_steps(data, cfg)
-  out, epoch = [], 0
-  while sum(len(b) for b in out) < steps:
-    out.append(word_lm.epoch_batches(tokens, cfg.batch_size, cfg.data_seed, epoch))
-    epoch += 1
-  return np.concatenate(out)[:steps]
-
-
 def work(cfg: Fig6Config) -> int:
   """Training steps of all chunks (an epoch is estimated when the data is not loaded)."""
-  steps = cfg.steps
-  if steps is None:
-    try:
-      data = word_lm.load(corpus(cfg), cfg.vocab_words, cfg.max_len)
-      steps = epoch_steps(data, cfg)
-    except Exception:  # pylint: disable=broad-except  (no data yet: make() will say so)
-      steps = 1000
-  n = grid_cells(cfg)[0].size
-  chunks = math.ceil(n / cfg.chunk_cells) if isinstance(cfg.chunk_cells, int) else 1
-  return steps * chunks
+  return grid_runs.training_steps(cfg)
 
-
-# ----------------------------------------------------------------------------- training
-
-def model_for(cfg: Fig6Config, vocab_size: int) -> SmallLM:
-  return SmallLM(SmallLMConfig(
-      vocab_size=vocab_size, num_layers=cfg.num_layers, d_model=cfg.d_model, d_ff=cfg.d_ff,
-      num_heads=cfg.num_heads, max_len=cfg.max_len, norm=cfg.norm, activation=cfg.activation,
-      dropout=cfg.dropout, attention_dropout=cfg.dropout, activation_dropout=cfg.dropout,
-      attention_mask=cfg.attention_mask, attend_across=cfg.attend_across))
-
-
-# Fields added after FORMAT 1: they enter the cache key only when set, so runs cached before
-# they existed stay valid.
-_LATER_FIELDS = {f.name: f.default for f in dataclasses.fields(Fig6Config)
-                 if f.name in ("activation", "dropout", "attention_mask", "attend_across",
-                               "original")}
-
-
-def _run_key(cfg: Fig6Config, name: str, data: word_lm.WordLMData) -> str:
-  config = {k: v for k, v in dataclasses.asdict(dataclasses.replace(cfg, original=None)).items()
-            if k not in _LATER_FIELDS or v != _LATER_FIELDS[k]}
-  key = {"format": FORMAT, "config": config, "corpus": name,
-         "data": corpora.read_manifest(name).get("splits"), "vocab": len(data.vocab)}
-  text = json.dumps(key, sort_keys=True, default=str)
-  return hashlib.sha256(text.encode()).hexdigest()[:10]
-
-
-_ARRAYS = ("lr", "wd", "norm_init", "norm_final", "losses", "diverged_at")
-
-
-def save_part(path: Path, part: grid.GridResult) -> None:
-  """One chunk's results as .npz (the traces' step and param_norm columns, NaN-padded)."""
-  rows = max(len(t["step"]) for t in part.traces)
-  step = np.full((len(part.traces), rows), -1, np.int64)
-  norm = np.full((len(part.traces), rows), np.nan)
-  for i, t in enumerate(part.traces):
-    step[i, :len(t["step"])] = t["step"]
-    norm[i, :len(t["param_norm"])] = t["param_norm"]
-  tmp = path.with_name(path.stem + ".tmp.npz")
-  np.savez(tmp, trace_step=step, trace_norm=norm, wall_s=part.wall_s,
-           compile_s=part.compile_s, chunk_cells=part.chunk_cells,
-           **{k: getattr(part, k) for k in _ARRAYS})
-  os.replace(tmp, path)
-
-
-def load_part(path: Path) -> grid.GridResult:
-  with np.load(path) as z:
-    traces = []
-    for s, v in zip(z["trace_step"], z["trace_norm"]):
-      keep = s >= 0
-      traces.append({"step": s[keep], "param_norm": v[keep]})
-    return grid.GridResult(**{k: z[k] for k in _ARRAYS}, traces=traces,
-                           wall_s=float(z["wall_s"]), compile_s=float(z["compile_s"]),
-                           chunk_cells=int(z["chunk_cells"]))
-
-
-def train_grid(ctx: core.FigureContext, cfg: Fig6Config) -> tuple[grid.GridResult, dict]:
-  """Trains (or loads from the run cache) the grid; returns (result, info about the run).
-
-  Cached under ``<runs_root>/<profile>/fig6-grid-<hash>/`` (hash of the config, the corpus
-  and its checksums), one ``chunk_<i>.npz`` per chunk as it finishes (a killed run resumes
-  at its first missing chunk) and ``figure_run.json`` once done; ``ctx.force`` retrains.
-  """
-  name = corpus(cfg)
-  data = word_lm.load(name, cfg.vocab_words, cfg.max_len)
-  b = batches(data, cfg)
-  lr, wd = grid_cells(cfg)
-  directory = ctx.runs_root / ctx.profile / f"fig6-grid-{_run_key(cfg, name, data)}"
-  info = {"corpus": name, "steps": int(len(b)), "epoch_steps": epoch_steps(data, cfg),
-          "tokens": int(np.sum(b[:, :, 1:] != word_lm.PAD_ID)),
-          "train_stats": data.stats.get("train", {}), "cells": int(lr.size),
-          "dir": str(directory)}
-  done = runs.cached(ctx, directory, work(cfg), f"{NAME}: grid")
-  parts = sorted(directory.glob("chunk_*.npz")) if directory.exists() else []
-  if done is not None:
-    info.update(done.get("run", {}), cached=True)
-    return grid.concat_results([load_part(p) for p in parts]), info
-  directory.mkdir(parents=True, exist_ok=True)
-  model = model_for(cfg, data.num_ids)
-  init_fn, loss_fn = causal_lm.loss_adapter(model)
-  params = jax.jit(init_fn)(jax.random.PRNGKey(cfg.init_seed), {causal_lm.TOKENS: b[0]})
-  trainer = grid.GridTrainer(loss_fn, track_every=cfg.track_every,
-                             block_steps=cfg.block_steps)
-  chunk = cfg.chunk_cells
-  if chunk == "auto":
-    chunk = trainer.cells_that_fit(params, b[:cfg.block_steps], max_cells=lr.size)
-  size = lr.size if chunk is None else int(chunk)
-  meta = directory / "chunking.json"
-  finished_chunks = {}
-  if meta.is_file() and json.loads(meta.read_text()).get("chunk_cells") == size:
-    finished_chunks = {int(p.stem.split("_")[1]): load_part(p) for p in parts}
-  else:
-    for p in parts:
-      p.unlink()
-    meta.write_text(json.dumps({"chunk_cells": size}))
-  ctx.advance(0, f"{NAME}: training {lr.size} cells, {len(b)} steps")
-  result = trainer.run(params, lr, wd, b, chunk_cells=size,
-                       progress=lambda n: ctx.advance(n, None),
-                       on_chunk=lambda c, part: save_part(directory / f"chunk_{c:03d}.npz", part),
-                       done_chunks=finished_chunks)
-  run = {"wall_s": result.wall_s, "compile_s": result.compile_s, "chunk_cells": size,
-         "chunks": math.ceil(lr.size / size), "devices": len(trainer.devices)}
-  runs.mark_finished(ctx, directory, {"name": "fig6-grid", "wall_s": result.wall_s, "run": run})
-  info.update(run, cached=False)
-  return result, info
-
-
-# ----------------------------------------------------------------------------- criteria
 
 def _log_median(values: Sequence[float]) -> float:
   """Median of positive numbers in log space (the lower middle value for an even count)."""
@@ -365,136 +196,6 @@ def judge(default_ratio: Optional[float], ths: Sequence[grid.Threshold],
   return out
 
 
-# ----------------------------------------------------------------------------- plotting
-
-def _edges(values: np.ndarray) -> np.ndarray:
-  """Cell edges on a log axis: geometric midpoints, extended by half a step at the ends."""
-  x = np.log10(values)
-  step = np.diff(x).mean() if len(x) > 1 else 1.0
-  mids = (x[1:] + x[:-1]) / 2
-  return 10.0 ** np.concatenate([[x[0] - step / 2], mids, [x[-1] + step / 2]])
-
-
-def matrices(result: grid.GridResult, lr_values, wd_values) -> dict:
-  """[n_wd, n_lr] matrices (rows: weight decay, columns: learning rate) of the grid cells."""
-  shape = (len(wd_values), len(lr_values))
-  out = {k: np.full(shape, np.nan) for k in ("delta", "ratio", "loss")}
-  out["diverged"] = np.zeros(shape, bool)
-  tail = max(1, result.losses.shape[0] // 10)
-  for i, a in enumerate(lr_values):
-    for j, b in enumerate(wd_values):
-      k = grid.find_cell(result.lr, result.wd, a, b)
-      out["diverged"][j, i] = result.diverged[k]
-      if not result.diverged[k]:
-        out["delta"][j, i] = result.delta_norm[k]
-        out["ratio"][j, i] = result.ratio[k]
-        out["loss"][j, i] = np.mean(result.losses[-tail:, k])
-  return out
-
-
-def _heat(ax, fig, x, y, z, diverged, kind, ths, label):
-  from matplotlib import colors  # pylint: disable=g-import-not-at-top
-  finite = z[np.isfinite(z)]
-  if kind == "delta":
-    m = float(np.max(np.abs(finite))) if finite.size else 1.0
-    m = m or 1.0
-    lin = max(m * 1e-3, float(np.min(np.abs(finite[finite != 0]))) if np.any(finite) else m)
-    norm = colors.SymLogNorm(linthresh=min(lin, m / 10), vmin=-m, vmax=m, base=10)
-  else:
-    lo = float(np.min(finite)) if finite.size else 0.5
-    hi = float(np.max(finite)) if finite.size else 2.0
-    r = max(abs(math.log10(lo)), abs(math.log10(hi)), 1e-4)
-    norm = colors.LogNorm(vmin=10 ** -r, vmax=10 ** r)
-  mesh = ax.pcolormesh(_edges(x), _edges(y), np.ma.masked_invalid(z), cmap="RdBu_r", norm=norm,
-                       shading="flat")
-  bar = fig.colorbar(mesh, ax=ax, fraction=0.05, pad=0.03)
-  bar.set_label(label)
-  bar.ax.tick_params(labelsize=5.5)
-  if np.any(diverged):
-    gx, gy = np.meshgrid(x, y)
-    ax.plot(gx[diverged], gy[diverged], "x", color="0.3", markersize=4, label="diverged (NaN)")
-  sign = np.where(np.isfinite(z), np.sign(z if kind == "delta" else np.log(z)), np.nan)
-  if len(x) > 1 and len(y) > 1 and np.nanmin(sign) < 0 < np.nanmax(sign):
-    ax.contour(x, y, np.ma.masked_invalid(z if kind == "delta" else np.log(z)), levels=[0.0],
-               colors="k", linewidths=1.0)
-  ax.plot([], [], "k-", linewidth=1.0, label="zero contour (growth | shrinkage)")
-  lo, hi = paper.FIG6["wd_threshold"]
-  for k, level in enumerate((lo, hi)):
-    ax.axhline(level, color="0.15", linestyle=(0, (4, 2)), linewidth=0.8,
-               label=f"paper's threshold lies between {lo:g} and {hi:g}" if k == 0 else None)
-  tx = [t.lr for t in ths if t.kind == "crossing"]
-  ty = [t.wd for t in ths if t.kind == "crossing"]
-  ax.plot(tx, ty, "o", markerfacecolor="w", markeredgecolor="k", markersize=3.5,
-          label="threshold per lr (interpolated)")
-  ax.plot([DEFAULT_LR], [DEFAULT_WD], "^", color="gold", markeredgecolor="k", markersize=6,
-          label="PyTorch defaults (1e-3, 1e-2)")
-  ax.set_xscale("log")
-  ax.set_yscale("log")
-  ax.set_xlabel("learning rate η")
-  ax.set_ylabel("weight decay λ")
-
-
-def _plot_row(fig, axes, st):
-  """One setting's three panels: delta and ratio heat maps, trajectories at lr 1e-3."""
-  cfg, result, mats, ths = st["cfg"], st["result"], st["mats"], st["ths"]
-  x, y = lrs(cfg), wds(cfg)
-  head = f"{st['label']} ({st['verdict']}): " if st["label"] else ""
-  _heat(axes[0], fig, x, y, mats["delta"], mats["diverged"], "delta", ths,
-        "||θ_T|| − ||θ_0||")
-  axes[0].set_title(head + "change of the encoder norm")
-  _heat(axes[1], fig, x, y, mats["ratio"], mats["diverged"], "ratio", ths,
-        "||θ_T|| / ||θ_0|| (log scale)")
-  axes[1].set_title("ratio ||θ_T|| / ||θ_0||")
-  ax = axes[2]
-  from matplotlib import cm, colors  # pylint: disable=g-import-not-at-top
-  cnorm = colors.LogNorm(vmin=min(y), vmax=max(y))
-  for b in y:
-    k = grid.find_cell(result.lr, result.wd, DEFAULT_LR, b)
-    if k is None:
-      continue
-    tr = result.traces[k]
-    ax.plot(np.concatenate([[0], tr["step"]]),
-            np.concatenate([[1.0], tr["param_norm"] / result.norm_init[k]]),
-            color=cm.viridis(cnorm(b)), linewidth=0.8)
-  k = grid.find_cell(result.lr, result.wd, DEFAULT_LR, DEFAULT_WD)
-  tr = result.traces[k]
-  ax.plot(np.concatenate([[0], tr["step"]]),
-          np.concatenate([[1.0], tr["param_norm"] / result.norm_init[k]]), "k--",
-          linewidth=1.2, label="PyTorch defaults (wd 1e-2)")
-  ax.axhline(1.0, color="0.5", linewidth=0.6)
-  sm = cm.ScalarMappable(norm=cnorm, cmap="viridis")
-  bar = fig.colorbar(sm, ax=ax, fraction=0.05, pad=0.03)
-  bar.set_label("weight decay λ")
-  bar.ax.tick_params(labelsize=5.5)
-  ax.set_xlabel("training step")
-  ax.set_ylabel("||θ_t|| / ||θ_0||")
-  ax.set_title(f"trajectories at lr {DEFAULT_LR:g} (hook, per cell)")
-
-
-def _plot(ctx, settings):
-  """One row of panels per setting (ours first)."""
-  fig, axes = plotting.new_figure(len(settings), 3, height_per_row=2.3)
-  axes = np.asarray(axes).reshape(len(settings), 3)
-  for row, st in zip(axes, settings):
-    _plot_row(fig, row, st)
-  handles, labels = axes[0, 0].get_legend_handles_labels()
-  more, more_labels = axes[0, 2].get_legend_handles_labels()
-  fig.legend(handles + more, labels + [f"right: {m}" for m in more_labels], loc="upper center",
-             ncol=3, bbox_to_anchor=(0.5, -0.01))
-  cfg, info = settings[0]["cfg"], settings[0]["info"]
-  rows = "" if len(settings) == 1 else "\n" + "\n".join(
-      f"{st['label']}: {_describe(st['cfg'])}" for st in settings)
-  fig.suptitle(
-      f"{NORM_NAMES[cfg.norm]} small LM ({cfg.num_layers} layers, d_model {cfg.d_model}) on "
-      f"{info['corpus']}, AdamW, {info['steps']} steps of {cfg.batch_size} sentences "
-      f"({info['steps'] / info['epoch_steps']:.2g} epoch); {len(lrs(cfg))} x {len(wds(cfg))} "
-      "grid, one vmapped program" + rows, fontsize=7, y=1.03)
-  fig.tight_layout()
-  return plotting.save(fig, ctx.path(NAME))
-
-
-# ----------------------------------------------------------------------------- the figure
-
 def _fmt_wd(t: grid.Threshold, wd_values) -> str:
   if t.kind == "crossing":
     return f"{t.wd:.2e}" + (f" ({t.sign_changes} sign changes)" if t.sign_changes > 1 else "")
@@ -505,33 +206,16 @@ def _fmt_wd(t: grid.Threshold, wd_values) -> str:
   return t.kind
 
 
-def _describe(cfg: Fig6Config) -> str:
-  """The model switches of a setting, in words.
-
-  Example:
-    >>> _describe(CONFIGS["quick"])
-    'post-norm LN(x + F(x)), relu, FF 64, dropout 0, causal mask, attention along each sentence'
-    >>> _describe(CONFIGS["quick"].original).split(", ")[3:5]
-    ['dropout 0.1', 'no mask']
-  """
-  mask = {"causal": "causal mask", "none": "no mask",
-          "original_leaky": "the original's leaky mask"}[cfg.attention_mask]
-  across = ("attention along each sentence" if cfg.attend_across == "sequence" else
-            "attention across the batch (the [batch, len] input read as [len, batch])")
-  return (f"{NORM_NAMES[cfg.norm]}, {cfg.activation}, FF {cfg.d_ff}, dropout {cfg.dropout:g}, "
-          f"{mask}, {across}")
-
-
 def _setting(ctx: core.FigureContext, cfg: Fig6Config, label: str) -> dict:
   """Trains (or loads) one setting's grid and evaluates it."""
-  result, info = train_grid(ctx, cfg)
+  result, info = grid_runs.train_grid(ctx, cfg)
   y = wds(cfg)
   ths = grid.thresholds(result, lrs(cfg), y)
   k = grid.find_cell(result.lr, result.wd, DEFAULT_LR, DEFAULT_WD)
   ratio = None if result.diverged[k] else float(result.ratio[k])
   criteria = judge(ratio, ths, y)
   return {"label": label, "cfg": cfg, "result": result, "info": info, "ths": ths,
-          "mats": matrices(result, lrs(cfg), y), "default_ratio": ratio,
+          "mats": grid_runs.matrices(result, lrs(cfg), y), "default_ratio": ratio,
           "default_delta": None if result.diverged[k] else float(result.delta_norm[k]),
           "criteria": criteria, "verdict": verdict_lib.verdict(criteria)}
 
@@ -592,8 +276,7 @@ def _notes(st: dict, prefix: str = "") -> list:
   return notes
 
 
-# The grid is one vmapped program, cached per chunk by this module, not a trainer run.
-run_specs = core.no_runs
+run_specs = core.no_runs  # the grid is trained by make() (one vmapped program, cached)
 
 
 def make(ctx: core.FigureContext, cfg: Fig6Config) -> core.FigureResult:
@@ -603,7 +286,7 @@ def make(ctx: core.FigureContext, cfg: Fig6Config) -> core.FigureResult:
   settings = [ours]
   if cfg.original:
     settings.append(_setting(ctx, cfg.original, "original setting"))
-  files = _plot(ctx, settings)
+  files = fig6_plot.plot(ctx.path(NAME), settings)
   numbers = _numbers(ours)
   numbers["paper"] = {"wd_threshold": paper.FIG6["wd_threshold"], "default_grows": True,
                       "grid": paper.FIG6["grid"]}
@@ -611,7 +294,7 @@ def make(ctx: core.FigureContext, cfg: Fig6Config) -> core.FigureResult:
   if cfg.original:
     orig = settings[1]
     numbers["original_setting"] = {
-        **_numbers(orig), "setting": _describe(orig["cfg"]), "verdict": orig["verdict"],
+        **_numbers(orig), "setting": describe(orig["cfg"]), "verdict": orig["verdict"],
         "criteria": [c.to_json() for c in orig["criteria"]]}
     rows += _rows(orig, "original setting: ")
     passed = sum(c.passed is True for c in orig["criteria"])
@@ -632,15 +315,15 @@ def _setup(cfg: Fig6Config, settings: list[dict]) -> list[str]:
   decay = DEFAULT_LR * DEFAULT_WD * info["steps"]
   stats = info.get("train_stats", {})
   setup = [
-      f"model: SmallLM {_describe(cfg)}, {cfg.num_layers} layers, d_model {cfg.d_model}, "
-      f"{cfg.num_heads} heads" +
-      (" (the paper's size)" if (cfg.num_layers, cfg.d_model) == (12, 768) else
+      f"model: SmallLM {describe(cfg)}, {cfg.arch.num_layers} layers, d_model "
+      f"{cfg.arch.d_model}, {cfg.arch.num_heads} heads" +
+      (" (the paper's size)" if cfg.arch.is_paper_size else
        " (smaller than the paper's 12 x 768)"),
       "post-norm because the original's Fig. 6 script (grid.py) trained PyTorch's "
       "nn.TransformerEncoderLayer (post-norm) by default; that script passed no attention mask "
       "and fed [batch, len, d] to an encoder expecting [len, batch, d] (PyTorch 1.9), and ran "
       "it in train mode (dropout 0.1): we train a correct causal LM without dropout" +
-      (f"; beside it, the original setting: {_describe(cfg.original)}, on the same data, "
+      (f"; beside it, the original setting: {describe(cfg.original)}, on the same data, "
        "grid, batches and init seed" if cfg.original else ""),
       f"data: {info['corpus']} word-level sentences (vocabulary {cfg.vocab_words} words, "
       f"padded length {cfg.max_len}, {stats.get('dropped_too_long', 0)} longer sentences "

@@ -1,8 +1,8 @@
 """The paper's reference numbers: the "paper" column of every figure's table in the report.
 
 Values are transcribed from the paper (Merrill et al., "Effects of Parameter Norm Growth During
-Transformer Training", EMNLP 2021, arXiv:2010.09697): its text and its figures.
-Where a number is read off a plotted curve, :data:`READ_FROM_FIGURE` is the stated precision.
+Transformer Training", EMNLP 2021, arXiv:2010.09697): its text and its figures (a number
+read off a plotted curve to +-0.002).
 
 Example:
   >>> from normgrowth_jax.figures import paper
@@ -11,8 +11,6 @@ Example:
 """
 
 from __future__ import annotations
-
-READ_FROM_FIGURE = "read from the figure, +-0.002"
 
 # Fig. 1: T5-base, Adafactor, rsqrt 1/sqrt(max(t, 1e4)), 2^19 steps, 104 checkpoints.
 FIG1 = {
@@ -42,7 +40,6 @@ FIG2 = {
         "random_init": [.111, .063, .013, .080, .080, .070, .091, .091, .026, .102, .062, .041],
     },
 }
-FIG2_NUM_SENTENCES = 100
 
 # Fig. 3: 144 heads of saturated PTB LMs, 200 dev sentences, padded length 83, weight > 1e-5.
 # The original computed the statistics over every query and key of the padded batch, on models
@@ -75,7 +72,9 @@ SMALL_LM = {
     "epochs": 5,
 }
 
-# Fig. 4: cos(f(x; c theta), sf(x; theta)), c = linspace(1, 10, 20), random init.
+# Fig. 4: cos(f(x; c theta), sf(x; theta)), c = linspace(1, 10, 20), random init. The
+# original's "bias" switch toggled only the output classifier's bias: its two curves per norm
+# differ by seed only, not by a real bias ablation.
 FIG4_C = tuple(1.0 + 9.0 * i / 19 for i in range(20))
 FIG4 = {
     "prenorm": [.727, .822, .862, .899, .916, .929, .937, .944, .950, .953, .957, .957, .958, .960,
@@ -87,9 +86,6 @@ FIG4 = {
     "postnorm_bias": [.095, .170, .262, .436, .561, .659, .756, .824, .865, .893, .919, .935, .946,
                       .953, .960, .963, .965, .971, .973, .975],
 }
-# The original's "bias" switch toggled only the output classifier's bias: its two curves per
-# norm differ by seed only, not by a real bias ablation.
-FIG4_NOTE = "the original's bias switch toggled only the classifier bias"
 
 # Fig. 5: T5-base between checkpoints.
 FIG5 = {"alignment_peak": 0.15, "step_size_growth_below": 20.0}

@@ -55,7 +55,7 @@ def default_train_workers() -> int:
 
 
 def run(names: Sequence[str], profile: str, out_dir, runs_root, *, force: bool = False,
-        options: Optional[dict] = None, progress: bool = True,
+        options: Optional[core.FigureOptions] = None, progress: bool = True,
         configs: Optional[dict] = None,
         train_workers: Optional[int] = None) -> list[core.FigureResult]:
   """Makes the figures ``names`` (or ``["all"]``) at ``profile`` into ``out_dir``.
@@ -66,7 +66,7 @@ def run(names: Sequence[str], profile: str, out_dir, runs_root, *, force: bool =
     out_dir: where figN.{png,pdf,json}, report.md and results.json go.
     runs_root: the run cache root (runs go to ``<runs_root>/<profile>/<name>-<hash>``).
     force: retrain cached runs.
-    options: figure options (``hf_model_dirs``, ``model_dir``).
+    options: what the command line hands to figures (``core.FigureOptions``).
     progress: show the progress bar.
     configs: figure name -> a config replacing its ``CONFIGS[profile]`` (a variant, e.g. a
       longer budget; runs are cached by their own settings).
@@ -77,17 +77,10 @@ def run(names: Sequence[str], profile: str, out_dir, runs_root, *, force: bool =
   Returns:
     One FigureResult per figure, in the paper's order.
   """
-  if profile not in core.PROFILES:
-    raise ValueError(f"unknown profile {profile!r}; choose from: {', '.join(core.PROFILES)}.")
-  names = registry.resolve(names)
-  modules = [registry.module(n) for n in names]
-  unknown = sorted(set(configs or {}) - set(names))
-  if unknown:
-    raise ValueError(f"configs given for figures not made: {unknown}; made: {names}.")
-  configs = [(configs or {}).get(m.NAME, m.CONFIGS[profile]) for m in modules]
+  modules, configs = _chosen(names, profile, configs)
   ctx = core.FigureContext(profile=profile, out_dir=Path(out_dir),
                            runs_root=Path(runs_root).resolve(), force=force,
-                           options=dict(options or {}),
+                           options=options or core.FigureOptions(),
                            train_workers=train_workers or default_train_workers())
   declared = [(m.NAME, s) for m, c in zip(modules, configs) for s in m.run_specs(ctx, c)]
   specs = list(dict.fromkeys(s for _, s in declared))
@@ -100,16 +93,7 @@ def run(names: Sequence[str], profile: str, out_dir, runs_root, *, force: bool =
     for name, spec in declared:
       owner.setdefault(where[spec], name)
     for module, config in zip(modules, configs):
-      t0, reused_before = time.perf_counter(), set(ctx.reused)
-      result = module.make(ctx, config)
-      own = [d for d, name in owner.items() if name == module.NAME]
-      result.wall_s = time.perf_counter() - t0 + sum(
-          runs.training_s(d) for d in own if d in ctx.trained)
-      result.cached_train_s = sum(s for d, s in ctx.reused.items()
-                                  if d not in reused_before or d in own)
-      missing = [str(f) for f in result.files if not Path(f).is_file()]
-      if missing:
-        raise RuntimeError(f"{module.NAME} declared files it did not write: {missing}")
+      result = _make(ctx, module, config, [d for d, n in owner.items() if n == module.NAME])
       results.append(result)
       bar.write(f"{result.name}: {result.verdict} ({result.wall_s:.0f} s)")
   finally:
@@ -118,6 +102,36 @@ def run(names: Sequence[str], profile: str, out_dir, runs_root, *, force: bool =
   for r in results:
     print(f"{r.name:5s} {r.wall_s:8.1f} s  {r.verdict:15s} {r.title}", flush=True)
   return results
+
+
+def _chosen(names: Sequence[str], profile: str, configs: Optional[dict]) -> tuple[list, list]:
+  """The figure modules ``names`` resolves to and their configs at ``profile`` (or those given
+  in ``configs``), checked."""
+  if profile not in core.PROFILES:
+    raise ValueError(f"unknown profile {profile!r}; choose from: {', '.join(core.PROFILES)}.")
+  names = registry.resolve(names)
+  modules = [registry.module(n) for n in names]
+  unknown = sorted(set(configs or {}) - set(names))
+  if unknown:
+    raise ValueError(f"configs given for figures not made: {unknown}; made: {names}.")
+  return modules, [(configs or {}).get(m.NAME, m.CONFIGS[profile]) for m in modules]
+
+
+def _make(ctx: core.FigureContext, module: core.FigureModule, config,
+          own: list[Path]) -> core.FigureResult:
+  """``module.make``, timed: its wall time plus the training of the runs it owns (``own``: the
+  runs it was first to declare) trained in this call, and the training time of the cached runs
+  it was first to reuse; its declared files checked."""
+  t0, reused_before = time.perf_counter(), set(ctx.reused)
+  result = module.make(ctx, config)
+  result.wall_s = time.perf_counter() - t0 + sum(
+      runs.training_s(d) for d in own if d in ctx.trained)
+  result.cached_train_s = sum(s for d, s in ctx.reused.items()
+                              if d not in reused_before or d in own)
+  missing = [str(f) for f in result.files if not Path(f).is_file()]
+  if missing:
+    raise RuntimeError(f"{module.NAME} declared files it did not write: {missing}")
+  return result
 
 
 def _merge_earlier(out_dir: Path, results, profile: str) -> list:

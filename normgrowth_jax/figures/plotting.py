@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -27,6 +28,7 @@ _RC = {
     "xtick.labelsize": 6.5, "ytick.labelsize": 6.5, "lines.linewidth": 1.1,
     "axes.spines.top": False, "axes.spines.right": False, "figure.dpi": 100,
     "savefig.bbox": "tight", "savefig.pad_inches": 0.03, "legend.frameon": False,
+    "grid.alpha": 0.3, "grid.linewidth": 0.5,  # ax.grid(True): a light grid
 }
 
 
@@ -56,3 +58,17 @@ def save(fig, stem: Path) -> list[Path]:
   fig.savefig(paths[1])
   plt.close(fig)
   return paths
+
+
+def band(ax, x, ys, color, label=None, fmt: str = "-", alpha: float = 0.2, **kwargs):
+  """Several runs' curves as their mean (a line) and min-max (a band), cut to the shortest
+  run; missing values (NaN) are left out of both."""
+  n = min(len(y) for y in ys)
+  a = np.asarray([np.asarray(y, np.float64)[:n] for y in ys])
+  x = np.asarray(x)[:n]
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", RuntimeWarning)  # a point missing in every run
+    ax.plot(x, np.nanmean(a, 0), fmt, color=color, label=label, **kwargs)
+    if len(ys) > 1:
+      ax.fill_between(x, np.nanmin(a, 0), np.nanmax(a, 0), color=color, alpha=alpha,
+                      linewidth=0)

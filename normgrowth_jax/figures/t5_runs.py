@@ -146,7 +146,7 @@ def specs(ctx, cfg: T5RunConfig) -> list:
   """The runs a figure draws (one per seed) as ``runs.RunSpec`` s; none when the figure is
   drawn from ``--model_dir``. Prepares the corpora they read."""
   from normgrowth_jax.figures import runs  # pylint: disable=g-import-not-at-top
-  if (ctx.options or {}).get("model_dir"):
+  if ctx.options.model_dir:
     return []
   prepare_corpora(cfg)
   return [runs.RunSpec(run_name(s), (GIN_FILE,), tuple(bindings(cfg, s)), cfg.train_steps)
@@ -260,9 +260,9 @@ def last_params(model_dir) -> dict:
 
 
 def load_runs(ctx, cfg: T5RunConfig) -> list[run_reader.Trajectory]:
-  """The runs a figure draws: ``ctx.options["model_dir"]`` when given, else our seeds
+  """The runs a figure draws: ``ctx.options.model_dir`` when given, else our seeds
   (trained or reused from the cache)."""
-  model_dir = (ctx.options or {}).get("model_dir")
+  model_dir = ctx.options.model_dir
   if model_dir:
     if not os.path.isdir(model_dir):
       raise FileNotFoundError(f"--model_dir {model_dir} is not a directory.")
@@ -376,8 +376,3 @@ def to_json(tr: run_reader.Trajectory) -> dict:
               "update_norm": clean(g["update_norm"]), "alignment": clean(g["alignment"]),
               "layer_cos": {k: clean(v) for k, v in g["layer_cos"].items()}}}
 
-
-def run_summary(model_dir) -> dict:
-  """The figure_run.json of a cached run ({} if absent)."""
-  path = os.path.join(model_dir, "figure_run.json")
-  return json.loads(Path(path).read_text()) if os.path.isfile(path) else {}

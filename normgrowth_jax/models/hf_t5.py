@@ -47,7 +47,6 @@ Example:
 
 import json
 import pathlib
-import re
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import jax
