@@ -27,7 +27,8 @@ import optax  # noqa: E402
 from normgrowth_jax import optimizers, train  # noqa: E402
 from normgrowth_jax.models import t5  # noqa: E402
 
-T5X_S_PER_STEP = 2.35  # T5X's trainer, same config, 2-core machine of this class (DESIGN.md)
+T5X_S_PER_STEP = 2.35  # T5X's trainer, same config, a 2-core machine of this class
+# (measured once with T5X in a scratch virtualenv; README's benchmark table)
 
 
 def main():
@@ -80,7 +81,7 @@ def main():
         f"{args.targets}) = {tokens} tokens/step, float32, AdamW, {jax.devices()[0].platform}, "
         f"{os.cpu_count()} cores; median over {args.steps} steps after compile")
   print(f"{'variant':40s} {'s/step':>8s} {'tokens/s':>10s} {'vs T5X':>8s}")
-  print(f"{'T5X trainer (reference, DESIGN.md)':40s} {T5X_S_PER_STEP:8.3f} "
+  print(f"{'T5X trainer (reference, measured once)':40s} {T5X_S_PER_STEP:8.3f} "
         f"{tokens / T5X_S_PER_STEP:10,.0f} {1.0:7.2f}x")
   for name, ts in times.items():
     med = float(np.median(ts))

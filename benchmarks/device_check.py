@@ -235,7 +235,7 @@ def fig1_corpus_prepared() -> bool:
 
 
 def fig1_bindings(args, model_dir: str) -> list[str]:
-  """The Fig. 1 run: DESIGN.md's emb 64, 2+2 layers, batch 16 x (64+16), W = 100, T = 52.4 W,
+  """The Fig. 1 run: emb 64, 2+2 layers, batch 16 x (64+16), W = 100, T = 52.4 W,
   the anchor refreshed on the paper's 104-checkpoint grid (``t5_normgrowth_bbc.gin``)."""
   warmup = fig1_warmup(args)
   emb, layers, batch, lengths = (16, 1, 4, (32, 8)) if args.smoke else (64, 2, 16, (64, 16))

