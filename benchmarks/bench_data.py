@@ -29,10 +29,12 @@ def main():
     t = time.perf_counter()
     next(make(args.task, "train", fl, args.batch, seed=0, start_batch=args.k))
     resume = time.perf_counter() - t
-    print(f"{name}: {args.task} batch {args.batch} x (512+114): iterate {args.k / iterate:.1f} "
-          f"batches/s ({args.k * args.batch * 626 / iterate:,.0f} tokens/s); resume at "
-          f"k={args.k}: {resume:.2f} s (incl. pipeline build), "
-          f"{resume / args.k * 1000:.1f} ms per skipped batch")
+    print(
+        f"{name}: {args.task} batch {args.batch} x (512+114): iterate {args.k / iterate:.1f} "
+        f"batches/s ({args.k * args.batch * 626 / iterate:,.0f} tokens/s); resume at "
+        f"k={args.k}: {resume:.2f} s (incl. pipeline build), "
+        f"{resume / args.k * 1000:.1f} ms per skipped batch"
+    )
 
 
 if __name__ == "__main__":

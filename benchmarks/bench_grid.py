@@ -1,19 +1,21 @@
-"""Fig. 6's grid trained as one vmapped program vs a loop of separately compiled runs.
+"""Fig. 6's grid trained as one compiled program vs a loop of separately compiled runs.
 
 The quick profile's grid (7 x 7 learning rate x weight decay + PyTorch's default cell = 50
 cells) and model (fig6.CONFIGS["quick"]: post-norm SmallLM, 2 layers, d_model 64, BBC word-level
-sentences), trained from the same initialisation on the same batches, four ways:
+sentences), trained from the same initialisation on the same batches, five ways:
 
-* ``vmapped``:  ``grid.GridTrainer``: every cell in one compiled program (lr and wd traced,
-  cells on a vmapped axis, steps in ``lax.scan`` blocks), on one device; XLA's CPU backend
-  runs these small per-cell matrices on one core;
-* ``sharded``:  the same program with the cell axis split over one host device per core (this
-  script starts JAX with ``--xla_force_host_platform_device_count=<cores>``), so every core
-  works;
+* ``mapped``:   ``grid.GridTrainer`` as it runs on CPU by default: every cell in one compiled
+  program (lr and wd traced, steps in ``lax.scan`` blocks), the cells one after another in
+  ``lax.map`` (``vmap_width=1``), on one device; XLA's CPU backend runs these small per-cell
+  matrices on one core;
+* ``vmapped``:  the same with the cells on one vmapped axis (``vmap_width=None``, the default
+  on accelerators): each op runs over all cells' activations at once;
+* ``sharded``:  ``mapped`` with the cell axis split over one host device per core (this script
+  starts JAX with ``--xla_force_host_platform_device_count=<cores>``), so every core works;
 * ``separate``: one run per cell, lr and wd compiled in as constants, so each cell compiles its
   own program (the original's one process per cell, minus the process start-up), one device;
 * ``reused``:   one single-cell program with lr and wd as arguments, compiled once and run for
-  each cell in turn (what vmapping adds beyond not recompiling).
+  each cell in turn (what one program for all cells adds beyond not recompiling).
 
 The variants are timed side by side in one process, interleaved block by block (every variant
 trains the same block of steps in turn, the order rotating), so drifting machine load hits them
@@ -51,36 +53,32 @@ import numpy as np  # noqa: E402
 
 from normgrowth_jax import causal_lm, grid  # noqa: E402
 from normgrowth_jax.data import word_lm  # noqa: E402
-from normgrowth_jax.figures import fig6  # noqa: E402
+from normgrowth_jax.figures import fig6, grid_runs  # noqa: E402
 
-VARIANTS = ("vmapped", "sharded", "separate", "reused")
+VARIANTS = ("mapped", "vmapped", "sharded", "separate", "reused")
+GRIDS = ("mapped", "vmapped", "sharded")  # all cells in one program
 
 
 def setup(steps: int, cells: int):
   cfg = fig6.CONFIGS["quick"]
-  data = word_lm.load(fig6.corpus(cfg), cfg.vocab_words, cfg.max_len)
-  batches = fig6.batches(data, cfg)[:steps]
-  lr, wd = fig6.grid_cells(cfg)
-  model = fig6.model_for(cfg, data.num_ids)
+  data = word_lm.load(grid_runs.corpus(cfg), cfg.vocab_words, cfg.max_len)
+  batches = grid_runs.batches(data, cfg)[:steps]
+  lr, wd = grid_runs.grid_cells(cfg)
+  model = grid_runs.model_for(cfg, data.num_ids)
   init_fn, loss_fn = causal_lm.loss_adapter(model)
   params = jax.jit(init_fn)(jax.random.PRNGKey(cfg.init_seed), {causal_lm.TOKENS: batches[0]})
   block = min(cfg.block_steps, steps)
-  one = jax.local_devices()[:1]
-  trainers = {
-      "vmapped": grid.GridTrainer(loss_fn, track_every=cfg.track_every, block_steps=block,
-                                  devices=one),
-      "sharded": grid.GridTrainer(loss_fn, track_every=cfg.track_every, block_steps=block),
-      "separate": grid.GridTrainer(loss_fn, track_every=cfg.track_every, block_steps=block,
-                                   devices=one),
-      "reused": grid.GridTrainer(loss_fn, track_every=cfg.track_every, block_steps=block,
-                                 devices=one),
-  }
+  one = {"devices": jax.local_devices()[:1]}
+  options = {"mapped": one, "vmapped": dict(one, vmap_width=None), "sharded": {},
+             "separate": one, "reused": one}
+  trainers = {v: grid.GridTrainer(loss_fn, track_every=cfg.track_every, block_steps=block, **o)
+              for v, o in options.items()}
   return cfg, batches, lr[:cells], wd[:cells], params, block, trainers
 
 
 def start(variant, trainers, params, lr, wd, steps):
   t = trainers[variant]
-  if variant in ("vmapped", "sharded"):
+  if variant in GRIDS:
     pad = grid.padded_cells(len(lr), len(t.devices))
     return [t.start(params, lr[pad], wd[pad], steps, n_real=len(lr))]
   return [t.start(params, [a], [b], steps, vmapped=variant == "reused") for a, b in zip(lr, wd)]
@@ -148,7 +146,7 @@ def main():
   quick = cfg.steps
   rows = {}
   for v in variants:
-    n = len(lr) if v in ("vmapped", "sharded") else 1
+    n = len(lr) if v in GRIDS else 1
     xla = trainers[v].memory_analysis(params, n, batches[:block])["total"]
     out = subprocess.run([sys.executable, os.path.abspath(__file__), "--memory-child", v,
                           "--steps", str(args.steps)] + (["--cells", str(args.cells)]
@@ -178,7 +176,7 @@ def main():
           f"{r['compile_s']:9.1f} {r['per_step_s']:10.3f} {r['extrapolated_s']:12.0f}s "
           f"{r['xla_block_mb']:7.1f} {r['state_mb']:8.1f} {rss}")
   print()
-  for fast in [v for v in ("vmapped", "sharded") if v in rows]:
+  for fast in [v for v in GRIDS if v in rows]:
     f = rows[fast]
     for slow in ("separate", "reused"):
       r = rows[slow]

@@ -37,8 +37,12 @@ NAMES = ("untracked", "tracked")
 
 def compile_times(size, scan, args):
   """-> ({name: compiled}, {name: state}, batch, {name: [(wall s, CPU s), ...]})."""
-  built = {name: build_train_step(size, scan=scan, track=name == "tracked", batch=args.batch,
-                                  lengths=tuple(args.lengths)) for name in NAMES}
+  built = {
+      name: build_train_step(
+          size, scan=scan, track=name == "tracked", batch=args.batch, lengths=tuple(args.lengths)
+      )
+      for name in NAMES
+  }
   times = {name: [] for name in NAMES}
   compiled = {}
   for i in range(args.compiles):
@@ -76,11 +80,15 @@ def main():
   ap.add_argument("--lengths", type=int, nargs=2, default=(64, 16))
   args = ap.parse_args()
   load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-  print(f"jax {jax.__version__}, {jax.device_count()} {jax.devices()[0].platform} device(s), "
-        f"{os.cpu_count()} CPUs, load {load:.1f}; batch {args.batch} x ({args.lengths[0]}+"
-        f"{args.lengths[1]}), float32, Adafactor; hook: paper filter, per-layer groups, every=1")
-  print("size layout   | compile s untracked / tracked (wall; CPU) | ratio wall  CPU | "
-        "step s untracked / tracked | ratio")
+  print(
+      f"jax {jax.__version__}, {jax.device_count()} {jax.devices()[0].platform} device(s), "
+      f"{os.cpu_count()} CPUs, load {load:.1f}; batch {args.batch} x ({args.lengths[0]}+"
+      f"{args.lengths[1]}), float32, Adafactor; hook: paper filter, per-layer groups, every=1"
+  )
+  print(
+      "size layout   | compile s untracked / tracked (wall; CPU) | ratio wall  CPU | "
+      "step s untracked / tracked | ratio"
+  )
   for size in args.sizes:
     for layout in args.layouts:
       compiled, states, batch, comp = compile_times(size, layout == "scanned", args)
@@ -88,10 +96,12 @@ def main():
       steps = step_times(compiled, states, batch, args.steps)
       step = {n: float(np.median(steps[n])) for n in NAMES}
       u, t = best["untracked"], best["tracked"]
-      print(f"{size:4} {layout:8} | {u[0]:6.1f} / {t[0]:6.1f}; {u[1]:6.1f} / {t[1]:6.1f}"
-            f"          | {t[0] / u[0]:5.2f} {t[1] / u[1]:5.2f}      | {step['untracked']:8.4f} / "
-            f"{step['tracked']:8.4f}        | {step['tracked'] / step['untracked']:.3f}",
-            flush=True)
+      print(
+          f"{size:4} {layout:8} | {u[0]:6.1f} / {t[0]:6.1f}; {u[1]:6.1f} / {t[1]:6.1f}"
+          f"          | {t[0] / u[0]:5.2f} {t[1] / u[1]:5.2f}      | {step['untracked']:8.4f} / "
+          f"{step['tracked']:8.4f}        | {step['tracked'] / step['untracked']:.3f}",
+          flush=True,
+      )
       del compiled, states
 
 

@@ -39,24 +39,29 @@ def _batches(cfg, n, seed):
   rng = np.random.default_rng(seed)
   b, li, lt = cfg.batch_size, cfg.inputs_length, cfg.targets_length
   tgt = rng.integers(3, 259, (n, b, lt)).astype(np.int32)
-  return {"encoder_input_tokens": rng.integers(3, 259, (n, b, li)).astype(np.int32),
-          "decoder_target_tokens": tgt,
-          "decoder_input_tokens": np.concatenate([np.zeros((n, b, 1), np.int32),
-                                                  tgt[:, :, :-1]], axis=2),
-          "decoder_loss_weights": np.ones_like(tgt)}
+  return {
+      "encoder_input_tokens": rng.integers(3, 259, (n, b, li)).astype(np.int32),
+      "decoder_target_tokens": tgt,
+      "decoder_input_tokens": np.concatenate(
+          [np.zeros((n, b, 1), np.int32), tgt[:, :, :-1]], axis=2
+      ),
+      "decoder_loss_weights": np.ones_like(tgt),
+  }
 
 
 def _setup(cfg, sink):
   model = t5.Transformer(t5_runs.model_config(cfg))
   init_fn, loss_fn = train.encoder_decoder_loss(model)
-  tx = optimizers.make_optimizer(optimizers.adafactor_t5,
-                                 optimizers.rsqrt_schedule(warmup_steps=cfg.warmup_steps),
-                                 sink=sink, anchor_every=cfg.grid_interval)
+  tx = optimizers.make_optimizer(
+      optimizers.adafactor_t5,
+      optimizers.rsqrt_schedule(warmup_steps=cfg.warmup_steps),
+      sink=sink,
+      anchor_every=cfg.grid_interval,
+  )
   step = train.make_train_step(loss_fn, tx)
 
   def init(seed):
-    params = init_fn(jax.random.PRNGKey(seed), jax.tree.map(lambda x: x[0],
-                                                            _batches(cfg, 1, 0)))
+    params = init_fn(jax.random.PRNGKey(seed), jax.tree.map(lambda x: x[0], _batches(cfg, 1, 0)))
     return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
 
   return init, step
@@ -71,13 +76,18 @@ def main():
   cfg = t5_runs.PROFILES["quick"]
   k = args.k
   rng = jax.random.PRNGKey(1)
-  print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} cpus; "
-        f"{cfg.describe()}; k = {k}", flush=True)
+  print(
+      f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} cpus; "
+      f"{cfg.describe()}; k = {k}",
+      flush=True,
+  )
 
   # --- steps per call, with the trainer's sinks
   tmp = tempfile.mkdtemp()
-  sink = sinks.MultiSink(sinks.JsonlSink(os.path.join(tmp, "norms.jsonl")),
-                         sinks.TensorBoardSink(os.path.join(tmp, "tb"), prefix="norms"))
+  sink = sinks.MultiSink(
+      sinks.JsonlSink(os.path.join(tmp, "norms.jsonl")),
+      sinks.TensorBoardSink(os.path.join(tmp, "tb"), prefix="norms"),
+  )
   init, step = _setup(cfg, sink)
   one = jax.jit(step)
   multi = jax.jit(train.make_multi_step(step))

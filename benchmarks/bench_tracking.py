@@ -27,9 +27,11 @@ from normgrowth_jax.models.small_lm import SmallLM, SmallLMConfig, lm_loss
 def make_step(model, opt):
   def step(params, state, tokens):
     loss, grads = jax.value_and_grad(
-        lambda p: lm_loss(model.apply({"params": p}, tokens).logits, tokens))(params)
+        lambda p: lm_loss(model.apply({"params": p}, tokens).logits, tokens)
+    )(params)
     updates, state = opt.update(grads, state, params)
     return optax.apply_updates(params, updates), state, loss
+
   return jax.jit(step, donate_argnums=(0, 1))
 
 
@@ -38,8 +40,12 @@ def memory(compiled) -> dict:
   m = compiled.memory_analysis()
   if m is None:
     return {"peak": float("nan")}
-  out = {"argument": m.argument_size_in_bytes, "output": m.output_size_in_bytes,
-         "temp": m.temp_size_in_bytes, "alias": m.alias_size_in_bytes}
+  out = {
+      "argument": m.argument_size_in_bytes,
+      "output": m.output_size_in_bytes,
+      "temp": m.temp_size_in_bytes,
+      "alias": m.alias_size_in_bytes,
+  }
   out["peak"] = out["argument"] + out["output"] + out["temp"] - out["alias"]
   return out
 
@@ -57,22 +63,32 @@ def main():
   ap.add_argument("--memory_only", action="store_true", help="skip the timed steps")
   args = ap.parse_args()
 
-  cfg = SmallLMConfig(vocab_size=args.vocab, num_layers=args.layers, d_model=args.d_model,
-                      d_ff=args.d_ff, num_heads=8, max_len=args.length, norm="preln")
+  cfg = SmallLMConfig(
+      vocab_size=args.vocab,
+      num_layers=args.layers,
+      d_model=args.d_model,
+      d_ff=args.d_ff,
+      num_heads=8,
+      max_len=args.length,
+      norm="preln",
+  )
   model = SmallLM(cfg)
   rng = np.random.default_rng(0)
   tokens = jnp.asarray(rng.integers(1, args.vocab, size=(args.batch, args.length)))
   params0 = model.init(jax.random.PRNGKey(0), tokens)["params"]
   n_params = sum(x.size for x in jax.tree_util.tree_leaves(params0))
-  print(f"model: {n_params / 1e6:.2f}M params, batch {args.batch} x {args.length}, "
-        f"{jax.device_count()} {jax.devices()[0].platform} device(s)")
+  print(
+      f"model: {n_params / 1e6:.2f}M params, batch {args.batch} x {args.length}, "
+      f"{jax.device_count()} {jax.devices()[0].platform} device(s)"
+  )
 
   base = optax.adamw(1e-3, weight_decay=0.01)
   variants = {
       "untracked": base,
       "every=1": optax.chain(base, tracking.track_norms(param_filter="paper", groups="layers")),
-      "every=10": optax.chain(base, tracking.track_norms(param_filter="paper", groups="layers",
-                                                         every=10)),
+      "every=10": optax.chain(
+          base, tracking.track_norms(param_filter="paper", groups="layers", every=10)
+      ),
   }
   runs = {}
   for name, opt in variants.items():
@@ -81,8 +97,10 @@ def main():
     fn = make_step(model, opt)
     compiled = fn.lower(params, state, tokens).compile()
     mem = memory(compiled)
-    print(f"compiled {name}: " + ", ".join(f"{k} {v / 2**20:.2f} MiB" for k, v in mem.items()),
-          flush=True)
+    print(
+        f"compiled {name}: " + ", ".join(f"{k} {v / 2**20:.2f} MiB" for k, v in mem.items()),
+        flush=True,
+    )
     runs[name] = dict(fn=compiled, params=params, state=state, times=[], mem=mem["peak"])
   for name in ("every=1", "every=10"):
     print(f"{name}: memory ratio {runs[name]['mem'] / runs['untracked']['mem']:.4f}")
@@ -99,21 +117,30 @@ def main():
       if i >= args.warmup:
         r["times"].append(time.perf_counter() - t0)
     if i >= args.warmup:
-      print(f"step {i}: " + ", ".join(f"{k} {r['times'][-1] * 1e3:.0f} ms" for k, r in runs.items()
-                                      if r["times"]), flush=True)
+      print(
+          f"step {i}: "
+          + ", ".join(f"{k} {r['times'][-1] * 1e3:.0f} ms" for k, r in runs.items() if r["times"]),
+          flush=True,
+      )
 
   med = {k: float(np.median(r["times"])) for k, r in runs.items()}
-  print(f"median step time untracked: {med['untracked'] * 1e3:.1f} ms "
-        f"({args.steps} interleaved steps each)")
+  print(
+      f"median step time untracked: {med['untracked'] * 1e3:.1f} ms "
+      f"({args.steps} interleaved steps each)"
+  )
   for name in ("every=1", "every=10"):
     ratios = np.array(runs[name]["times"]) / np.array(runs["untracked"]["times"])
-    print(f"{name}: median time ratio {med[name] / med['untracked']:.4f} "
-          f"(median of paired ratios {np.median(ratios):.4f}), "
-          f"memory ratio {runs[name]['mem'] / runs['untracked']['mem']:.4f}")
+    print(
+        f"{name}: median time ratio {med[name] / med['untracked']:.4f} "
+        f"(median of paired ratios {np.median(ratios):.4f}), "
+        f"memory ratio {runs[name]['mem'] / runs['untracked']['mem']:.4f}"
+    )
   trace = tracking.read_trace(runs["every=1"]["state"])
-  print(f"recorded {len(trace['step'])} rows; param_norm {trace['param_norm'][0]:.3f} -> "
-        f"{trace['param_norm'][-1]:.3f}; untracked final paper-norm "
-        f"{float(norms.global_norm(runs['untracked']['params'], 'paper')):.3f}")
+  print(
+      f"recorded {len(trace['step'])} rows; param_norm {trace['param_norm'][0]:.3f} -> "
+      f"{trace['param_norm'][-1]:.3f}; untracked final paper-norm "
+      f"{float(norms.global_norm(runs['untracked']['params'], 'paper')):.3f}"
+  )
 
 
 if __name__ == "__main__":

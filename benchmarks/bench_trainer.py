@@ -44,12 +44,16 @@ def main():
   init_fn, loss_fn = train.encoder_decoder_loss(model)
   rng = np.random.default_rng(0)
   tgt = rng.integers(3, cfg.vocab_size, (args.batch, args.targets)).astype(np.int32)
-  batch = {"encoder_input_tokens": rng.integers(3, cfg.vocab_size, (args.batch, args.inputs))
-                                      .astype(np.int32),
-           "decoder_target_tokens": tgt,
-           "decoder_input_tokens": np.concatenate(
-               [np.zeros((args.batch, 1), np.int32), tgt[:, :-1]], axis=1),
-           "decoder_loss_weights": np.ones_like(tgt)}
+  batch = {
+      "encoder_input_tokens": rng.integers(3, cfg.vocab_size, (args.batch, args.inputs)).astype(
+          np.int32
+      ),
+      "decoder_target_tokens": tgt,
+      "decoder_input_tokens": np.concatenate(
+          [np.zeros((args.batch, 1), np.int32), tgt[:, :-1]], axis=1
+      ),
+      "decoder_loss_weights": np.ones_like(tgt),
+  }
   batch = jax.device_put(batch)
   params = jax.jit(init_fn)(jax.random.PRNGKey(0), batch)
   n_params = sum(x.size for x in jax.tree.leaves(params))
@@ -57,9 +61,11 @@ def main():
 
   variants = {
       "no hook": optax.inject_hyperparams(
-          lambda learning_rate: optimizers.adamw_paper(learning_rate))(learning_rate=1e-3),
+          lambda learning_rate: optimizers.adamw_paper(learning_rate)
+      )(learning_rate=1e-3),
       "with hook (paper filter, per-layer)": optimizers.make_optimizer(
-          optimizers.adamw_paper, 1e-3),
+          optimizers.adamw_paper, 1e-3
+      ),
   }
   steps, states, times = {}, {}, {}
   for name, tx in variants.items():
@@ -77,12 +83,16 @@ def main():
       jax.device_get(m)  # the trainer reads the metrics every step
       times[name].append(time.perf_counter() - t0)
 
-  print(f"\nt5-mini: {n_params / 1e6:.2f}M params, batch {args.batch} x ({args.inputs} + "
-        f"{args.targets}) = {tokens} tokens/step, float32, AdamW, {jax.devices()[0].platform}, "
-        f"{os.cpu_count()} cores; median over {args.steps} steps after compile")
+  print(
+      f"\nt5-mini: {n_params / 1e6:.2f}M params, batch {args.batch} x ({args.inputs} + "
+      f"{args.targets}) = {tokens} tokens/step, float32, AdamW, {jax.devices()[0].platform}, "
+      f"{os.cpu_count()} cores; median over {args.steps} steps after compile"
+  )
   print(f"{'variant':40s} {'s/step':>8s} {'tokens/s':>10s} {'vs T5X':>8s}")
-  print(f"{'T5X trainer (reference, measured once)':40s} {T5X_S_PER_STEP:8.3f} "
-        f"{tokens / T5X_S_PER_STEP:10,.0f} {1.0:7.2f}x")
+  print(
+      f"{'T5X trainer (reference, measured once)':40s} {T5X_S_PER_STEP:8.3f} "
+      f"{tokens / T5X_S_PER_STEP:10,.0f} {1.0:7.2f}x"
+  )
   for name, ts in times.items():
     med = float(np.median(ts))
     print(f"{name:40s} {med:8.3f} {tokens / med:10,.0f} {T5X_S_PER_STEP / med:7.2f}x")

@@ -17,8 +17,11 @@ import dataclasses
 
 from normgrowth_jax.figures import fig3_long, pipeline, small_lm_runs
 
-WIDER = dict(arch=small_lm_runs.Architecture(num_layers=6, d_model=128, d_ff=256, num_heads=4),
-             masks=("causal",), seeds=(0,))
+WIDER = dict(
+    arch=small_lm_runs.Architecture(num_layers=6, d_model=128, d_ff=256, num_heads=4),
+    masks=("causal",),
+    seeds=(0,),
+)
 
 
 def config() -> fig3_long.Fig3LongConfig:
@@ -32,8 +35,7 @@ def main():
   parser.add_argument("--out", default="figures/fig3_long_wider")
   parser.add_argument("--runs", default="runs/figures")
   args = parser.parse_args()
-  pipeline.run([fig3_long.NAME], "quick", args.out, args.runs,
-               configs={fig3_long.NAME: config()})
+  pipeline.run([fig3_long.NAME], "quick", args.out, args.runs, configs={fig3_long.NAME: config()})
 
 
 if __name__ == "__main__":

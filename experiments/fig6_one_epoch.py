@@ -15,8 +15,7 @@ import argparse
 import dataclasses
 import os
 
-os.environ.setdefault("XLA_FLAGS",
-                      f"--xla_force_host_platform_device_count={os.cpu_count() or 1}")
+os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={os.cpu_count() or 1}")
 
 from normgrowth_jax.figures import fig6, pipeline  # noqa: E402  (after XLA_FLAGS)
 

@@ -54,6 +54,7 @@ class ProbeState(NamedTuple):
     rms_u, scale, zero_frac: trees shaped like the params, each leaf [history_size].
     factored: tree of [] bools: whether the tensor's second moment is factored.
   """
+
   inner: Any
   count: jax.Array
   steps: jax.Array
@@ -63,24 +64,39 @@ class ProbeState(NamedTuple):
   factored: Any
 
 
-def probed_factored_rms(decay_rate: float = 0.8, min_dim_size_to_factor: int = 128,
-                        eps: float = 1e-30, history_size: int = 4096,
-                        every: int = 1) -> optax.GradientTransformation:
+def probed_factored_rms(
+    decay_rate: float = 0.8,
+    min_dim_size_to_factor: int = 128,
+    eps: float = 1e-30,
+    history_size: int = 4096,
+    every: int = 1,
+) -> optax.GradientTransformation:
   """``optax.scale_by_factored_rms`` that records RMS(u), scale and zero fraction per tensor."""
   if history_size < 1 or every < 1:
-    raise ValueError(f"probed_factored_rms: history_size and every must be >= 1, got "
-                     f"{history_size} and {every}.")
-  inner = optax.scale_by_factored_rms(decay_rate=decay_rate, epsilon=eps,
-                                      min_dim_size_to_factor=min_dim_size_to_factor)
+    raise ValueError(
+        f"probed_factored_rms: history_size and every must be >= 1, got "
+        f"{history_size} and {every}."
+    )
+  inner = optax.scale_by_factored_rms(
+      decay_rate=decay_rate, epsilon=eps, min_dim_size_to_factor=min_dim_size_to_factor
+  )
 
   def init(params):
     state = inner.init(params)
     # optax keeps a (1,) placeholder for v where the moment is factored (and for v_row where not)
-    factored = jax.tree.map(lambda p, v: jnp.asarray(p.ndim >= 2 and v.shape != p.shape),
-                            params, state.v)
+    factored = jax.tree.map(
+        lambda p, v: jnp.asarray(p.ndim >= 2 and v.shape != p.shape), params, state.v
+    )
     history = lambda: jax.tree.map(lambda p: jnp.zeros(history_size, jnp.float32), params)
-    return ProbeState(state, jnp.zeros([], jnp.int32), jnp.full(history_size, -1, jnp.int32),
-                      history(), history(), history(), factored)
+    return ProbeState(
+        state,
+        jnp.zeros([], jnp.int32),
+        jnp.full(history_size, -1, jnp.int32),
+        history(),
+        history(),
+        history(),
+        factored,
+    )
 
   def update(grads, state, params=None):
     u, new_inner = inner.update(grads, state.inner, params)
@@ -96,33 +112,51 @@ def probed_factored_rms(decay_rate: float = 0.8, min_dim_size_to_factor: int = 1
       mean_g2 = jnp.mean(jnp.square(g))
       # mean(v_hat) is the decayed average of mean(g^2 + eps) either way the moment is stored
       vhat = jnp.mean(v_row) if v.shape != g.shape else jnp.mean(v)
-      return (jnp.sqrt(jnp.mean(jnp.square(uu.astype(jnp.float32)))),
-              mean_g2 / vhat, jnp.mean((g == 0).astype(jnp.float32)))
+      return (
+          jnp.sqrt(jnp.mean(jnp.square(uu.astype(jnp.float32)))),
+          mean_g2 / vhat,
+          jnp.mean((g == 0).astype(jnp.float32)),
+      )
 
     leaves_g, treedef = jax.tree.flatten(grads)
-    per_leaf = [stats(*args) for args in zip(
-        leaves_g, treedef.flatten_up_to(u), treedef.flatten_up_to(new_inner.v_row),
-        treedef.flatten_up_to(new_inner.v))]
+    per_leaf = [
+        stats(*args)
+        for args in zip(
+            leaves_g,
+            treedef.flatten_up_to(u),
+            treedef.flatten_up_to(new_inner.v_row),
+            treedef.flatten_up_to(new_inner.v),
+        )
+    ]
     new = {}
     for i, name in enumerate(FIELDS):
       bufs = treedef.flatten_up_to(getattr(state, name))
       new[name] = treedef.unflatten([write(b, s[i]) for b, s in zip(bufs, per_leaf)])
     steps = jnp.where(record, state.steps.at[slot].set(count), state.steps)
-    return u, ProbeState(new_inner, optax.safe_increment(count), steps, new["rms_u"],
-                         new["scale"], new["zero_frac"], state.factored)
+    return u, ProbeState(
+        new_inner,
+        optax.safe_increment(count),
+        steps,
+        new["rms_u"],
+        new["scale"],
+        new["zero_frac"],
+        state.factored,
+    )
 
   return optax.GradientTransformation(init, update)
 
 
 @gin.configurable(module="adafactor_probe")
-def adafactor_t5_probed(learning_rate: Any,
-                        history_size: int = 4096,
-                        every: int = 1,
-                        decay_rate: float = 0.8,
-                        clipping_threshold: float | None = 1.0,
-                        min_dim_size_to_factor: int = 128,
-                        multiply_by_parameter_scale: bool = True,
-                        eps: float = 1e-30) -> optax.GradientTransformation:
+def adafactor_t5_probed(
+    learning_rate: Any,
+    history_size: int = 4096,
+    every: int = 1,
+    decay_rate: float = 0.8,
+    clipping_threshold: float | None = 1.0,
+    min_dim_size_to_factor: int = 128,
+    multiply_by_parameter_scale: bool = True,
+    eps: float = 1e-30,
+) -> optax.GradientTransformation:
   """:func:`optimizers.adafactor_t5` (no momentum) with :func:`probed_factored_rms` inside.
 
   The updates equal ``optax.adafactor``'s with the same settings; the probe keeps the last
@@ -136,13 +170,15 @@ def adafactor_t5_probed(learning_rate: Any,
       optax.clip_by_block_rms(clipping_threshold) if clipping_threshold else optax.identity(),
       optax.scale_by_learning_rate(learning_rate, flip_sign=False),
       optax.scale_by_param_block_rms() if multiply_by_parameter_scale else optax.identity(),
-      optax.scale(-1))
+      optax.scale(-1),
+  )
 
 
 @dataclasses.dataclass(frozen=True)
 class Probe:
   """The records of one run, oldest first: ``steps`` [n]; ``rms_u``, ``scale``, ``zero_frac``:
   ``{param path: [n]}``; ``factored``: ``{param path: bool}``."""
+
   steps: np.ndarray
   rms_u: dict
   scale: dict
@@ -164,8 +200,9 @@ def _is_probe(node) -> bool:
 def _find(node):
   if _is_probe(node):
     return [node]
-  children = (node.values() if isinstance(node, dict)
-              else node if isinstance(node, (list, tuple)) else ())
+  children = (
+      node.values() if isinstance(node, dict) else node if isinstance(node, (list, tuple)) else ()
+  )
   return [p for c in children for p in _find(c)]
 
 
@@ -181,8 +218,10 @@ def read_probe(opt_state) -> Probe:
   """
   found = _find(opt_state._asdict() if isinstance(opt_state, ProbeState) else opt_state)
   if len(found) != 1:
-    raise ValueError(f"read_probe: expected one adafactor probe in the optimizer state, found "
-                     f"{len(found)}; train with adafactor_probe.adafactor_t5_probed.")
+    raise ValueError(
+        f"read_probe: expected one adafactor probe in the optimizer state, found "
+        f"{len(found)}; train with adafactor_probe.adafactor_t5_probed."
+    )
   node = found[0]
   get = (lambda k: getattr(node, k)) if isinstance(node, ProbeState) else node.__getitem__
   steps = np.asarray(get("steps"))

@@ -82,15 +82,23 @@ def loss_adapter(model: SmallLM, pad_id: int = word_lm.PAD_ID):
   def loss_fn(params, batch, rng):
     tokens = batch[TOKENS]
     mask = tokens != pad_id
-    out = model.apply({"params": params}, tokens, mask, deterministic=deterministic,
-                      rngs=None if deterministic else {"dropout": rng})
+    out = model.apply(
+        {"params": params},
+        tokens,
+        mask,
+        deterministic=deterministic,
+        rngs=None if deterministic else {"dropout": rng},
+    )
     nll, correct, weight = token_losses(out.logits, tokens, mask)
     weight_sum = jnp.sum(weight)
     denom = jnp.maximum(weight_sum, 1.0)
     loss_sum = jnp.sum(nll * weight)
-    return loss_sum / denom, {"loss": loss_sum, "z_loss": jnp.zeros(()),
-                              "accuracy": jnp.sum(correct * weight) / denom,
-                              "weight_sum": weight_sum}
+    return loss_sum / denom, {
+        "loss": loss_sum,
+        "z_loss": jnp.zeros(()),
+        "accuracy": jnp.sum(correct * weight) / denom,
+        "weight_sum": weight_sum,
+    }
 
   return init_fn, loss_fn
 
@@ -103,9 +111,14 @@ def _batch_sums(model: SmallLM, rho: float, saturation: bool, pad_id: int):
     mask = tokens != pad_id
     out = model.apply({"params": params}, tokens, mask)
     nll, correct, weight = token_losses(out.logits, tokens, mask)
-    res = {"nll": jnp.sum(nll * weight), "correct": jnp.sum(correct * weight),
-           "pairs": jnp.sum(weight), "tokens": jnp.sum(mask.astype(jnp.float32))}
+    res = {
+        "nll": jnp.sum(nll * weight),
+        "correct": jnp.sum(correct * weight),
+        "pairs": jnp.sum(weight),
+        "tokens": jnp.sum(mask.astype(jnp.float32)),
+    }
     if saturation:
+
       def f(p):
         return model.apply({"params": p}, tokens, mask).hidden_states[1:]
 
@@ -120,9 +133,16 @@ def _batch_sums(model: SmallLM, rho: float, saturation: bool, pad_id: int):
   return sums
 
 
-def evaluate(model: SmallLM, params, tokens: np.ndarray, batch_size: int = 64,
-             rho: float = 1000.0, saturation: bool = True, pad_id: int = word_lm.PAD_ID,
-             _sums: Optional[Callable] = None) -> dict:
+def evaluate(
+    model: SmallLM,
+    params,
+    tokens: np.ndarray,
+    batch_size: int = 64,
+    rho: float = 1000.0,
+    saturation: bool = True,
+    pad_id: int = word_lm.PAD_ID,
+    _sums: Optional[Callable] = None,
+) -> dict:
   """Dev metrics of ``params`` on padded rows ``tokens`` [n, len] (see the module doc).
 
   The last batch is padded with all-padding rows (they count nowhere), so one compilation
@@ -140,17 +160,21 @@ def evaluate(model: SmallLM, params, tokens: np.ndarray, batch_size: int = 64,
     raise ValueError("evaluate: no dev sentences.")
   total = None
   for start in range(0, n, batch_size):
-    batch = tokens[start:start + batch_size]
+    batch = tokens[start : start + batch_size]
     if len(batch) < batch_size:
-      batch = np.concatenate([batch, np.full((batch_size - len(batch), tokens.shape[1]),
-                                             pad_id, tokens.dtype)])
+      batch = np.concatenate(
+          [batch, np.full((batch_size - len(batch), tokens.shape[1]), pad_id, tokens.dtype)]
+      )
     s = jax.device_get(sums_fn(params, jnp.asarray(batch)))
     total = s if total is None else jax.tree.map(np.add, total, s)
   loss = float(total["nll"] / max(total["pairs"], 1.0))
-  out = {"param_norm": float(norms.global_norm(params, "paper")),
-         "loss": loss, "perplexity": float(np.exp(loss)),
-         "accuracy": float(total["correct"] / max(total["pairs"], 1.0)),
-         "tokens": float(total["tokens"])}
+  out = {
+      "param_norm": float(norms.global_norm(params, "paper")),
+      "loss": loss,
+      "perplexity": float(np.exp(loss)),
+      "accuracy": float(total["correct"] / max(total["pairs"], 1.0)),
+      "tokens": float(total["tokens"]),
+  }
   if saturation:
     for kind in ("rho", "limit"):
       per_layer = np.asarray(total[f"cos_{kind}"]) / max(total["tokens"], 1.0)
@@ -161,11 +185,18 @@ def evaluate(model: SmallLM, params, tokens: np.ndarray, batch_size: int = 64,
 
 
 @gin.configurable(module="causal_lm")
-def dev_evaluator(model: SmallLM, task_name: str = gin.REQUIRED, split: str = "validation",
-                  max_len: int = word_lm.DEFAULT_MAX_LEN,
-                  vocab_words: int = word_lm.DEFAULT_VOCAB_WORDS,
-                  max_sentences: Optional[int] = None, batch_size: int = 64,
-                  rho: float = 1000.0, saturation: bool = True, root=None):
+def dev_evaluator(
+    model: SmallLM,
+    task_name: str = gin.REQUIRED,
+    split: str = "validation",
+    max_len: int = word_lm.DEFAULT_MAX_LEN,
+    vocab_words: int = word_lm.DEFAULT_VOCAB_WORDS,
+    max_sentences: Optional[int] = None,
+    batch_size: int = 64,
+    rho: float = 1000.0,
+    saturation: bool = True,
+    root=None,
+):
   """``eval_fn(params) -> dict`` on the first ``max_sentences`` sentences of ``split``.
 
   Args:
@@ -181,5 +212,12 @@ def dev_evaluator(model: SmallLM, task_name: str = gin.REQUIRED, split: str = "v
   data = word_lm.load(word_lm.corpus_of_task(task_name), vocab_words, max_len, root)
   tokens = data.split(split)[:max_sentences]
   sums = _batch_sums(model, float(rho), saturation, word_lm.PAD_ID)
-  return functools.partial(evaluate, model, tokens=tokens, batch_size=batch_size, rho=rho,
-                           saturation=saturation, _sums=sums)
+  return functools.partial(
+      evaluate,
+      model,
+      tokens=tokens,
+      batch_size=batch_size,
+      rho=rho,
+      saturation=saturation,
+      _sums=sums,
+  )

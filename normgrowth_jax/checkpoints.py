@@ -79,9 +79,13 @@ def _first_line(err: BaseException) -> str:
 
 def param_manifest(params) -> dict[str, list]:
   """``{path: [shape, dtype]}`` for every parameter leaf (norms.leaf_paths names)."""
-  return {path: [list(np.shape(x)), str(np.asarray(x).dtype) if not hasattr(x, "dtype")
-                 else str(x.dtype)]
-          for path, x in norms.named_leaves(params)}
+  return {
+      path: [
+          list(np.shape(x)),
+          str(np.asarray(x).dtype) if not hasattr(x, "dtype") else str(x.dtype),
+      ]
+      for path, x in norms.named_leaves(params)
+  }
 
 
 def compare_manifests(saved: dict, current: dict) -> list[str]:
@@ -93,8 +97,10 @@ def compare_manifests(saved: dict, current: dict) -> list[str]:
     diffs.append(f"only in model: {path} {current[path][0]}")
   for path in sorted(set(saved) & set(current)):
     if list(saved[path][0]) != list(current[path][0]) or saved[path][1] != current[path][1]:
-      diffs.append(f"differs: {path} checkpoint {saved[path][0]} {saved[path][1]} "
-                   f"vs model {current[path][0]} {current[path][1]}")
+      diffs.append(
+          f"differs: {path} checkpoint {saved[path][0]} {saved[path][1]} "
+          f"vs model {current[path][0]} {current[path][1]}"
+      )
   return diffs
 
 
@@ -108,8 +114,7 @@ class Checkpointer:
     async_save: write in a background thread (the train loop keeps running).
   """
 
-  def __init__(self, directory, save_every: int = 1000, keep: int = 2,
-               async_save: bool = True):
+  def __init__(self, directory, save_every: int = 1000, keep: int = 2, async_save: bool = True):
     if save_every < 1:
       raise ValueError(f"Checkpointer: save_every must be >= 1, got {save_every}.")
     self.directory = os.fspath(directory)
@@ -118,9 +123,13 @@ class Checkpointer:
     self._manager = ocp.CheckpointManager(
         directory,
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=True, cleanup_tmp_directories=True,
-            enable_async_checkpointing=async_save),
-        item_names=("state", "manifest"))
+            max_to_keep=keep,
+            create=True,
+            cleanup_tmp_directories=True,
+            enable_async_checkpointing=async_save,
+        ),
+        item_names=("state", "manifest"),
+    )
 
   def latest_step(self) -> int | None:
     """The newest complete checkpoint's step, or None."""
@@ -134,8 +143,16 @@ class Checkpointer:
     md = ocp.StandardCheckpointer().metadata(os.path.join(self.directory, str(step), "state"))
     return md.item_metadata.tree
 
-  def save(self, step: int, state: Any, *, data_position: int, seed: int,
-           extra: dict | None = None, force: bool = False) -> bool:
+  def save(
+      self,
+      step: int,
+      state: Any,
+      *,
+      data_position: int,
+      seed: int,
+      extra: dict | None = None,
+      force: bool = False,
+  ) -> bool:
     """Saves ``state`` (a pytree with a "params" entry) as step ``step``.
 
     Returns:
@@ -146,13 +163,20 @@ class Checkpointer:
     if step in self._manager.all_steps():
       return False
     self._write_checksums()
-    manifest = {"step": int(step), "data_position": int(data_position),
-                "seed": int(seed), "params": param_manifest(state["params"]),
-                **(extra or {})}
+    manifest = {
+        "step": int(step),
+        "data_position": int(data_position),
+        "seed": int(seed),
+        "params": param_manifest(state["params"]),
+        **(extra or {}),
+    }
     started = self._manager.save(
-        step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                      manifest=ocp.args.JsonSave(manifest)),
-        force=True)
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), manifest=ocp.args.JsonSave(manifest)
+        ),
+        force=True,
+    )
     if started:
       self._unsummed.append(int(step))
     return started
@@ -250,8 +274,7 @@ class Checkpointer:
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"No complete checkpoint in {self.directory}.")
-    out = self._manager.restore(
-        step, args=ocp.args.Composite(manifest=ocp.args.JsonRestore()))
+    out = self._manager.restore(step, args=ocp.args.Composite(manifest=ocp.args.JsonRestore()))
     return out["manifest"]
 
   def restore(self, target: Any, step: int | None = None) -> tuple[Any, dict]:
@@ -269,11 +292,12 @@ class Checkpointer:
       raise CheckpointMismatchError(
           f"Checkpoint {self.directory} step {manifest['step']} was saved from a "
           f"different model ({len(diffs)} parameter differences):\n  {shown}\n"
-          f"Use a fresh MODEL_DIR or the gin config the checkpoint was trained with.")
+          f"Use a fresh MODEL_DIR or the gin config the checkpoint was trained with."
+      )
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     out = self._manager.restore(
-        manifest["step"],
-        args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+        manifest["step"], args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
+    )
     return out["state"], manifest
 
   def wait(self):

@@ -56,6 +56,7 @@ def _quote_bare(binding: str) -> str:
   value = value.strip()
   try:
     import ast  # pylint: disable=g-import-not-at-top
+
     ast.literal_eval(value)
     return f"{key.strip()} = {value}"
   except (ValueError, SyntaxError):
@@ -71,32 +72,43 @@ def _explain_gin_error(err: Exception) -> str:
   registry = gin.config._REGISTRY  # pylint: disable=protected-access
   lines = [msg]
   import re  # pylint: disable=g-import-not-at-top
+
   m = re.search(r"No configurable matching '([^']+)'", msg)
   if m:
-    names = sorted(registry.minimal_selector(sel) for sel, _ in registry.items()
-                   if not sel.startswith("gin."))
+    names = sorted(
+        registry.minimal_selector(sel) for sel, _ in registry.items() if not sel.startswith("gin.")
+    )
     close = difflib.get_close_matches(m.group(1), names, n=5, cutoff=0.5)
-    lines.append(f"Unknown configurable '{m.group(1)}'." +
-                 (f" Did you mean: {', '.join(close)}?" if close else ""))
+    lines.append(
+        f"Unknown configurable '{m.group(1)}'."
+        + (f" Did you mean: {', '.join(close)}?" if close else "")
+    )
     lines.append("Valid configurables: " + ", ".join(names))
   m = re.search(r"Configurable '([^']+)' doesn't have a parameter named '([^']+)'", msg)
   if m:
     import inspect  # pylint: disable=g-import-not-at-top
+
     fn = registry.get_match(m.group(1)).wrapped
     target = fn.__init__ if inspect.isclass(fn) else fn
     params = [p for p in inspect.signature(target).parameters if p not in ("self",)]
     close = difflib.get_close_matches(m.group(2), params, n=3)
-    lines.append(f"Unknown parameter '{m.group(2)}' of '{m.group(1)}'." +
-                 (f" Did you mean: {', '.join(close)}?" if close else "") +
-                 f" Valid parameters: {', '.join(params)}.")
+    lines.append(
+        f"Unknown parameter '{m.group(2)}' of '{m.group(1)}'."
+        + (f" Did you mean: {', '.join(close)}?" if close else "")
+        + f" Valid parameters: {', '.join(params)}."
+    )
   m = re.search(r"in scope '([A-Z_][A-Z0-9_]*)'", msg)
   if m and "configurable 'macro'" in msg:
-    lines.append(f"Macro {m.group(1)} is used but never set: add --gin.{m.group(1)}=VALUE "
-                 "or set it in your gin file.")
+    lines.append(
+        f"Macro {m.group(1)} is used but never set: add --gin.{m.group(1)}=VALUE "
+        "or set it in your gin file."
+    )
   if "macro" in msg.lower() or "Required bindings" in msg:
-    lines.append("gin_configs/local/runs/pretrain.gin lists the required macros (MODEL_DIR, "
-                 "MIXTURE_OR_TASK_NAME, TRAIN_STEPS, BATCH_SIZE, TASK_FEATURE_LENGTHS); set "
-                 "them in your gin file or with --gin.NAME=VALUE.")
+    lines.append(
+        "gin_configs/local/runs/pretrain.gin lists the required macros (MODEL_DIR, "
+        "MIXTURE_OR_TASK_NAME, TRAIN_STEPS, BATCH_SIZE, TASK_FEATURE_LENGTHS); set "
+        "them in your gin file or with --gin.NAME=VALUE."
+    )
   return "\n".join(lines)
 
 
@@ -110,14 +122,16 @@ def parse_gin(gin_files: Sequence[str], bindings: Sequence[str]) -> None:
     if path not in gin.config._LOCATION_PREFIXES:  # pylint: disable=protected-access
       gin.add_config_file_search_path(path)
   for f in gin_files:
-    found = os.path.exists(f) or any(os.path.exists(os.path.join(p, f))
-                                     for p in _gin_search_paths())
+    found = os.path.exists(f) or any(
+        os.path.exists(os.path.join(p, f)) for p in _gin_search_paths()
+    )
     if not found:
       raise GinConfigError(f"--gin_file={f} not found (searched {', '.join(_gin_search_paths())}).")
   logging.getLogger().addFilter(_drop_gin_probe_errors)
   try:
-    gin.parse_config_files_and_bindings(list(gin_files), [_quote_bare(b) for b in bindings],
-                                        finalize_config=False)
+    gin.parse_config_files_and_bindings(
+        list(gin_files), [_quote_bare(b) for b in bindings], finalize_config=False
+    )
   except GinConfigError:
     raise
   except Exception as e:  # gin raises ValueError/KeyError/TypeError/ParseError...
@@ -138,11 +152,11 @@ def run_from_gin() -> dict:
   (e.g. a MODEL_DIR path containing "gin").
   """
   try:
-    return train.train(
-        progress=sys.stderr.isatty() or bool(os.environ.get("NORMGROWTH_PROGRESS")))
+    return train.train(progress=sys.stderr.isatty() or bool(os.environ.get("NORMGROWTH_PROGRESS")))
   except (ValueError, TypeError, RuntimeError) as e:
-    if any(s in str(e) for s in _GIN_CALL_ERRORS) and \
-        not isinstance(e, (checkpoints.CheckpointMismatchError, train.NonFiniteLossError)):
+    if any(s in str(e) for s in _GIN_CALL_ERRORS) and not isinstance(
+        e, (checkpoints.CheckpointMismatchError, train.NonFiniteLossError)
+    ):
       raise GinConfigError(_explain_gin_error(e)) from e
     raise
 
@@ -150,42 +164,60 @@ def run_from_gin() -> dict:
 def main(argv: Optional[Sequence[str]] = None) -> dict:
   """Parses ``--gin_file``/``--gin.KEY=VALUE`` (T5X flags) and trains."""
   parser = argparse.ArgumentParser(
-      prog="normgrowth-train", description=train.__doc__.split("\n\n")[0],
-      epilog="Any --gin.KEY=VALUE adds a gin binding, e.g. --gin.TRAIN_STEPS=100.")
-  parser.add_argument("--gin_file", action="append", default=[],
-                      help="gin file (repeatable), e.g. gin_configs/local/t5_tiny_bbc_adafactor.gin")
-  parser.add_argument("--gin_bindings", action="append", default=[],
-                      help="a gin binding 'KEY = VALUE' (repeatable)")
-  parser.add_argument("--allow_config_change", action="store_true",
-                      help="resume MODEL_DIR although a trajectory binding (model, task, lengths, "
-                      "batch size, optimizer, schedule, seed, filter) differs from its config.gin; "
-                      "the change is recorded in MODEL_DIR/resume_log.jsonl")
-  parser.add_argument("--debug", action="store_true",
-                      help="show the full traceback of a configuration error")
+      prog="normgrowth-train",
+      description=train.__doc__.split("\n\n")[0],
+      epilog="Any --gin.KEY=VALUE adds a gin binding, e.g. --gin.TRAIN_STEPS=100.",
+  )
+  parser.add_argument(
+      "--gin_file",
+      action="append",
+      default=[],
+      help="gin file (repeatable), e.g. gin_configs/local/t5_tiny_bbc_adafactor.gin",
+  )
+  parser.add_argument(
+      "--gin_bindings", action="append", default=[], help="a gin binding 'KEY = VALUE' (repeatable)"
+  )
+  parser.add_argument(
+      "--allow_config_change",
+      action="store_true",
+      help="resume MODEL_DIR although a trajectory binding (model, task, lengths, "
+      "batch size, optimizer, schedule, seed, filter) differs from its config.gin; "
+      "the change is recorded in MODEL_DIR/resume_log.jsonl",
+  )
+  parser.add_argument(
+      "--debug", action="store_true", help="show the full traceback of a configuration error"
+  )
   args, rest = parser.parse_known_args(argv)
   bindings = list(args.gin_bindings)
   if args.allow_config_change:
     bindings.append("train.allow_config_change=True")
   for a in rest:
     if a.startswith("--gin."):
-      bindings.append(a[len("--gin."):])
+      bindings.append(a[len("--gin.") :])
     else:
       parser.error(f"unrecognised argument {a!r} (use --gin_file=... or --gin.KEY=VALUE)")
   if not args.gin_file:
-    parser.error("at least one --gin_file is required, e.g. "
-                 "--gin_file=gin_configs/local/t5_tiny_bbc_adafactor.gin")
+    parser.error(
+        "at least one --gin_file is required, e.g. "
+        "--gin_file=gin_configs/local/t5_tiny_bbc_adafactor.gin"
+    )
   parse_gin(args.gin_file, bindings)
   summary = run_from_gin()
-  print(" ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
-                 for k, v in summary.items()), flush=True)
+  print(
+      " ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()),
+      flush=True,
+  )
   return summary
 
 
 def _user_message(err: BaseException) -> str:
   """The error's own message, without the "In call to configurable ..." lines gin appends
   (what :func:`_explain_gin_error` added after them, e.g. which macro to set, is kept)."""
-  return "\n".join(line for line in str(err).split("\n")
-                   if not line.lstrip().startswith("In call to configurable")).strip()
+  return "\n".join(
+      line
+      for line in str(err).split("\n")
+      if not line.lstrip().startswith("In call to configurable")
+  ).strip()
 
 
 def console_main(argv: Optional[Sequence[str]] = None):
@@ -198,14 +230,18 @@ def console_main(argv: Optional[Sequence[str]] = None):
   """
   from normgrowth_jax import norms  # pylint: disable=g-import-not-at-top
   from normgrowth_jax.data import corpora  # pylint: disable=g-import-not-at-top
+
   argv = sys.argv[1:] if argv is None else list(argv)
   config_errors = (ConfigError, norms.EmptySelectionError, corpora.EmptyCorpusError)
   try:
     main(argv)
-  except (*config_errors, train.NonFiniteLossError, checkpoints.CheckpointMismatchError,
-          FileNotFoundError) as e:
+  except (
+      *config_errors,
+      train.NonFiniteLossError,
+      checkpoints.CheckpointMismatchError,
+      FileNotFoundError,
+  ) as e:
     if "--debug" in argv:
       raise
     print(f"normgrowth-train: error: {_user_message(e)}", file=sys.stderr)
     sys.exit(2 if isinstance(e, config_errors) else 1)
-

@@ -1,16 +1,21 @@
-"""Learning-rate x weight-decay grids trained as one vmapped program (the paper's Fig. 6).
+"""Learning-rate x weight-decay grids trained as one compiled program (the paper's Fig. 6).
 
 Every cell of the grid is an ordinary run of the embedded trainer's step
 (``train.make_train_step``: loss, gradient, optimizer, ``optax.apply_updates``) with the paper's
 AdamW and the norm hook built by ``optimizers.make_optimizer`` (``tracking.track_norms`` last
 in the chain). Here the learning rate and the weight decay are traced arrays, one per cell, and
-the cells are a ``jax.vmap`` axis: each cell has its own parameters, optimizer state (Adam
+the cells lie on a leading [cells] axis: each cell has its own parameters, optimizer state (Adam
 moments, the injected learning rate) and norm trace, and every cell sees the same batches.
-Steps run in blocks under ``lax.scan`` (one dispatch per block, state donated); the cells are
-split into chunks of ``chunk_cells`` so the program fits in memory (the last chunk is padded
-with copies of its last cell, so one compilation serves every chunk). With several devices
-(GPUs, or host devices from ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` on CPU) the
-cell axis of a chunk is sharded over them: on CPU that is how the program uses more than one
+Steps run in blocks under ``lax.scan`` (one dispatch per block, state donated). Within a block
+the cells are either one ``jax.vmap`` axis (``vmap_width=None``, the default on accelerators) or
+run one after another by ``lax.map``, each through the whole block (``vmap_width=1``, the
+default on CPU, where a vmapped grid is slower per step than separate runs: every op then
+streams all cells' activations, e.g. 50 cells' logits of 250 MB, through the caches that one
+cell's fit in); ``vmap_width=w`` maps over groups of w vmapped cells. The cells are split into
+chunks of ``chunk_cells`` so the program fits in memory (the last chunk is padded with copies of
+its last cell, so one compilation serves every chunk). With several devices (GPUs, or host
+devices from ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` on CPU) the cell axis of a
+chunk is split over them (``shard_map``): on CPU that is how the program uses more than one
 core, since XLA runs these small per-cell matrices on one thread.
 
 What the original did instead: one process per cell (20 x 20 = 400 of them), each compiled and
@@ -215,6 +220,22 @@ def _take(batches, start: int, stop: int) -> dict:
   return {k: np.asarray(v[start:stop]) for k, v in _batch_dict(batches).items()}
 
 
+def resolve_vmap_width(width: Union[int, str, None], platform: str) -> Optional[int]:
+  """``GridTrainer``'s ``vmap_width``: "auto" is 1 on CPU (measured fastest there: a vmapped
+  grid runs every op over all cells' activations, which leave the caches) and None (vmap all
+  cells) on accelerators.
+
+  Example:
+    >>> [resolve_vmap_width(w, p) for w, p in [("auto", "cpu"), ("auto", "gpu"), (4, "cpu")]]
+    [1, None, 4]
+  """
+  if width == "auto":
+    return 1 if platform == "cpu" else None
+  if width is not None and (isinstance(width, str) or int(width) < 1):
+    raise ValueError(f"vmap_width must be None, 'auto' or an int >= 1, got {width!r}.")
+  return None if width is None else int(width)
+
+
 def default_memory_budget(fraction: float = 0.5) -> int:
   """Bytes a grid program may use: ``fraction`` of the accelerator's memory, or of the host's
   physical memory on CPU."""
@@ -228,7 +249,7 @@ def default_memory_budget(fraction: float = 0.5) -> int:
 
 
 class GridTrainer:
-  """Trains cells of a learning-rate x weight-decay grid of AdamW runs, vmapped.
+  """Trains cells of a learning-rate x weight-decay grid of AdamW runs in one program.
 
   Args:
     loss_fn: ``loss_fn(params, batch, rng) -> (loss, aux)`` from a trainer adapter
@@ -243,12 +264,17 @@ class GridTrainer:
     devices: the devices the cell axis is sharded over (default: every local device; on CPU
       that is one unless ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` was set before
       JAX started). A chunk is padded to a multiple of their number.
+    vmap_width: how a device runs its cells: None vmaps them all at once; an int w runs them
+      in ``lax.map`` over groups of w vmapped cells (1: one cell after another, each the
+      unbatched per-cell program, still one compilation); "auto" (the default): 1 on CPU,
+      None elsewhere. See :func:`resolve_vmap_width`.
   """
 
   def __init__(self, loss_fn: Callable, base: Callable = optimizers.adamw_paper, *,
                track_every: int = 1, param_filter="paper", groups=None, block_steps: int = 16,
                history_size: Optional[int] = None, rng_seed: int = 0,
-               devices: Optional[Sequence[Any]] = None):
+               devices: Optional[Sequence[Any]] = None,
+               vmap_width: Union[int, str, None] = "auto"):
     if block_steps < 1 or track_every < 1:
       raise ValueError(f"block_steps ({block_steps}) and track_every ({track_every}) must be "
                        ">= 1.")
@@ -261,7 +287,9 @@ class GridTrainer:
     self.history_size = history_size
     self.rng = jax.random.PRNGKey(rng_seed)
     self.devices = list(devices) if devices is not None else jax.local_devices()
-    self._programs: dict = {}   # (steps, vmapped, consts) -> jitted (init, block, norms)
+    self.vmap_width = resolve_vmap_width(vmap_width, self.devices[0].platform)
+    self.mesh = Mesh(np.asarray(self.devices), ("cells",))
+    self._programs: dict = {}   # (steps, vmapped, consts, sharded) -> jitted (init, block, norms)
     self._memory: dict = {}     # (cells, steps, batch shapes) -> XLA's byte counts
 
   # -- one cell ------------------------------------------------------------------------------
@@ -282,20 +310,42 @@ class GridTrainer:
     tx = self.optimizer(lr, wd, steps)
     return train_lib.make_train_step(self.loss_fn, tx)(state, batch, self.rng)
 
+  def _block_cell(self, state, lr, wd, batches, steps):
+    """One cell through a block of steps (``lax.scan``): (state, losses [k])."""
+    def body(s, b):
+      s, m = self._step_cell(s, lr, wd, b, steps)
+      return s, m["loss"]
+    return jax.lax.scan(body, state, batches)
+
+  def _block_cells(self, state, lr, wd, batches, steps):
+    """The cells on a leading axis through a block: (state, losses [k, cells]); vmapped or in
+    ``lax.map`` over groups of ``vmap_width`` (every cell sees the same batches)."""
+    one = lambda x: self._block_cell(*x, batches, steps)
+    w = self.vmap_width
+    if w is None:
+      state, losses = jax.vmap(one)((state, lr, wd))
+    else:
+      state, losses = jax.lax.map(one, (state, lr, wd), batch_size=None if w == 1 else w)
+    return state, losses.T
+
   # -- compiled programs ---------------------------------------------------------------------
 
-  def _program(self, steps: int, vmapped: bool, consts: Optional[tuple] = None):
-    """(init, block) jitted. ``vmapped``: over a [cells] axis with traced lr, wd; otherwise
-    one cell with lr, wd the Python constants ``consts`` (compiled for those values)."""
-    key = (steps, vmapped, consts)
+  def _program(self, steps: int, vmapped: bool, consts: Optional[tuple] = None,
+               sharded: bool = False):
+    """(init, block, norms) jitted. ``vmapped``: over a [cells] axis with traced lr, wd (split
+    over ``self.mesh`` if ``sharded``); otherwise one cell with lr, wd the Python constants
+    ``consts`` (compiled for those values)."""
+    key = (steps, vmapped, consts, sharded)
     if key in self._programs:
       return self._programs[key]
     if vmapped:
       def init(params, lr, wd):
         return jax.vmap(lambda a, b: self._init_cell(params, a, b, steps))(lr, wd)
 
-      def one_step(state, lr, wd, batch):
-        return jax.vmap(lambda s, a, b: self._step_cell(s, a, b, batch, steps))(state, lr, wd)
+      block = functools.partial(self._block_cells, steps=steps)
+      if sharded:
+        block = jax.shard_map(block, mesh=self.mesh, in_specs=(P("cells"),) * 3 + (P(),),
+                              out_specs=(P("cells"), P(None, "cells")))
     else:
       c_lr, c_wd = consts
 
@@ -303,15 +353,9 @@ class GridTrainer:
         del lr, wd
         return self._init_cell(params, c_lr, c_wd, steps)
 
-      def one_step(state, lr, wd, batch):
+      def block(state, lr, wd, batches):
         del lr, wd
-        return self._step_cell(state, c_lr, c_wd, batch, steps)
-
-    def block(state, lr, wd, batches):
-      def body(s, b):
-        s, m = one_step(s, lr, wd, b)
-        return s, m["loss"]
-      return jax.lax.scan(body, state, batches)
+        return self._block_cell(state, c_lr, c_wd, batches, steps)
 
     def final_norms(params):
       f = lambda p: norms.global_norm(p, self.param_filter)
@@ -322,7 +366,7 @@ class GridTrainer:
     return out
 
   def memory_analysis(self, params, n_cells: int, batches) -> dict:
-    """XLA's byte counts of the compiled vmapped block for ``n_cells`` cells.
+    """XLA's byte counts of the compiled grid block for ``n_cells`` cells (one device).
 
     Returns ``{"argument", "output", "temp", "alias", "total"}`` (``total`` = argument +
     output + temp - alias: what the program holds at its peak, by XLA's own accounting).
@@ -383,7 +427,7 @@ class GridTrainer:
           progress: Optional[Callable[[int], None]] = None,
           on_chunk: Optional[Callable[[int, GridResult], None]] = None,
           done_chunks: Optional[Mapping[int, GridResult]] = None) -> GridResult:
-    """Trains every cell (lr[i], wd[i]) from ``params`` on ``batches``, vmapped.
+    """Trains every cell (lr[i], wd[i]) from ``params`` on ``batches``, in one program.
 
     Args:
       params: the initialisation every cell starts from (one tree, no cell axis).
@@ -442,7 +486,7 @@ class GridTrainer:
       part = self._run_program(params, np.asarray([a]), np.asarray([b]), batches, traced,
                                keep_params, progress, 1)
       if not traced:  # do not keep 400 compiled programs alive
-        self._programs.pop((_num_steps(batches), False, (float(a), float(b))), None)
+        self._programs.pop((_num_steps(batches), False, (float(a), float(b)), False), None)
       parts.append(part)
     return concat_results(parts)
 
@@ -464,15 +508,14 @@ class GridRun:
     self.wd = np.asarray(wd, np.float64).reshape(-1)
     self.n_real = n_real or self.lr.size
     consts = None if vmapped else (float(self.lr[0]), float(self.wd[0]))
+    sharded = vmapped and len(trainer.devices) > 1 and self.lr.size % len(trainer.devices) == 0
     self._init, self._block, self._norms = trainer._program(  # pylint: disable=protected-access
-        self.steps, vmapped, consts)
+        self.steps, vmapped, consts, sharded)
     self._lr = jnp.asarray(self.lr, jnp.float32)
     self._wd = jnp.asarray(self.wd, jnp.float32)
     self._put = lambda x: x
-    sharded = vmapped and len(trainer.devices) > 1 and self.lr.size % len(trainer.devices) == 0
     if sharded:  # the cell axis split over the devices
-      mesh = Mesh(np.asarray(trainer.devices), ("cells",))
-      cells_sh, same = NamedSharding(mesh, P("cells")), NamedSharding(mesh, P())
+      cells_sh, same = NamedSharding(trainer.mesh, P("cells")), NamedSharding(trainer.mesh, P())
       self._lr, self._wd = jax.device_put((self._lr, self._wd), cells_sh)
       params = jax.device_put(params, same)
       self._put = lambda x: jax.device_put(x, same)

@@ -39,8 +39,7 @@ Schedule = Callable[[jax.Array], jax.Array]
 
 
 @gin.configurable
-def rsqrt_schedule(base_learning_rate: float = 1.0,
-                   warmup_steps: int = 10_000) -> Schedule:
+def rsqrt_schedule(base_learning_rate: float = 1.0, warmup_steps: int = 10_000) -> Schedule:
   """T5's inverse-square-root schedule, ``base / sqrt(max(t, warmup_steps))``.
 
   Args:
@@ -71,13 +70,15 @@ def constant_schedule(value: float = 1e-3) -> Schedule:
 
 
 @gin.configurable
-def adafactor_t5(learning_rate: Any,
-                 decay_rate: float = 0.8,
-                 clipping_threshold: float | None = 1.0,
-                 min_dim_size_to_factor: int = 128,
-                 multiply_by_parameter_scale: bool = True,
-                 momentum: float | None = None,
-                 eps: float = 1e-30) -> optax.GradientTransformation:
+def adafactor_t5(
+    learning_rate: Any,
+    decay_rate: float = 0.8,
+    clipping_threshold: float | None = 1.0,
+    min_dim_size_to_factor: int = 128,
+    multiply_by_parameter_scale: bool = True,
+    momentum: float | None = None,
+    eps: float = 1e-30,
+) -> optax.GradientTransformation:
   """T5's Adafactor setting (as in T5X's default recipe) through ``optax.adafactor``.
 
   Factored second moments for matrices with both dims >= ``min_dim_size_to_factor``,
@@ -94,7 +95,8 @@ def adafactor_t5(learning_rate: Any,
       multiply_by_parameter_scale=multiply_by_parameter_scale,
       clipping_threshold=clipping_threshold,
       momentum=momentum,
-      eps=eps)
+      eps=eps,
+  )
 
 
 def normalize_block_rms(target: float = 1.0, min_ndim: int = 2) -> optax.GradientTransformation:
@@ -124,8 +126,9 @@ def normalize_block_rms(target: float = 1.0, min_ndim: int = 2) -> optax.Gradien
       # that has all but vanished), and dividing by that 0 would blow u up to ~1e17.
       peak = jnp.max(jnp.abs(u))
       unit = u / jnp.where(peak > 0, peak, 1.0)
-      return unit * (target / jnp.maximum(jnp.sqrt(jnp.mean(jnp.square(unit))),
-                                          jnp.finfo(u.dtype).tiny))
+      return unit * (
+          target / jnp.maximum(jnp.sqrt(jnp.mean(jnp.square(unit))), jnp.finfo(u.dtype).tiny)
+      )
 
     return jax.tree.map(scale, updates), state
 
@@ -133,13 +136,15 @@ def normalize_block_rms(target: float = 1.0, min_ndim: int = 2) -> optax.Gradien
 
 
 @gin.configurable
-def adafactor_fixed_ratio(learning_rate: Any,
-                          update_rms: float = 1.0,
-                          min_ndim: int = 2,
-                          decay_rate: float = 0.8,
-                          min_dim_size_to_factor: int = 128,
-                          multiply_by_parameter_scale: bool = True,
-                          eps: float = 1e-30) -> optax.GradientTransformation:
+def adafactor_fixed_ratio(
+    learning_rate: Any,
+    update_rms: float = 1.0,
+    min_ndim: int = 2,
+    decay_rate: float = 0.8,
+    min_dim_size_to_factor: int = 128,
+    multiply_by_parameter_scale: bool = True,
+    eps: float = 1e-30,
+) -> optax.GradientTransformation:
   """T5's Adafactor with the update ratio r held at ``update_rms`` (the paper's mechanism test).
 
   :func:`adafactor_t5` divides the preconditioned update ``u`` by ``max(1, RMS(u))``, so with
@@ -154,16 +159,19 @@ def adafactor_fixed_ratio(learning_rate: Any,
     >>> tx = adafactor_fixed_ratio(learning_rate=0.01, update_rms=0.5)
   """
   return optax.chain(
-      optax.scale_by_factored_rms(decay_rate=decay_rate,
-                                  min_dim_size_to_factor=min_dim_size_to_factor, epsilon=eps),
+      optax.scale_by_factored_rms(
+          decay_rate=decay_rate, min_dim_size_to_factor=min_dim_size_to_factor, epsilon=eps
+      ),
       normalize_block_rms(update_rms, min_ndim),
       optax.scale_by_learning_rate(learning_rate, flip_sign=False),
       optax.scale_by_param_block_rms() if multiply_by_parameter_scale else optax.identity(),
-      optax.scale(-1))
+      optax.scale(-1),
+  )
 
 
-def layerwise(tx: optax.GradientTransformation,
-              group_fn: norms.GroupFn = norms.layer_groups) -> optax.GradientTransformation:
+def layerwise(
+    tx: optax.GradientTransformation, group_fn: norms.GroupFn = norms.layer_groups
+) -> optax.GradientTransformation:
   """Applies ``tx`` to each layer of a scanned stack on its own (vmapped over the layer axis).
 
   A scanned model (``T5Config(scan_layers=True)``) stores its layers as one leaf per stack
@@ -181,13 +189,15 @@ def layerwise(tx: optax.GradientTransformation,
     >>> [round(float(jnp.sqrt(jnp.mean(x ** 2))), 4) for x in u["encoder"]["layers"]["w"]]
     [1.0, 1.0]
   """
+
   def stacked_axis(path: str, leaf) -> int | None:
     group = group_fn(path, leaf)
     return group.axis if isinstance(group, norms.Stacked) else None
 
   def labels(tree):
     return jax.tree_util.tree_map_with_path(
-        lambda p, x: "shared" if stacked_axis(norms.path_str(p), x) is None else "layers", tree)
+        lambda p, x: "shared" if stacked_axis(norms.path_str(p), x) is None else "layers", tree
+    )
 
   def any_stacked(tree) -> bool:
     return any(stacked_axis(p, x) is not None for p, x in norms.named_leaves(tree))
@@ -195,8 +205,10 @@ def layerwise(tx: optax.GradientTransformation,
   def vmapped(tree):
     axes = {stacked_axis(p, x) for p, x in norms.named_leaves(tree)} - {None}
     if len(axes) > 1:
-      raise ValueError(f"layerwise: stacked leaves with different layer axes {sorted(axes)}; "
-                       "stack every scanned leaf on one axis.")
+      raise ValueError(
+          f"layerwise: stacked leaves with different layer axes {sorted(axes)}; "
+          "stack every scanned leaf on one axis."
+      )
     return axes.pop()
 
   def split(tree, with_params: bool = True) -> optax.GradientTransformation:
@@ -205,7 +217,8 @@ def layerwise(tx: optax.GradientTransformation,
     axis = vmapped(tree)
     stacked = optax.GradientTransformation(
         jax.vmap(tx.init, axis, 0),
-        jax.vmap(tx.update, (axis, 0, axis if with_params else None), (axis, 0)))
+        jax.vmap(tx.update, (axis, 0, axis if with_params else None), (axis, 0)),
+    )
     return optax.multi_transform({"layers": stacked, "shared": tx}, labels)
 
   def init(params):
@@ -220,11 +233,13 @@ def layerwise(tx: optax.GradientTransformation,
 
 
 @gin.configurable
-def adamw_paper(learning_rate: Any = 1e-3,
-                weight_decay: float = 1e-2,
-                b1: float = 0.9,
-                b2: float = 0.999,
-                eps: float = 1e-8) -> optax.GradientTransformation:
+def adamw_paper(
+    learning_rate: Any = 1e-3,
+    weight_decay: float = 1e-2,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+) -> optax.GradientTransformation:
   """AdamW with PyTorch's defaults, the paper's small-LM optimizer.
 
   PyTorch's ``torch.optim.AdamW``: lr 1e-3, betas (0.9, 0.999), eps 1e-8 (added
@@ -234,31 +249,47 @@ def adamw_paper(learning_rate: Any = 1e-3,
   Example:
     >>> tx = adamw_paper()
   """
-  return optax.adamw(learning_rate=learning_rate, b1=b1, b2=b2, eps=eps,
-                     weight_decay=weight_decay)
+  return optax.adamw(learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
 
 
 # Any optax optimizer can be named in gin, e.g. `make_optimizer.base = @optax.sgd`.
-for _name in ("adafactor", "adamw", "adam", "sgd", "lion", "adagrad", "rmsprop",
-              "lamb", "lars", "adabelief", "nadamw"):
+for _name in (
+    "adafactor",
+    "adamw",
+    "adam",
+    "sgd",
+    "lion",
+    "adagrad",
+    "rmsprop",
+    "lamb",
+    "lars",
+    "adabelief",
+    "nadamw",
+):
   if hasattr(optax, _name):
     gin.external_configurable(getattr(optax, _name), name=_name, module="optax")
-for _name in ("warmup_cosine_decay_schedule", "linear_schedule", "cosine_decay_schedule",
-              "piecewise_constant_schedule"):
+for _name in (
+    "warmup_cosine_decay_schedule",
+    "linear_schedule",
+    "cosine_decay_schedule",
+    "piecewise_constant_schedule",
+):
   gin.external_configurable(getattr(optax, _name), name=_name, module="optax")
 
 
 @gin.configurable
-def make_optimizer(base: Callable[..., optax.GradientTransformation] = adafactor_t5,
-                   learning_rate: Any = None,
-                   param_filter: Any = "paper",
-                   groups: Any = "layers",
-                   track_every: int = 1,
-                   sink: Any = None,
-                   history_size: int = 8192,
-                   anchor_every: int | None = None,
-                   stream_every_rows: int = 1,
-                   record_learning_rate: bool = True) -> optax.GradientTransformation:
+def make_optimizer(
+    base: Callable[..., optax.GradientTransformation] = adafactor_t5,
+    learning_rate: Any = None,
+    param_filter: Any = "paper",
+    groups: Any = "layers",
+    track_every: int = 1,
+    sink: Any = None,
+    history_size: int = 8192,
+    anchor_every: int | None = None,
+    stream_every_rows: int = 1,
+    record_learning_rate: bool = True,
+) -> optax.GradientTransformation:
   """``chain(inject_hyperparams(base)(learning_rate), track_norms(...))``.
 
   Args:
@@ -282,21 +313,28 @@ def make_optimizer(base: Callable[..., optax.GradientTransformation] = adafactor
     the hook evaluates ``learning_rate`` at the same update count as ``inject_hyperparams``).
   """
   if learning_rate is None:
-    learning_rate = (rsqrt_schedule() if base in (adafactor_t5, adafactor_fixed_ratio,
-                                             adafactor_probe.adafactor_t5_probed)
-                     else 1e-3)
+    learning_rate = (
+        rsqrt_schedule()
+        if base in (adafactor_t5, adafactor_fixed_ratio, adafactor_probe.adafactor_t5_probed)
+        else 1e-3
+    )
 
   def base_with_lr(learning_rate):
     return layerwise(base(learning_rate=learning_rate))
 
   tx = optax.inject_hyperparams(base_with_lr, hyperparam_dtype=jnp.float32)(
-      learning_rate=learning_rate)
-  hook = tracking.track_norms(param_filter=param_filter,
-                              groups=norms.resolve_groups(groups),
-                              every=track_every, sink=sink,
-                              history_size=history_size, anchor_every=anchor_every,
-                              stream_every_rows=stream_every_rows,
-                              learning_rate=learning_rate if record_learning_rate else None)
+      learning_rate=learning_rate
+  )
+  hook = tracking.track_norms(
+      param_filter=param_filter,
+      groups=norms.resolve_groups(groups),
+      every=track_every,
+      sink=sink,
+      history_size=history_size,
+      anchor_every=anchor_every,
+      stream_every_rows=stream_every_rows,
+      learning_rate=learning_rate if record_learning_rate else None,
+  )
   return optax.chain(tx, hook)
 
 
@@ -309,12 +347,12 @@ def applied_learning_rate(opt_state) -> jax.Array:
     >>> float(applied_learning_rate(tx.init({"w": jnp.ones(3)})))
     0.5
   """
-  found = [hp["learning_rate"] for hp in _find_hyperparams(opt_state)
-           if "learning_rate" in hp]
+  found = [hp["learning_rate"] for hp in _find_hyperparams(opt_state) if "learning_rate" in hp]
   if len(found) != 1:
     raise ValueError(
         f"applied_learning_rate: expected exactly one injected learning_rate in the "
-        f"optimizer state, found {len(found)}; build the optimizer with make_optimizer.")
+        f"optimizer state, found {len(found)}; build the optimizer with make_optimizer."
+    )
   return found[0]
 
 

@@ -91,9 +91,11 @@ def read_jsonl(path: str) -> list[dict]:
     except ValueError as e:
       if i == len(lines) - 1:
         break  # torn last line
-      raise ValueError(f"{path}: line {i + 1} of {len(lines)} is not a JSON row ({e}) but later "
-                       "lines are: the file is damaged, not cut short. Repair or move it away "
-                       "(it was left unchanged).") from None
+      raise ValueError(
+          f"{path}: line {i + 1} of {len(lines)} is not a JSON row ({e}) but later "
+          "lines are: the file is damaged, not cut short. Repair or move it away "
+          "(it was left unchanged)."
+      ) from None
     out.append(row)
   return out
 
@@ -130,15 +132,18 @@ class _ThreadedSink:
 
   def _write_block(self, block, backfill=False):
     rows = _rows(block)
-    stale = (self.last_step is not None and bool(rows)
-             and rows[-1]["step"] < self.last_step)  # the whole block is old: a missed resume
+    stale = (
+        self.last_step is not None and bool(rows) and rows[-1]["step"] < self.last_step
+    )  # the whole block is old: a missed resume
     for row in rows:
       if self.last_step is not None and row["step"] <= self.last_step:
         if stale and not (self._warned or backfill):
           self._warned = True
-          warnings.warn(f"{type(self).__name__}: dropping rows at or before step "
-                        f"{self.last_step} already written; call resume(step) after restoring "
-                        "a checkpoint (or start from a fresh file).")
+          warnings.warn(
+              f"{type(self).__name__}: dropping rows at or before step "
+              f"{self.last_step} already written; call resume(step) after restoring "
+              "a checkpoint (or start from a fresh file)."
+          )
         continue
       self._write(row)
       self.last_step = row["step"]
@@ -173,9 +178,11 @@ class _ThreadedSink:
       if self.last_step is not None and keep.any():
         have = trace["step"][keep]
         if have.min() > self.last_step + 1 and self.last_step > 0:
-          warnings.warn(f"Trace in the restored state starts at step {have.min()} but the "
-                        f"file ends at {self.last_step}: the rows between are lost (history "
-                        "ring buffer too small for the streaming block).")
+          warnings.warn(
+              f"Trace in the restored state starts at step {have.min()} but the "
+              f"file ends at {self.last_step}: the rows between are lost (history "
+              "ring buffer too small for the streaming block)."
+          )
       with self._lock:
         self._write_block({k: v[keep] for k, v in trace.items()}, backfill=True)
         self._flush()
@@ -248,6 +255,7 @@ class TensorBoardSink(_ThreadedSink):
 
   def __init__(self, logdir: str, prefix: str = "norms", purge_step: Optional[int] = None):
     from tensorboardX import SummaryWriter  # imported lazily: optional at import time
+
     self._writer_cls = SummaryWriter
     self.logdir, self.prefix = logdir, prefix
     self._writer = None if purge_step is None else SummaryWriter(logdir, purge_step=purge_step)

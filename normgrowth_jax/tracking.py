@@ -63,8 +63,15 @@ import optax
 
 from normgrowth_jax import norms
 
-BASE_COLUMNS = ("step", "param_norm", "update_norm", "alignment", "direction_angle",
-                "direction_cos", "nonfinite")
+BASE_COLUMNS = (
+    "step",
+    "param_norm",
+    "update_norm",
+    "alignment",
+    "direction_angle",
+    "direction_cos",
+    "nonfinite",
+)
 ANCHOR_COLUMNS = ("anchor_cos", "anchor_angle", "anchor_step")
 LEARNING_RATE = "learning_rate"  # the column of track_norms(learning_rate=...)
 GROUP_QUANTITIES = ("param_norm", "direction_angle")
@@ -86,6 +93,7 @@ class NormTrace(NamedTuple):
   No field is ever an empty container: a checkpointer may drop a node without leaves (T5X's
   orbax checkpoints do), and the restored state must have the live state's structure.
   """
+
   count: jax.Array
   num_rows: jax.Array
   first_nonfinite: jax.Array
@@ -119,8 +127,9 @@ def _units(params, keep, group_fn):
     if keep(path, x):
       g = group_fn(path, x) if group_fn is not None else None
       if isinstance(g, str) and _SEP in g:
-        raise ValueError(f"Group name {g!r} contains {_SEP!r}, which track_norms reserves; "
-                         "rename the group.")
+        raise ValueError(
+            f"Group name {g!r} contains {_SEP!r}, which track_norms reserves; " "rename the group."
+        )
       out.append((j, g))
   return out
 
@@ -170,6 +179,7 @@ class _Layout(NamedTuple):
     groups: sorted group names.
     member: [1 + len(groups), n_parts] bool; row 0 is every part, row 1 + i group i's parts.
   """
+
   units: list
   sizes: list
   groups: list
@@ -189,8 +199,9 @@ def _layout(params, keep, group_fn) -> _Layout:
       names.append(g)
     sizes.append(n)
   groups = sorted({g for g in names if g is not None})
-  member = np.array([[True] * len(names)] + [[g == name for g in names] for name in groups],
-                    bool).reshape(1 + len(groups), len(names))
+  member = np.array(
+      [[True] * len(names)] + [[g == name for g in names] for name in groups], bool
+  ).reshape(1 + len(groups), len(names))
   return _Layout(units, sizes, groups, member)
 
 
@@ -241,12 +252,15 @@ def _row_stats(leaves, uleaves, lay: _Layout, new_leaves=None, anchors=None) -> 
   after every read of the filtered theta_t (see :func:`_after`); being a cond output, XLA
   cannot inline its computation into the consumers."""
   new_leaves = new_leaves or [None] * len(leaves)
-  sums = [_part_sums(leaves[j], uleaves[j], g, new_leaves[j],
-                     None if anchors is None else anchors[k])
-          for k, (j, g) in enumerate(lay.units)]
+  sums = [
+      _part_sums(leaves[j], uleaves[j], g, new_leaves[j], None if anchors is None else anchors[k])
+      for k, (j, g) in enumerate(lay.units)
+  ]
   keys = ("tt", "td", "dd", "new_ss") + (("a_tt", "a_td", "a_dd") if anchors is not None else ())
-  cat = {k: jnp.concatenate([s[k] for s in sums]) if sums else jnp.zeros((0,), jnp.float32)
-         for k in keys}
+  cat = {
+      k: jnp.concatenate([s[k] for s in sums]) if sums else jnp.zeros((0,), jnp.float32)
+      for k in keys
+  }
   c, cheap, ok = norms.one_pass_perp(cat["tt"], cat["td"], cat["dd"])
   prefixes = ("",) if anchors is None else ("", "a_")
   cs, cheaps, oks = [c], [cheap], [ok]
@@ -265,21 +279,25 @@ def _row_stats(leaves, uleaves, lay: _Layout, new_leaves=None, anchors=None) -> 
         new = _new(p, u, new_leaves[j])
         pairs.append((anchors[k], new - norms.upcast(anchors[k], new.dtype)))
       for out, (t, d), cv in zip(outs, pairs, cs):
-        cc = cv[off:off + n] if axis is not None else cv[off]
+        cc = cv[off : off + n] if axis is not None else cv[off]
         out.append(jnp.reshape(norms.orthogonal_sum_of_squares(t, d, cc, axis), (-1,)))
       off += n
-    perps = tuple(jnp.where(o, ch, jnp.concatenate(out).astype(ch.dtype))
-                  for out, ch, o in zip(outs, cheaps, oks))
+    perps = tuple(
+        jnp.where(o, ch, jnp.concatenate(out).astype(ch.dtype))
+        for out, ch, o in zip(outs, cheaps, oks)
+    )
     return perps, _zero_of(*perps)
 
   if sums:
     all_ok = jnp.all(jnp.stack([jnp.all(o) for o in oks]))
-    perps, zero = jax.lax.cond(all_ok, lambda: (tuple(cheaps), _zero_of(*cheaps)),
-                               second_pass)
+    perps, zero = jax.lax.cond(all_ok, lambda: (tuple(cheaps), _zero_of(*cheaps)), second_pass)
   else:
     perps, zero = tuple(cheaps), jnp.zeros((), jnp.float32)
-  out = {"pair": norms.PairStats(cat["tt"], cat["td"], cat["dd"], perps[0]),
-         "new_ss": cat["new_ss"], "zero": zero}
+  out = {
+      "pair": norms.PairStats(cat["tt"], cat["td"], cat["dd"], perps[0]),
+      "new_ss": cat["new_ss"],
+      "zero": zero,
+  }
   if anchors is not None:
     out["anchor"] = norms.PairStats(cat["a_tt"], cat["a_td"], cat["a_dd"], perps[1])
   return out
@@ -291,8 +309,7 @@ def _combine(lay: _Layout, st: dict) -> dict:
   g = norms.combine_by(st["pair"], member)
   angle = norms.angle_from_stats(g)
   new_ss = st["new_ss"]
-  pnorm = jnp.sqrt(jnp.sum(jnp.where(member, new_ss[None, :], jnp.zeros((), new_ss.dtype)),
-                           axis=1))
+  pnorm = jnp.sqrt(jnp.sum(jnp.where(member, new_ss[None, :], jnp.zeros((), new_ss.dtype)), axis=1))
   den = jnp.sqrt(g.tt[0] * g.dd[0])
   row = {
       "param_norm": pnorm[0],
@@ -324,8 +341,9 @@ def _flag_nonfinite(row: dict, *flags) -> jax.Array:
   return bad
 
 
-def step_row(params, updates=None, *, new_params=None, param_filter="all",
-             groups=None) -> dict[str, jax.Array]:
+def step_row(
+    params, updates=None, *, new_params=None, param_filter="all", groups=None
+) -> dict[str, jax.Array]:
   """The row :func:`track_norms` records for one update, as a pure function.
 
   Give either the update (``params`` = theta_t, ``updates`` = delta_t, as the hook sees them)
@@ -354,8 +372,9 @@ def step_row(params, updates=None, *, new_params=None, param_filter="all",
     (5.0, 4.0, 0.0)
   """
   if (updates is None) == (new_params is None):
-    raise ValueError("step_row needs exactly one of updates= (delta_t) or new_params= "
-                     "(theta_{t+1}).")
+    raise ValueError(
+        "step_row needs exactly one of updates= (delta_t) or new_params= " "(theta_{t+1})."
+    )
   keep = norms.resolve_param_filter(param_filter)
   group_fn = norms.resolve_groups(groups)
   norms.check_selection(params, param_filter, groups, where="step_row")
@@ -364,8 +383,10 @@ def step_row(params, updates=None, *, new_params=None, param_filter="all",
     new_leaves = jax.tree_util.tree_leaves(new_params)
     if len(new_leaves) != len(leaves):
       raise ValueError("params and new_params must have the same structure.")
-    uleaves = [n.astype(norms.acc_dtype(p)) - p.astype(norms.acc_dtype(p))
-               for p, n in zip(leaves, new_leaves)]
+    uleaves = [
+        n.astype(norms.acc_dtype(p)) - p.astype(norms.acc_dtype(p))
+        for p, n in zip(leaves, new_leaves)
+    ]
   else:
     uleaves = jax.tree_util.tree_leaves(updates)
     new_leaves = [None] * len(leaves)
@@ -414,8 +435,7 @@ def _after(u, zero):
   if not jnp.issubdtype(dt, jnp.floating):
     return u
   bits = jnp.dtype(f"uint{8 * jnp.dtype(dt).itemsize}")
-  return jax.lax.bitcast_convert_type(
-      jax.lax.bitcast_convert_type(u, bits) + zero.astype(bits), dt)
+  return jax.lax.bitcast_convert_type(jax.lax.bitcast_convert_type(u, bits) + zero.astype(bits), dt)
 
 
 def _zeros_like_output(fn):
@@ -424,7 +444,7 @@ def _zeros_like_output(fn):
 
 
 def _settings(size: int, columns) -> str:
-  groups = sorted(c[len("param_norm/"):] for c in columns if c.startswith("param_norm/"))
+  groups = sorted(c[len("param_norm/") :] for c in columns if c.startswith("param_norm/"))
   shown = ", ".join(groups[:3]) + (f", ... ({len(groups)} in all)" if len(groups) > 3 else "")
   anchor = ", anchor columns" if "anchor_cos" in columns else ""
   rate = f", {LEARNING_RATE} column" if LEARNING_RATE in columns else ""
@@ -444,7 +464,8 @@ def _check_trace(trace, size: int, columns) -> None:
         "own track_norms settings (history_size, param_filter, groups, anchor_every, "
         "learning_rate; a trainer run without the learning_rate column: "
         "make_optimizer.record_learning_rate=False) or start the new settings in a new "
-        "model_dir.")
+        "model_dir."
+    )
 
 
 def check_resumable(stored_opt_state, fresh_opt_state) -> None:
@@ -474,9 +495,16 @@ def check_resumable(stored_opt_state, fresh_opt_state) -> None:
     _check_trace(a, int(np.shape(hist["step"])[0]), [_column(k) for k in hist])
 
 
-def track_norms(param_filter="all", groups=None, every: int = 1, history_size: int = 8192,
-                anchor_every: Optional[int] = None, sink=None, stream_every_rows: int = 1,
-                learning_rate: LearningRate = None) -> optax.GradientTransformation:
+def track_norms(
+    param_filter="all",
+    groups=None,
+    every: int = 1,
+    history_size: int = 8192,
+    anchor_every: Optional[int] = None,
+    sink=None,
+    stream_every_rows: int = 1,
+    learning_rate: LearningRate = None,
+) -> optax.GradientTransformation:
   """Pass-through optax transformation that records the parameter-norm trajectory.
 
   Put it last in ``optax.chain`` and call ``update(grads, state, params)`` with params.
@@ -517,16 +545,26 @@ def track_norms(param_filter="all", groups=None, every: int = 1, history_size: i
     [1.0, 0.75]
   """
   _check_hook_arguments(every, history_size, anchor_every, stream_every_rows)
-  hook = _Hook(keep=norms.resolve_param_filter(param_filter),
-               group_fn=norms.resolve_groups(groups), param_filter=param_filter, groups=groups,
-               every=every, history_size=history_size, anchor_every=anchor_every, sink=sink,
-               stream_every_rows=stream_every_rows, learning_rate=learning_rate)
-  return optax.GradientTransformation(functools.partial(_init_trace, hook),
-                                      functools.partial(_update_trace, hook))
+  hook = _Hook(
+      keep=norms.resolve_param_filter(param_filter),
+      group_fn=norms.resolve_groups(groups),
+      param_filter=param_filter,
+      groups=groups,
+      every=every,
+      history_size=history_size,
+      anchor_every=anchor_every,
+      sink=sink,
+      stream_every_rows=stream_every_rows,
+      learning_rate=learning_rate,
+  )
+  return optax.GradientTransformation(
+      functools.partial(_init_trace, hook), functools.partial(_update_trace, hook)
+  )
 
 
 class _Hook(NamedTuple):
   """:func:`track_norms`'s settings, with the param filter and groups resolved."""
+
   keep: Callable
   group_fn: Optional[Callable]
   param_filter: Any
@@ -543,8 +581,9 @@ class _Hook(NamedTuple):
     return self.anchor_every is not None
 
   def columns(self, params) -> list[str]:
-    return _columns(params, self.keep, self.group_fn, self.use_anchor,
-                    self.learning_rate is not None)
+    return _columns(
+        params, self.keep, self.group_fn, self.use_anchor, self.learning_rate is not None
+    )
 
 
 def _check_hook_arguments(every, history_size, anchor_every, stream_every_rows) -> None:
@@ -553,22 +592,33 @@ def _check_hook_arguments(every, history_size, anchor_every, stream_every_rows) 
   if anchor_every is not None and anchor_every < 1:
     raise ValueError(f"anchor_every must be None or >= 1, got {anchor_every}.")
   if stream_every_rows < 1 or history_size % stream_every_rows:
-    raise ValueError(f"stream_every_rows ({stream_every_rows}) must be >= 1 and divide "
-                     f"history_size ({history_size}).")
+    raise ValueError(
+        f"stream_every_rows ({stream_every_rows}) must be >= 1 and divide "
+        f"history_size ({history_size})."
+    )
 
 
 def _init_trace(hook: _Hook, params) -> NormTrace:
   """The empty trace: zeroed history columns and, with the anchor, a copy of theta_0."""
   norms.check_selection(params, hook.param_filter, hook.groups, where="track_norms")
-  history = {_state_key(c): jnp.zeros((hook.history_size,), jnp.int32 if c in (
-      "step", "anchor_step") else jnp.float32) for c in hook.columns(params)}
+  history = {
+      _state_key(c): jnp.zeros(
+          (hook.history_size,), jnp.int32 if c in ("step", "anchor_step") else jnp.float32
+      )
+      for c in hook.columns(params)
+  }
   anchor = _no_anchor()
   units = _units(params, hook.keep, hook.group_fn)
   if hook.use_anchor and units:
     leaves = jax.tree_util.tree_leaves(params)
     anchor = tuple(jnp.array(leaves[j]) for j, _ in units)
-  return NormTrace(count=jnp.zeros((), jnp.int32), num_rows=jnp.zeros((), jnp.int32),
-                   first_nonfinite=-jnp.ones((), jnp.int32), history=history, anchor=anchor)
+  return NormTrace(
+      count=jnp.zeros((), jnp.int32),
+      num_rows=jnp.zeros((), jnp.int32),
+      first_nonfinite=-jnp.ones((), jnp.int32),
+      history=history,
+      anchor=anchor,
+  )
 
 
 def _update_trace(hook: _Hook, updates, state: NormTrace, params=None):
@@ -610,8 +660,11 @@ def _refreshed_anchor(hook: _Hook, lay: _Layout, leaves, anchor, t):
     return anchor, None
   if lay.units:
     refresh = (t % hook.anchor_every) == 0
-    anchor = jax.lax.cond(refresh, lambda: tuple(
-        leaves[j].astype(a.dtype) for (j, _), a in zip(lay.units, anchor)), lambda: anchor)
+    anchor = jax.lax.cond(
+        refresh,
+        lambda: tuple(leaves[j].astype(a.dtype) for (j, _), a in zip(lay.units, anchor)),
+        lambda: anchor,
+    )
   return anchor, (t // hook.anchor_every) * hook.anchor_every
 
 
@@ -630,6 +683,7 @@ def _recording_step(every: int, uleaves, first_nonfinite, step):
 def _measure(leaves, uleaves, lay: _Layout, others, anchors, do):
   """``(row stats, probes)``: :func:`_row_stats` of the filtered leaves and a :func:`_probe`
   of each leaf in ``others``; under one cond on ``do`` (zeros when False) unless it is None."""
+
   def measure():
     probes = [_probe(leaves[j], uleaves[j]) for j in others]
     st = _row_stats(leaves, uleaves, lay, anchors=anchors)
@@ -680,18 +734,23 @@ def _write_row(history: dict, row: dict, idx, do) -> dict:
   return out
 
 
-def _next_trace(hook: _Hook, state: NormTrace, history, anchor, do, nonfinite,
-                step) -> NormTrace:
+def _next_trace(hook: _Hook, state: NormTrace, history, anchor, do, nonfinite, step) -> NormTrace:
   """The trace after update t (its row written into ``history`` when ``do``, None: always),
   streaming the rows to the sink when a block of them is complete."""
   recorded = True if do is None else do
   num_rows = _bump(state.num_rows, jnp.asarray(recorded).astype(jnp.int32))
-  first = jnp.where(recorded & nonfinite & (state.first_nonfinite < 0), step,
-                    state.first_nonfinite).astype(state.first_nonfinite.dtype)
+  first = jnp.where(
+      recorded & nonfinite & (state.first_nonfinite < 0), step, state.first_nonfinite
+  ).astype(state.first_nonfinite.dtype)
   if hook.sink is not None:
     _emit(hook, history, num_rows, recorded)
-  return NormTrace(count=_bump(state.count), num_rows=num_rows, first_nonfinite=first,
-                   history=history, anchor=anchor)
+  return NormTrace(
+      count=_bump(state.count),
+      num_rows=num_rows,
+      first_nonfinite=first,
+      history=history,
+      anchor=anchor,
+  )
 
 
 def _emit(hook: _Hook, history: dict, num_rows, recorded) -> None:
@@ -699,8 +758,7 @@ def _emit(hook: _Hook, history: dict, num_rows, recorded) -> None:
   k = hook.stream_every_rows
   n = num_rows.astype(jnp.int32)
   start = (n - k) % hook.history_size
-  block = {_column(key): jax.lax.dynamic_slice(col, (start,), (k,))
-           for key, col in history.items()}
+  block = {_column(key): jax.lax.dynamic_slice(col, (start,), (k,)) for key, col in history.items()}
   send = lambda b: jax.debug.callback(hook.sink.write_rows, b)
   if k == 1 and recorded is True:
     send(block)
@@ -710,13 +768,19 @@ def _emit(hook: _Hook, history: dict, num_rows, recorded) -> None:
 
 # ----------------------------------------------------------------------------- reading
 
+
 def _is_trace(x) -> bool:
   if isinstance(x, NormTrace):
     return True
   if isinstance(x, Mapping):
     h = x.get("history")
-    return ("count" in x and "num_rows" in x and isinstance(h, Mapping)
-            and "step" in h and "param_norm" in h)
+    return (
+        "count" in x
+        and "num_rows" in x
+        and isinstance(h, Mapping)
+        and "step" in h
+        and "param_norm" in h
+    )
   return False
 
 
@@ -752,8 +816,10 @@ def read_trace(opt_state, which: Optional[str] = None) -> dict[str, np.ndarray]:
   if which is not None:
     found = [(p, t) for p, t in found if which in p]
   if not found:
-    raise ValueError("No NormTrace found in the optimizer state: put track_norms(...) last "
-                     "in the optax chain (or pass which= matching its path).")
+    raise ValueError(
+        "No NormTrace found in the optimizer state: put track_norms(...) last "
+        "in the optax chain (or pass which= matching its path)."
+    )
   if len(found) > 1:
     raise ValueError(f"Several NormTraces found at {[p for p, _ in found]}; pass which=.")
   trace = found[0][1]

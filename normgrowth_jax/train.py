@@ -40,6 +40,7 @@ if __name__ == "__main__":
   # `python -m normgrowth_jax.train`: run the imported module so that gin registers the
   # configurables under `normgrowth_jax.train` (selectors like `train.train`), not `__main__`.
   from normgrowth_jax.gin_utils import console_main as _console_main
+
   _console_main()
   sys.exit(0)
 
@@ -78,20 +79,31 @@ ConfigError = run_checks.ConfigError
 
 
 @gin.configurable
-def encoder_decoder_loss(model: t5.Transformer, z_loss: float = 1e-4,
-                         loss_normalizing_factor: Optional[float] = None,
-                         enable_dropout: bool = True):
+def encoder_decoder_loss(
+    model: t5.Transformer,
+    z_loss: float = 1e-4,
+    loss_normalizing_factor: Optional[float] = None,
+    enable_dropout: bool = True,
+):
   """T5's loss on T5X batches: cross-entropy + z-loss summed over target tokens.
 
   Returns:
     ``(init_fn(rng, batch) -> params, loss_fn(params, batch, rng) -> (loss, metrics))``.
   """
-  loss_fn = t5.make_loss_fn(model, z_loss=z_loss, loss_normalizing_factor=loss_normalizing_factor,
-                            enable_dropout=enable_dropout)
+  loss_fn = t5.make_loss_fn(
+      model,
+      z_loss=z_loss,
+      loss_normalizing_factor=loss_normalizing_factor,
+      enable_dropout=enable_dropout,
+  )
 
   def init_fn(rng, batch):
-    return model.init(rng, batch["encoder_input_tokens"], batch["decoder_input_tokens"],
-                      batch["decoder_target_tokens"])["params"]
+    return model.init(
+        rng,
+        batch["encoder_input_tokens"],
+        batch["decoder_input_tokens"],
+        batch["decoder_target_tokens"],
+    )["params"]
 
   return init_fn, loss_fn
 
@@ -100,10 +112,12 @@ def dummy_batch(feature_lengths: Mapping[str, int], batch_size: int) -> dict:
   """All-ones int32 batch with T5X feature names, for shape-only initialisation."""
   ones = lambda n: np.ones((batch_size, n), np.int32)  # noqa: E731
   if "inputs" in feature_lengths:
-    return {"encoder_input_tokens": ones(feature_lengths["inputs"]),
-            "decoder_input_tokens": ones(feature_lengths["targets"]),
-            "decoder_target_tokens": ones(feature_lengths["targets"]),
-            "decoder_loss_weights": ones(feature_lengths["targets"])}
+    return {
+        "encoder_input_tokens": ones(feature_lengths["inputs"]),
+        "decoder_input_tokens": ones(feature_lengths["targets"]),
+        "decoder_target_tokens": ones(feature_lengths["targets"]),
+        "decoder_loss_weights": ones(feature_lengths["targets"]),
+    }
   return {"decoder_target_tokens": ones(feature_lengths["targets"])}
 
 
@@ -127,17 +141,20 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation):
 
   def train_step(state, batch, rng):
     step_rng = jax.random.fold_in(rng, state["step"])
-    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state["params"], batch, step_rng)
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch, step_rng)
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
-    finite = jnp.isfinite(loss) & jnp.all(jnp.array(
-        [jnp.all(jnp.isfinite(u)) for u in jax.tree.leaves(updates)]))
+    finite = jnp.isfinite(loss) & jnp.all(
+        jnp.array([jnp.all(jnp.isfinite(u)) for u in jax.tree.leaves(updates)])
+    )
     denom = jnp.maximum(aux["weight_sum"], 1.0)
-    metrics = {"loss": aux["loss"] / denom, "z_loss": aux["z_loss"] / denom,
-               "accuracy": aux["accuracy"],
-               "learning_rate": optimizers.applied_learning_rate(opt_state),
-               "finite": finite}
+    metrics = {
+        "loss": aux["loss"] / denom,
+        "z_loss": aux["z_loss"] / denom,
+        "accuracy": aux["accuracy"],
+        "learning_rate": optimizers.applied_learning_rate(opt_state),
+        "finite": finite,
+    }
     new_state = {"params": params, "opt_state": opt_state, "step": state["step"] + 1}
     return new_state, metrics
 
@@ -167,8 +184,11 @@ def make_eval_step(loss_fn: Callable):
   def eval_step(params, batch):
     _, aux = loss_fn(params, batch, jax.random.PRNGKey(0))
     denom = jnp.maximum(aux["weight_sum"], 1.0)
-    return {"loss": aux["loss"] / denom, "accuracy": aux["accuracy"],
-            "weight_sum": aux["weight_sum"]}
+    return {
+        "loss": aux["loss"] / denom,
+        "accuracy": aux["accuracy"],
+        "weight_sum": aux["weight_sum"],
+    }
 
   return eval_step
 
@@ -185,6 +205,7 @@ def param_norm_evaluator(model: Any, param_filter: str = "paper", groups: str = 
   """
   del model
   from normgrowth_jax.analysis import checkpoints as run_checkpoints  # pylint: disable=g-import-not-at-top
+
   return lambda params: run_checkpoints.filtered_param_norms(params, param_filter, groups)
 
 
@@ -192,31 +213,46 @@ def param_norm_evaluator(model: Any, param_filter: str = "paper", groups: str = 
 
 
 @gin.configurable
-def batch_iterator(task_name: str, split: str, feature_lengths: Mapping[str, int],
-                   batch_size: int, seed: int, start_batch: int = 0):
+def batch_iterator(
+    task_name: str,
+    split: str,
+    feature_lengths: Mapping[str, int],
+    batch_size: int,
+    seed: int,
+    start_batch: int = 0,
+):
   """The seqio-backed, resumable iterator of ``normgrowth_jax.data.pipeline``.
 
   Imported lazily (it pulls TensorFlow). Raises a clear error for a missing/empty corpus.
   """
   from normgrowth_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  return pipeline.make_batch_iterator(task_name, split, dict(feature_lengths), batch_size,
-                                      seed, start_batch=start_batch)
+
+  return pipeline.make_batch_iterator(
+      task_name, split, dict(feature_lengths), batch_size, seed, start_batch=start_batch
+  )
 
 
 def _check_batch(batch: Mapping[str, np.ndarray], step: int, task: str):
   weights = batch.get("decoder_loss_weights", batch.get("decoder_target_tokens"))
   if weights is None or not np.any(np.asarray(weights) > 0):
-    raise ConfigError(f"Batch {step} of task {task!r} has no target tokens: the corpus is empty "
-                     "or the feature lengths are too short. Prepare the data (see README, "
-                     "`python -m normgrowth_jax.data ...`) or pick another MIXTURE_OR_TASK_NAME.")
+    raise ConfigError(
+        f"Batch {step} of task {task!r} has no target tokens: the corpus is empty "
+        "or the feature lengths are too short. Prepare the data (see README, "
+        "`python -m normgrowth_jax.data ...`) or pick another MIXTURE_OR_TASK_NAME."
+    )
 
 
 @gin.configurable(denylist=["model"])
-def validation_loss(model: Any, task_name: str = gin.REQUIRED,
-                    feature_lengths: Mapping[str, int] = gin.REQUIRED,
-                    batch_size: int = gin.REQUIRED, split: str = "validation",
-                    num_batches: int = 8, adapter: Callable = encoder_decoder_loss,
-                    data_fn: Callable = batch_iterator):
+def validation_loss(
+    model: Any,
+    task_name: str = gin.REQUIRED,
+    feature_lengths: Mapping[str, int] = gin.REQUIRED,
+    batch_size: int = gin.REQUIRED,
+    split: str = "validation",
+    num_batches: int = 8,
+    adapter: Callable = encoder_decoder_loss,
+    data_fn: Callable = batch_iterator,
+):
   """An ``evaluator`` for :func:`train`: loss and accuracy on fixed held-out batches.
 
   Off by default (``train.evaluator = None``). Turn it on with
@@ -241,18 +277,26 @@ def validation_loss(model: Any, task_name: str = gin.REQUIRED,
   data = data_fn(task_name, split, feature_lengths, batch_size, 0, start_batch=0)
   batches = [b for _, b in zip(range(num_batches), data)]
   if not batches:
-    raise ValueError(f"validation_loss: split {split!r} of task {task_name!r} has no batch of "
-                     f"{batch_size}; lower BATCH_SIZE or use another split.")
+    raise ValueError(
+        f"validation_loss: split {split!r} of task {task_name!r} has no batch of "
+        f"{batch_size}; lower BATCH_SIZE or use another split."
+    )
 
   def eval_fn(params) -> dict:
     loss = correct = tokens = 0.0
     for batch in batches:
       m = jax.device_get(eval_step(params, batch))
       w = float(m["weight_sum"])
-      loss, correct, tokens = loss + float(m["loss"]) * w, correct + float(m["accuracy"]) * w, \
-          tokens + w
-    return {"loss": loss / max(tokens, 1.0), "accuracy": correct / max(tokens, 1.0),
-            "tokens": tokens}
+      loss, correct, tokens = (
+          loss + float(m["loss"]) * w,
+          correct + float(m["accuracy"]) * w,
+          tokens + w,
+      )
+    return {
+        "loss": loss / max(tokens, 1.0),
+        "accuracy": correct / max(tokens, 1.0),
+        "tokens": tokens,
+    }
 
   return eval_fn
 
@@ -282,14 +326,26 @@ def _mesh() -> Mesh:
 
 def _open_streams(model_dir: str, tensorboard: bool):
   """The norm and metric streams: JSONL, plus TensorBoard events when ``tensorboard``."""
-  tb = lambda sub: ([sinks.TensorBoardSink(os.path.join(model_dir, "tb", sub), prefix=sub)]  # noqa: E731
-                    if tensorboard else [])
-  return (sinks.MultiSink(sinks.JsonlSink(os.path.join(model_dir, "norms.jsonl")), *tb("norms")),
-          sinks.MultiSink(sinks.JsonlSink(os.path.join(model_dir, "metrics.jsonl")), *tb("train")))
+  tb = lambda sub: (
+      [sinks.TensorBoardSink(os.path.join(model_dir, "tb", sub), prefix=sub)]  # noqa: E731
+      if tensorboard
+      else []
+  )
+  return (
+      sinks.MultiSink(sinks.JsonlSink(os.path.join(model_dir, "norms.jsonl")), *tb("norms")),
+      sinks.MultiSink(sinks.JsonlSink(os.path.join(model_dir, "metrics.jsonl")), *tb("train")),
+  )
 
 
-def _restore(ckpt: checkpoints.Checkpointer, state: dict, model_dir: str, *, train_steps: int,
-             seed: int, allow_config_change: bool) -> tuple[dict, Optional[int]]:
+def _restore(
+    ckpt: checkpoints.Checkpointer,
+    state: dict,
+    model_dir: str,
+    *,
+    train_steps: int,
+    seed: int,
+    allow_config_change: bool,
+) -> tuple[dict, Optional[int]]:
   """``(state, step resumed from)``: the newest intact checkpoint's state, checked against
   this run (optimizer state, seed, length, config), or ``(state, None)`` for a fresh run."""
   if not ckpt.all_steps():
@@ -307,18 +363,26 @@ def _restore(ckpt: checkpoints.Checkpointer, state: dict, model_dir: str, *, tra
     raise
   if damaged:
     import warnings  # pylint: disable=g-import-not-at-top
-    warnings.warn(run_checks.report_damage(
-        model_dir, damaged, None if manifest is None else int(manifest["step"])),
-                  RuntimeWarning, stacklevel=3)
+
+    warnings.warn(
+        run_checks.report_damage(
+            model_dir, damaged, None if manifest is None else int(manifest["step"])
+        ),
+        RuntimeWarning,
+        stacklevel=3,
+    )
   if ckpt.latest_step() is None:
     return state, None
   if int(manifest["step"]) > train_steps:
-    raise ConfigError(f"MODEL_DIR={model_dir} holds a run at step {manifest['step']}, past "
-                      f"TRAIN_STEPS={train_steps}; raise TRAIN_STEPS or use a new MODEL_DIR.")
+    raise ConfigError(
+        f"MODEL_DIR={model_dir} holds a run at step {manifest['step']}, past "
+        f"TRAIN_STEPS={train_steps}; raise TRAIN_STEPS or use a new MODEL_DIR."
+    )
   if manifest["seed"] != seed:
     raise checkpoints.CheckpointMismatchError(
         f"{model_dir} holds a run with seed {manifest['seed']}, not {seed}; "
-        "use another MODEL_DIR or the same seed.")
+        "use another MODEL_DIR or the same seed."
+    )
   # Before anything in MODEL_DIR changes (the streams are truncated after this).
   run_checks.check_resume_config(model_dir, gin.operative_config_str(), allow_config_change)
   return state, int(manifest["step"])
@@ -330,9 +394,10 @@ class _Evaluation:
 
   def __init__(self, eval_fn: Callable, model_dir: str, start: int):
     self.eval_fn = eval_fn
-    self.sink = sinks.MultiSink(sinks.JsonlSink(os.path.join(model_dir, "eval.jsonl")),
-                                sinks.TensorBoardSink(os.path.join(model_dir, "tb", "eval"),
-                                                      prefix="eval"))
+    self.sink = sinks.MultiSink(
+        sinks.JsonlSink(os.path.join(model_dir, "eval.jsonl")),
+        sinks.TensorBoardSink(os.path.join(model_dir, "tb", "eval"), prefix="eval"),
+    )
     # A fresh start (re)writes the step-0 evaluation too: truncate before it, or the
     # TensorBoard sink takes step 0 as already written and drops it.
     self.sink.truncate_after(start if start > 0 else -1)
@@ -347,24 +412,31 @@ class _Evaluation:
     self.sink.close()
 
 
-def _compiled_call(loss_fn: Callable, tx: optax.GradientTransformation, mesh: Mesh,
-                   steps_per_call: int) -> Callable:
+def _compiled_call(
+    loss_fn: Callable, tx: optax.GradientTransformation, mesh: Mesh, steps_per_call: int
+) -> Callable:
   """``call(state, batches, rng) -> (new_state, [metrics of each step])``: one compiled call
   for one batch, another for ``steps_per_call`` stacked batches (one read-back)."""
   replicated = NamedSharding(mesh, P())
   step_fn = make_train_step(loss_fn, tx)
   single = jax.jit(step_fn, out_shardings=(replicated, replicated))
-  multi = (jax.jit(make_multi_step(step_fn), out_shardings=(replicated, replicated))
-           if steps_per_call > 1 else None)
+  multi = (
+      jax.jit(make_multi_step(step_fn), out_shardings=(replicated, replicated))
+      if steps_per_call > 1
+      else None
+  )
 
   def call(state, batches, rng):
     if len(batches) == 1:
-      batch = jax.device_put({k: np.asarray(v) for k, v in batches[0].items()},
-                             NamedSharding(mesh, P("data")))
+      batch = jax.device_put(
+          {k: np.asarray(v) for k, v in batches[0].items()}, NamedSharding(mesh, P("data"))
+      )
       new_state, metrics = single(state, batch, rng)
       return new_state, [jax.device_get(metrics)]
-    stacked = jax.device_put({k: np.stack([np.asarray(b[k]) for b in batches])
-                              for k in batches[0]}, NamedSharding(mesh, P(None, "data")))
+    stacked = jax.device_put(
+        {k: np.stack([np.asarray(b[k]) for b in batches]) for k in batches[0]},
+        NamedSharding(mesh, P(None, "data")),
+    )
     new_state, metrics = multi(state, stacked, rng)
     metrics = jax.device_get(metrics)
     return new_state, [{k: v[i] for k, v in metrics.items()} for i in range(len(batches))]
@@ -392,9 +464,11 @@ def _next_batches(data, n: int, step: int, task_name: str, split: str) -> list:
     try:
       batches.append(next(data))
     except StopIteration:
-      raise ConfigError(f"Task {task_name!r} split {split!r} ran out of data at batch "
-                        f"{step + len(batches)}; its iterator must repeat (or lower "
-                        "TRAIN_STEPS).") from None
+      raise ConfigError(
+          f"Task {task_name!r} split {split!r} ran out of data at batch "
+          f"{step + len(batches)}; its iterator must repeat (or lower "
+          "TRAIN_STEPS)."
+      ) from None
   return batches
 
 
@@ -404,10 +478,12 @@ def _check_finite(per_step: list, step: int, ckpt: checkpoints.Checkpointer) -> 
   for i, metrics in enumerate(per_step):
     if not metrics["finite"]:
       raise NonFiniteLossError(
-          step + i + 1, f"Non-finite loss ({metrics['loss']}) or update at step "
+          step + i + 1,
+          f"Non-finite loss ({metrics['loss']}) or update at step "
           f"{step + i + 1} (the update from state {step + i}); stopped. The last good "
           f"checkpoint is step {ckpt.latest_step()} in {ckpt.directory}. Lower the "
-          "learning rate or check the data.")
+          "learning rate or check the data.",
+      )
 
 
 def _progress_bar(progress, train_steps: int, start: int):
@@ -415,6 +491,7 @@ def _progress_bar(progress, train_steps: int, start: int):
     return _CallbackBar(progress)
   if progress:
     from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+
     return tqdm(total=train_steps, initial=start, unit="step", dynamic_ncols=True)
   return None
 
@@ -439,33 +516,41 @@ class _MetricLog:
     self.sink.write_rows(row)
     self.sink.flush()
     if self.bar is not None:
-      self.bar.set_postfix(loss=f"{metrics['loss']:.3f}", lr=f"{metrics['learning_rate']:.2e}",
-                           tok_s=f"{tok_s:,.0f}")
-    return {"step": step, "loss": float(metrics["loss"]), "accuracy": float(metrics["accuracy"]),
-            "learning_rate": float(metrics["learning_rate"]), "tokens_per_s": tok_s}
+      self.bar.set_postfix(
+          loss=f"{metrics['loss']:.3f}", lr=f"{metrics['learning_rate']:.2e}", tok_s=f"{tok_s:,.0f}"
+      )
+    return {
+        "step": step,
+        "loss": float(metrics["loss"]),
+        "accuracy": float(metrics["accuracy"]),
+        "learning_rate": float(metrics["learning_rate"]),
+        "tokens_per_s": tok_s,
+    }
 
 
 @gin.configurable(denylist=["progress"])
-def train(model_dir: str = gin.REQUIRED,
-          model: Any = gin.REQUIRED,
-          task_name: str = gin.REQUIRED,
-          train_steps: int = gin.REQUIRED,
-          batch_size: int = gin.REQUIRED,
-          feature_lengths: Mapping[str, int] = gin.REQUIRED,
-          split: str = "train",
-          seed: int = 0,
-          adapter: Callable = encoder_decoder_loss,
-          data_fn: Callable = batch_iterator,
-          save_every: int = 1000,
-          keep_checkpoints: int = 2,
-          log_every: int = 10,
-          track_every: int = 1,
-          evaluator: Optional[Callable] = None,
-          eval_every: int = 0,
-          steps_per_call: int = 1,
-          tensorboard: bool = True,
-          progress: bool | Callable[[int], None] = True,
-          allow_config_change: bool = False) -> dict:
+def train(
+    model_dir: str = gin.REQUIRED,
+    model: Any = gin.REQUIRED,
+    task_name: str = gin.REQUIRED,
+    train_steps: int = gin.REQUIRED,
+    batch_size: int = gin.REQUIRED,
+    feature_lengths: Mapping[str, int] = gin.REQUIRED,
+    split: str = "train",
+    seed: int = 0,
+    adapter: Callable = encoder_decoder_loss,
+    data_fn: Callable = batch_iterator,
+    save_every: int = 1000,
+    keep_checkpoints: int = 2,
+    log_every: int = 10,
+    track_every: int = 1,
+    evaluator: Optional[Callable] = None,
+    eval_every: int = 0,
+    steps_per_call: int = 1,
+    tensorboard: bool = True,
+    progress: bool | Callable[[int], None] = True,
+    allow_config_change: bool = False,
+) -> dict:
   """Trains ``model`` on ``task_name`` for ``train_steps`` updates, resuming if possible.
 
   Args:
@@ -508,9 +593,18 @@ def train(model_dir: str = gin.REQUIRED,
   """
   model_dir = os.path.abspath(os.path.expanduser(model_dir))
   run_checks.validate_train_args(
-      train_steps=train_steps, batch_size=batch_size, feature_lengths=feature_lengths,
-      save_every=save_every, keep_checkpoints=keep_checkpoints, log_every=log_every,
-      track_every=track_every, eval_every=eval_every, task_name=task_name, split=split, seed=seed)
+      train_steps=train_steps,
+      batch_size=batch_size,
+      feature_lengths=feature_lengths,
+      save_every=save_every,
+      keep_checkpoints=keep_checkpoints,
+      log_every=log_every,
+      track_every=track_every,
+      eval_every=eval_every,
+      task_name=task_name,
+      split=split,
+      seed=seed,
+  )
   if steps_per_call < 1:
     raise ValueError(f"steps_per_call must be >= 1, got {steps_per_call}.")
   if data_fn is batch_iterator:
@@ -519,23 +613,33 @@ def train(model_dir: str = gin.REQUIRED,
   os.makedirs(model_dir, exist_ok=True)
   mesh = _mesh()
   if batch_size % mesh.devices.size:
-    raise ValueError(f"BATCH_SIZE={batch_size} is not divisible by the {mesh.devices.size} local "
-                     f"devices; use a multiple of {mesh.devices.size}.")
+    raise ValueError(
+        f"BATCH_SIZE={batch_size} is not divisible by the {mesh.devices.size} local "
+        f"devices; use a multiple of {mesh.devices.size}."
+    )
 
   norm_sink, metric_sink = _open_streams(model_dir, tensorboard)
   tx = optimizers.make_optimizer(sink=norm_sink, track_every=track_every)
   init_fn, loss_fn = adapter(model)
   if run_checks.has_checkpoints(model_dir):  # cheap refusal before anything is built
-    run_checks.check_resume_config(model_dir, gin.operative_config_str(), allow_config_change,
-                                   early=True)
+    run_checks.check_resume_config(
+        model_dir, gin.operative_config_str(), allow_config_change, early=True
+    )
   init_rng, step_rng = jax.random.split(jax.random.PRNGKey(seed))
   params = jax.jit(init_fn)(init_rng, dummy_batch(feature_lengths, batch_size))
   state = {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
   state = jax.device_put(state, NamedSharding(mesh, P()))
-  ckpt = checkpoints.Checkpointer(os.path.join(model_dir, "checkpoints"), save_every=save_every,
-                                  keep=keep_checkpoints)
-  state, resumed_from = _restore(ckpt, state, model_dir, train_steps=train_steps, seed=seed,
-                                 allow_config_change=allow_config_change)
+  ckpt = checkpoints.Checkpointer(
+      os.path.join(model_dir, "checkpoints"), save_every=save_every, keep=keep_checkpoints
+  )
+  state, resumed_from = _restore(
+      ckpt,
+      state,
+      model_dir,
+      train_steps=train_steps,
+      seed=seed,
+      allow_config_change=allow_config_change,
+  )
   start = resumed_from or 0
   norm_sink.resume(start, state["opt_state"])
   metric_sink.truncate_after(start)

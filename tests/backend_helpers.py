@@ -23,5 +23,7 @@ def dot_precisions(lowered_text: str) -> list[str]:
     ['[HIGHEST, HIGHEST]']
   """
   lines = [ln for ln in lowered_text.splitlines() if "dot_general" in ln]
-  return [ln.split("precision = ")[1].split("]")[0] + "]" if "precision = " in ln else ""
-          for ln in lines]
+  return [
+      ln.split("precision = ")[1].split("]")[0] + "]" if "precision = " in ln else ""
+      for ln in lines
+  ]

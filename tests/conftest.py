@@ -14,8 +14,10 @@ def pytest_collection_modifyitems(config, items):
   del config
   if not ACCELERATOR:
     return
-  skip = pytest.mark.skip(reason="cpu_only: needs the CPU backend (XLA host devices or CPU "
-                          "numerics); the default backend here is an accelerator")
+  skip = pytest.mark.skip(
+      reason="cpu_only: needs the CPU backend (XLA host devices or CPU "
+      "numerics); the default backend here is an accelerator"
+  )
   for item in items:
     if "cpu_only" in item.keywords:
       item.add_marker(skip)

@@ -55,8 +55,7 @@ def test_updates_equal_t5_adafactor_and_records_match_float64(min_dim):
   params = {k: jnp.asarray(rng.normal(size=s), jnp.float32) for k, s in SHAPES.items()}
   grads = _grads(rng, SHAPES, 7)
   lr = optimizers.rsqrt_schedule(warmup_steps=2)
-  probed = adafactor_probe.adafactor_t5_probed(lr, history_size=16,
-                                               min_dim_size_to_factor=min_dim)
+  probed = adafactor_probe.adafactor_t5_probed(lr, history_size=16, min_dim_size_to_factor=min_dim)
   plain = optimizers.adafactor_t5(lr, min_dim_size_to_factor=min_dim)
   s_probed, s_plain = probed.init(params), plain.init(params)
   p_probed = p_plain = params

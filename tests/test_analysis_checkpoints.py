@@ -31,15 +31,20 @@ def _params(step, rng):
   base = np.random.default_rng(0)
   drift = rng.normal(size=1)  # consumed so that steps differ
   del drift
+
   def w(*shape, seed):
-    return (np.random.default_rng(seed).normal(size=shape) * (1 + 0.05 * step)
-            + 0.01 * step * np.random.default_rng(seed + 100 + step).normal(size=shape)
-            ).astype(np.float32)
+    return (
+        np.random.default_rng(seed).normal(size=shape) * (1 + 0.05 * step)
+        + 0.01 * step * np.random.default_rng(seed + 100 + step).normal(size=shape)
+    ).astype(np.float32)
+
   del base
   return {
       "encoder": {
-          "layers_0": {"attention": {"query": {"kernel": w(4, 6, seed=1)}},
-                       "pre_attention_layer_norm": {"scale": w(4, seed=2)}},
+          "layers_0": {
+              "attention": {"query": {"kernel": w(4, 6, seed=1)}},
+              "pre_attention_layer_norm": {"scale": w(4, seed=2)},
+          },
           "layers_1": {"mlp": {"wo": {"kernel": w(6, 4, seed=3)}}},
           "relpos_bias": {"rel_embedding": w(2, 8, seed=4)},
       },
@@ -70,40 +75,55 @@ def _write_t5x_legacy(model_dir, step, params, state_extra):
 
   def to_spec(path, arr):
     name = "target." + path.replace("/", ".")
-    spec = {"driver": "zarr", "dtype": arr.dtype.name,
-            "kvstore": {"driver": "file", "path": name},
-            "metadata": {"compressor": {"id": "gzip"}, "shape": list(arr.shape),
-                         "chunks": list(arr.shape)}}
+    spec = {
+        "driver": "zarr",
+        "dtype": arr.dtype.name,
+        "kvstore": {"driver": "file", "path": name},
+        "metadata": {
+            "compressor": {"id": "gzip"},
+            "shape": list(arr.shape),
+            "chunks": list(arr.shape),
+        },
+    }
     absolute = dict(spec, kvstore={"driver": "file", "path": os.path.join(ckpt_dir, name)})
     ts.open(absolute, create=True, open=True).result().write(arr).result()
     return spec
 
   def walk(tree, prefix=""):
-    return {k: walk(v, f"{prefix}{k}/") if isinstance(v, dict) else to_spec(prefix + k, v)
-            for k, v in tree.items()}
+    return {
+        k: walk(v, f"{prefix}{k}/") if isinstance(v, dict) else to_spec(prefix + k, v)
+        for k, v in tree.items()
+    }
 
   state = {"step": np.int32(step), "param_states": state_extra}
   # T5X's Checkpointer msgpack-serializes the already state-dict'ed tree, spec dicts as JSON
   # (lists stay lists).
   blob = serialization.msgpack_serialize(
-      {"version": 3, "optimizer": {"target": walk(params), "state": state}})
+      {"version": 3, "optimizer": {"target": walk(params), "state": state}}
+  )
   with open(os.path.join(ckpt_dir, "checkpoint"), "wb") as f:
     f.write(blob)
 
 
 def _reference(params_by_step):
   """float64 NumPy reference of every checkpoint-level quantity."""
-  flat = [{k: v.astype(np.float64) for k, v in _flat(p).items() if _paper_keep(k)}
-          for p in params_by_step]
+  flat = [
+      {k: v.astype(np.float64) for k, v in _flat(p).items() if _paper_keep(k)}
+      for p in params_by_step
+  ]
   norm = [np.sqrt(sum(np.sum(v * v) for v in f.values())) for f in flat]
   pairs = []
   for a, b in zip(flat[:-1], flat[1:]):
     va = np.concatenate([a[k].ravel() for k in sorted(a)])
     vb = np.concatenate([b[k].ravel() for k in sorted(a)])
     d = vb - va
-    pairs.append({"update_norm": np.linalg.norm(d),
-                  "alignment": d @ va / (np.linalg.norm(d) * np.linalg.norm(va)),
-                  "direction_cos": va @ vb / (np.linalg.norm(va) * np.linalg.norm(vb))})
+    pairs.append(
+        {
+            "update_norm": np.linalg.norm(d),
+            "alignment": d @ va / (np.linalg.norm(d) * np.linalg.norm(va)),
+            "direction_cos": va @ vb / (np.linalg.norm(va) * np.linalg.norm(vb)),
+        }
+    )
   layer1 = [np.sqrt(np.sum(f["encoder/layers_1/mlp/wo/kernel"] ** 2)) for f in flat]
   return norm, pairs, layer1
 
@@ -119,7 +139,9 @@ def _check(out, params_by_step):
     np.testing.assert_allclose(out[q], [p[q] for p in pairs], rtol=1e-10, err_msg=q)
   np.testing.assert_allclose(np.cos(out["direction_angle"]), out["direction_cos"], rtol=1e-12)
   assert set(k for k in out if k.startswith("direction_cos/")) == {
-      "direction_cos/encoder/layers_0", "direction_cos/encoder/layers_1"}
+      "direction_cos/encoder/layers_0",
+      "direction_cos/encoder/layers_1",
+  }
 
 
 def test_t5x_legacy_layout_quantities_and_trace(tmp_path):
@@ -133,15 +155,17 @@ def test_t5x_legacy_layout_quantities_and_trace(tmp_path):
     _, opt_state = tx.update(jax.tree.map(jnp.ones_like, p0), opt_state, p0)
   trace_sd = serialization.to_state_dict(jax.tree.map(np.asarray, opt_state[1]))
   for s, p in zip(STEPS, ps):
-    _write_t5x_legacy(str(tmp_path), s, p, {"base": {"dummy": np.zeros(2, np.float32)},
-                                            "norm_trace": trace_sd})
+    _write_t5x_legacy(
+        str(tmp_path), s, p, {"base": {"dummy": np.zeros(2, np.float32)}, "norm_trace": trace_sd}
+    )
   os.makedirs(tmp_path / "checkpoint_15.tmp-123")  # an unfinished save is ignored
   refs = ac.list_checkpoints(str(tmp_path))
   assert [(r.step, r.layout) for r in refs] == [(s, "t5x") for s in STEPS]
   got = ac.read_params(refs[1], "paper")
   assert sorted(got) == sorted(k for k in _flat(ps[1]) if _paper_keep(k))
-  np.testing.assert_array_equal(got["encoder/layers_1/mlp/wo/kernel"],
-                                ps[1]["encoder"]["layers_1"]["mlp"]["wo"]["kernel"])
+  np.testing.assert_array_equal(
+      got["encoder/layers_1/mlp/wo/kernel"], ps[1]["encoder"]["layers_1"]["mlp"]["wo"]["kernel"]
+  )
   _check(ac.checkpoint_trajectory(str(tmp_path)), ps)
   trace = at.read_checkpoint_trace(str(tmp_path))
   assert trace["step"].tolist() == [1, 2, 3]
@@ -154,14 +178,30 @@ def test_t5x_gcs_spec_is_read_locally(tmp_path):
   ckpt.mkdir()
   arr = np.arange(12, dtype=np.float32).reshape(3, 4)
   name = "target.encoder.layers_0.w"
-  ts.open({"driver": "zarr", "kvstore": {"driver": "file", "path": str(ckpt / name)},
-           "metadata": {"shape": [3, 4], "chunks": [3, 4], "dtype": "<f4"}},
-          create=True).result().write(arr).result()
-  spec = {"driver": "zarr", "dtype": "float32", "path": name,
-          "kvstore": {"driver": "gcs", "bucket": "t5x-dummy-bucket"},
-          "metadata": {"shape": [3, 4], "chunks": [3, 4]}}
-  blob = serialization.msgpack_serialize({"version": 3, "optimizer": {
-      "target": {"encoder": {"layers_0": {"w": spec}}}, "state": {"step": np.int32(3)}}})
+  ts.open(
+      {
+          "driver": "zarr",
+          "kvstore": {"driver": "file", "path": str(ckpt / name)},
+          "metadata": {"shape": [3, 4], "chunks": [3, 4], "dtype": "<f4"},
+      },
+      create=True,
+  ).result().write(arr).result()
+  spec = {
+      "driver": "zarr",
+      "dtype": "float32",
+      "path": name,
+      "kvstore": {"driver": "gcs", "bucket": "t5x-dummy-bucket"},
+      "metadata": {"shape": [3, 4], "chunks": [3, 4]},
+  }
+  blob = serialization.msgpack_serialize(
+      {
+          "version": 3,
+          "optimizer": {
+              "target": {"encoder": {"layers_0": {"w": spec}}},
+              "state": {"step": np.int32(3)},
+          },
+      }
+  )
   (ckpt / "checkpoint").write_bytes(blob)
   got = ac.read_params(ac.list_checkpoints(str(tmp_path))[0], "all")
   np.testing.assert_array_equal(got["encoder/layers_0/w"], arr)
@@ -172,8 +212,10 @@ def test_t5x_orbax_layout(tmp_path):
   ps = [_params(s, rng) for s in STEPS]
   ck = ocp.PyTreeCheckpointer()
   for s, p in zip(STEPS, ps):
-    ck.save(str(tmp_path / f"checkpoint_{s}" / "state"),
-            {"target": p, "state": {"step": np.int32(s), "param_states": {"v": np.ones(3)}}})
+    ck.save(
+        str(tmp_path / f"checkpoint_{s}" / "state"),
+        {"target": p, "state": {"step": np.int32(s), "param_states": {"v": np.ones(3)}}},
+    )
   refs = ac.list_checkpoints(str(tmp_path))
   assert [(r.step, r.layout) for r in refs] == [(s, "t5x_orbax") for s in STEPS]
   _check(ac.checkpoint_trajectory(str(tmp_path)), ps)
@@ -183,17 +225,19 @@ def test_embedded_trainer_layout_and_trace(tmp_path, monkeypatch):
   """The trainer keeps MODEL_DIR/checkpoints/<step>; a relative MODEL_DIR must work too."""
   rng = np.random.default_rng(3)
   ps = [_params(s, rng) for s in STEPS]
-  tx = optax.chain(optax.sgd(0.01), tracking.track_norms(param_filter="paper",
-                                                         groups="layers", history_size=16))
-  ck = trainer_ckpt.Checkpointer(str(tmp_path / "run" / "checkpoints"), save_every=5, keep=10,
-                                 async_save=False)
+  tx = optax.chain(
+      optax.sgd(0.01), tracking.track_norms(param_filter="paper", groups="layers", history_size=16)
+  )
+  ck = trainer_ckpt.Checkpointer(
+      str(tmp_path / "run" / "checkpoints"), save_every=5, keep=10, async_save=False
+  )
   opt_state = tx.init(jax.tree.map(jnp.asarray, ps[0]))
   for s, p in zip(STEPS, ps):
     if s:
-      _, opt_state = tx.update(jax.tree.map(jnp.ones_like, p), opt_state,
-                               jax.tree.map(jnp.asarray, p))
-    state = {"params": jax.tree.map(jnp.asarray, p), "opt_state": opt_state,
-             "step": jnp.asarray(s)}
+      _, opt_state = tx.update(
+          jax.tree.map(jnp.ones_like, p), opt_state, jax.tree.map(jnp.asarray, p)
+      )
+    state = {"params": jax.tree.map(jnp.asarray, p), "opt_state": opt_state, "step": jnp.asarray(s)}
     ck.save(s, state, data_position=s, seed=0)
   ck.close()
   monkeypatch.chdir(tmp_path)
@@ -203,8 +247,9 @@ def test_embedded_trainer_layout_and_trace(tmp_path, monkeypatch):
   trace = at.read_checkpoint_trace("run")
   want = tracking.read_trace(opt_state)
   assert trace["step"].tolist() == want["step"].tolist() == [1, 2]
-  np.testing.assert_allclose(trace["param_norm/encoder/layers_0"],
-                             want["param_norm/encoder/layers_0"])
+  np.testing.assert_allclose(
+      trace["param_norm/encoder/layers_0"], want["param_norm/encoder/layers_0"]
+  )
 
 
 def test_pair_quantities_tiny_angle_and_scanned_stack():
@@ -220,9 +265,9 @@ def test_pair_quantities_tiny_angle_and_scanned_stack():
   # b = a + d is rounded in float64, so compare at that rounding's relative level.
   assert q["direction_angle"] == pytest.approx(want, rel=1e-5)
   assert {k for k in q if k.startswith("update_norm/")} == {
-      f"update_norm/encoder/layers_{i}" for i in range(3)}
-  np.testing.assert_allclose(q["update_norm/encoder/layers_2"],
-                             np.linalg.norm(d[2]), rtol=1e-5)
+      f"update_norm/encoder/layers_{i}" for i in range(3)
+  }
+  np.testing.assert_allclose(q["update_norm/encoder/layers_2"], np.linalg.norm(d[2]), rtol=1e-5)
 
 
 def test_missing_directory_and_mismatched_checkpoints(tmp_path):

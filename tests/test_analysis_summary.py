@@ -11,10 +11,14 @@ from normgrowth_jax.analysis.__main__ import main
 
 def _trajectory(n=200):
   t = np.arange(1, n + 1, dtype=np.float64)
-  return {"step": t, "param_norm": 0.5 * np.sqrt(t) + 3.0,
-          "param_norm/encoder/layers_0": 0.1 * np.sqrt(t) + 2.0,
-          "param_norm/encoder/layers_1": 0.3 * np.sqrt(t) + 2.0,
-          "alignment": np.full(n, 0.25), "update_norm": np.linspace(1.0, 2.0, n)}
+  return {
+      "step": t,
+      "param_norm": 0.5 * np.sqrt(t) + 3.0,
+      "param_norm/encoder/layers_0": 0.1 * np.sqrt(t) + 2.0,
+      "param_norm/encoder/layers_1": 0.3 * np.sqrt(t) + 2.0,
+      "alignment": np.full(n, 0.25),
+      "update_norm": np.linspace(1.0, 2.0, n),
+  }
 
 
 def test_summarize_recovers_sqrt_law_and_layer_growth():
@@ -39,8 +43,9 @@ def test_command_line_reads_jsonl_and_writes_plot(tmp_path, capsys):
   tr = _trajectory(60)
   with open(tmp_path / "norms.jsonl", "w") as f:
     for i in range(60):
-      f.write(json.dumps({k: float(v[i]) if k != "step" else int(v[i]) for k, v in tr.items()})
-              + "\n")
+      f.write(
+          json.dumps({k: float(v[i]) if k != "step" else int(v[i]) for k, v in tr.items()}) + "\n"
+      )
   assert main([str(tmp_path), "--source", "jsonl"]) == 0
   out = capsys.readouterr().out
   assert "r^2 = 1.0000" in out

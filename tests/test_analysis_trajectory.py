@@ -2,7 +2,6 @@
 resume), JSONL, and read_trajectory's source order."""
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -43,9 +42,12 @@ def test_tensorboard_tensor_scalars_as_written_by_tf_summary(tmp_path):
   for step, v in values.items():
     t1 = tensor_pb2.TensorProto(dtype=1, float_val=[v])  # DT_FLOAT
     t2 = tensor_pb2.TensorProto(dtype=2, tensor_content=np.float64(v / 10).tobytes())
-    summ = summary_pb2.Summary(value=[
-        summary_pb2.Summary.Value(tag="norms/param_norm", tensor=t1),
-        summary_pb2.Summary.Value(tag="norms/learning_rate", tensor=t2)])
+    summ = summary_pb2.Summary(
+        value=[
+            summary_pb2.Summary.Value(tag="norms/param_norm", tensor=t1),
+            summary_pb2.Summary.Value(tag="norms/learning_rate", tensor=t2),
+        ]
+    )
     rw.write(event_pb2.Event(step=step, wall_time=1.0, summary=summ).SerializeToString())
   rw.close()
   tb = at.read_tensorboard(str(tmp_path))  # MODEL_DIR: its train/ subdirectory is used
@@ -55,10 +57,12 @@ def test_tensorboard_tensor_scalars_as_written_by_tf_summary(tmp_path):
 
 
 def test_jsonl_and_source_order(tmp_path):
-  rows = [{"step": 1, "param_norm": 1.5, "nonfinite": False},
-          {"step": 2, "param_norm": None, "nonfinite": True}]
+  rows = [
+      {"step": 1, "param_norm": 1.5, "nonfinite": False},
+      {"step": 2, "param_norm": None, "nonfinite": True},
+  ]
   path = tmp_path / "norms.jsonl"
-  path.write_text("\n".join(json.dumps(r) for r in rows) + "\n{\"step\": 3, \"par")
+  path.write_text("\n".join(json.dumps(r) for r in rows) + '\n{"step": 3, "par')
   tr = at.read_jsonl_trajectory(str(path))
   assert tr["step"].tolist() == [1, 2] and tr["nonfinite"].tolist() == [False, True]
   assert tr["param_norm"][0] == 1.5 and np.isnan(tr["param_norm"][1])

@@ -54,7 +54,7 @@ def test_ties_give_zero_margin_and_a_lone_key_none():
   tied = tied.at[..., 1, :].set(jnp.array([4.0, 4.0, 1.0]))
   vis = jnp.array([[True, False, False], [True, True, True]])
   st = al.logit_stats(tied, vis)
-  assert float(st["margin"][0, 0]) == 0.0       # the only query with two keys is tied at the top
+  assert float(st["margin"][0, 0]) == 0.0  # the only query with two keys is tied at the top
   assert int(st["queries"][0, 0]) == 1
   np.testing.assert_allclose(float(st["spread"][0, 0]), np.std([4.0, 4.0, 1.0]) / 2, rtol=1e-6)
 
@@ -66,8 +66,9 @@ def test_every_key_visible_by_default():
 
 
 def _model(mask="causal"):
-  cfg = SmallLMConfig(vocab_size=30, num_layers=2, d_model=16, d_ff=16, num_heads=2, max_len=6,
-                      attention_mask=mask)
+  cfg = SmallLMConfig(
+      vocab_size=30, num_layers=2, d_model=16, d_ff=16, num_heads=2, max_len=6, attention_mask=mask
+  )
   m = SmallLM(cfg)
   tokens = jnp.array([[3, 4, 5, 6, 0, 0], [7, 8, 9, 10, 11, 12]])
   params = m.init(jax.random.PRNGKey(0), tokens)["params"]
@@ -85,8 +86,7 @@ def test_sown_scores_are_the_softmax_input(mask):
   vis = causal_attention_mask(real) if mask == "causal" else jnp.ones((1, 1, 6, 6), bool)
   for s, w in zip(scores, out.attention_weights):
     z = jnp.where(vis, s, -jnp.inf)
-    np.testing.assert_allclose(np.asarray(jax.nn.softmax(z, axis=-1)), np.asarray(w),
-                               atol=1e-6)
+    np.testing.assert_allclose(np.asarray(jax.nn.softmax(z, axis=-1)), np.asarray(w), atol=1e-6)
 
 
 def test_no_scores_without_mutable_intermediates():
@@ -99,6 +99,7 @@ def test_qk_norms_against_numpy():
   got = al.qk_norms(params)
   for i, v in enumerate(got):
     a = params["encoder"][f"layers_{i}"]["attention"]
-    want = (np.linalg.norm(np.asarray(a["query"]["kernel"], np.float64))
-            * np.linalg.norm(np.asarray(a["key"]["kernel"], np.float64)))
+    want = np.linalg.norm(np.asarray(a["query"]["kernel"], np.float64)) * np.linalg.norm(
+        np.asarray(a["key"]["kernel"], np.float64)
+    )
     assert v == pytest.approx(want, rel=1e-12)

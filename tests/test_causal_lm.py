@@ -14,9 +14,19 @@ from normgrowth_jax.data import corpora, word_lm
 from normgrowth_jax.models.small_lm import SmallLM, SmallLMConfig, lm_loss
 
 GIN = ["gin_configs/local/models/small_lm.gin", "gin_configs/local/runs/causal_lm.gin"]
-TINY = ["MIXTURE_OR_TASK_NAME='ng_word_lm_botchan'", "NUM_LAYERS=1", "D_MODEL=16", "D_FF=16",
-        "NUM_HEADS=2", "VOCAB_WORDS=300", "MAX_LEN=24", "BATCH_SIZE=4", "LOG_EVERY=1",
-        "EVAL_SENTENCES=8", "TRACK_EVERY=1"]
+TINY = [
+    "MIXTURE_OR_TASK_NAME='ng_word_lm_botchan'",
+    "NUM_LAYERS=1",
+    "D_MODEL=16",
+    "D_FF=16",
+    "NUM_HEADS=2",
+    "VOCAB_WORDS=300",
+    "MAX_LEN=24",
+    "BATCH_SIZE=4",
+    "LOG_EVERY=1",
+    "EVAL_SENTENCES=8",
+    "TRACK_EVERY=1",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -28,15 +38,32 @@ def _fresh_gin():
 
 # ----------------------------------------------------------------------------- text
 
+
 def test_raw_sentences_and_ptb_like_tokens():
-  text = ("Mr. Brown's firm earned $1.5bn in 2004, up 7%. \"It's great,\" he said! "
-          "Sales in the U.S. rose. J. Smith didn't agree?")
+  text = (
+      "Mr. Brown's firm earned $1.5bn in 2004, up 7%. \"It's great,\" he said! "
+      "Sales in the U.S. rose. J. Smith didn't agree?"
+  )
   sents = word_lm.split_raw_sentences(text)
-  assert sents == ["Mr. Brown's firm earned $1.5bn in 2004, up 7%.",
-                   "\"It's great,\" he said!", "Sales in the U.S. rose.",
-                   "J. Smith didn't agree?"]
+  assert sents == [
+      "Mr. Brown's firm earned $1.5bn in 2004, up 7%.",
+      '"It\'s great," he said!',
+      "Sales in the U.S. rose.",
+      "J. Smith didn't agree?",
+  ]
   assert word_lm.ptb_like_tokens(sents[0]) == [
-      "mr", "brown", "'s", "firm", "earned", "$", "N", "in", "N", "up", "N"]
+      "mr",
+      "brown",
+      "'s",
+      "firm",
+      "earned",
+      "$",
+      "N",
+      "in",
+      "N",
+      "up",
+      "N",
+  ]
   assert word_lm.ptb_like_tokens(sents[2]) == ["sales", "in", "the", "u.s.", "rose"]
   # An initial keeps its period, as PTB writes it.
   assert word_lm.ptb_like_tokens(sents[3]) == ["j.", "smith", "did", "n't", "agree"]
@@ -45,8 +72,11 @@ def test_raw_sentences_and_ptb_like_tokens():
 def test_tokenized_corpora_keep_their_tokens():
   ptb = list(word_lm.corpus_sentences("ptb", ["the u.s. N <unk> rose\n", "\n", "Hi there\n"]))
   assert ptb == [["the", "u.s.", "N", "<unk>", "rose"], ["hi", "there"]]
-  wiki = list(word_lm.corpus_sentences(
-      "wikitext2", [" = Title = \n", " It was @-@ big . Then it fell ! And \n"]))
+  wiki = list(
+      word_lm.corpus_sentences(
+          "wikitext2", [" = Title = \n", " It was @-@ big . Then it fell ! And \n"]
+      )
+  )
   assert wiki == [["it", "was", "@-@", "big", "."], ["then", "it", "fell", "!"], ["and"]]
 
 
@@ -77,14 +107,17 @@ def test_ptb_files_feed_the_same_task(tmp_path):
   assert data.vocab[3] == "the" and len(data.vocab) == 8
   first = (src / "ptb.train.txt").read_text().splitlines()[0].split()
   assert data.decode(data.split("train")[0]) == " ".join(
-      w if w in data.vocab else "<unk>" for w in first)
+      w if w in data.vocab else "<unk>" for w in first
+  )
   again = word_lm.load("ptb", vocab_words=5, max_len=10, root=root)  # from the cache
   np.testing.assert_array_equal(again.split("test"), data.split("test"))
-  it = word_lm.batch_iterator("ng_word_lm_ptb", "train", {"targets": 10}, 8, seed=3,
-                              vocab_words=5, root=root)
+  it = word_lm.batch_iterator(
+      "ng_word_lm_ptb", "train", {"targets": 10}, 8, seed=3, vocab_words=5, root=root
+  )
   epoch0 = [next(it)["decoder_target_tokens"] for _ in range(5)]  # 40 // 8 batches
-  np.testing.assert_array_equal(np.sort(np.concatenate(epoch0), axis=0),
-                                np.sort(data.split("train"), axis=0))
+  np.testing.assert_array_equal(
+      np.sort(np.concatenate(epoch0), axis=0), np.sort(data.split("train"), axis=0)
+  )
 
 
 def test_wikitext2_files_feed_the_same_task(tmp_path):
@@ -96,7 +129,12 @@ def test_wikitext2_files_feed_the_same_task(tmp_path):
   corpora.prepare_wikitext2(src, tmp_path / "cache", progress=False)
   data = word_lm.load("wikitext2", vocab_words=50, max_len=6, root=tmp_path / "cache")
   assert [data.decode(r) for r in data.split("validation")] == [
-      "it was big .", "it fell !", "then it rose ."]
+      "it was big .",
+      "it fell !",
+      "then it rose .",
+  ]
+
+
 def test_epoch_iterator_resumes_exactly():
   tokens = np.arange(30, dtype=np.int32).reshape(10, 3)
   full = word_lm.EpochIterator(tokens, batch_size=3, seed=1)
@@ -106,8 +144,8 @@ def test_epoch_iterator_resumes_exactly():
     np.testing.assert_array_equal(next(resumed)["decoder_target_tokens"], b)
   assert resumed.position == 8
   np.testing.assert_array_equal(
-      word_lm.epoch_batches(tokens, 3, seed=1, epoch=1).reshape(-1, 3),
-      np.concatenate(batches[3:6]))
+      word_lm.epoch_batches(tokens, 3, seed=1, epoch=1).reshape(-1, 3), np.concatenate(batches[3:6])
+  )
   with pytest.raises(ValueError, match="cannot fill"):
     word_lm.EpochIterator(tokens[:2], batch_size=3, seed=0)
 
@@ -125,9 +163,11 @@ def test_task_names_and_errors(tmp_path, monkeypatch):
 
 # ----------------------------------------------------------------------------- adapter
 
+
 def test_adapter_loss_matches_lm_loss_and_counts_pairs():
-  model = SmallLM(SmallLMConfig(vocab_size=11, num_layers=1, d_model=8, d_ff=8, num_heads=2,
-                                max_len=6))
+  model = SmallLM(
+      SmallLMConfig(vocab_size=11, num_layers=1, d_model=8, d_ff=8, num_heads=2, max_len=6)
+  )
   tokens = jnp.array([[5, 6, 7, 1, 0, 0], [4, 4, 9, 8, 3, 1]])
   init_fn, loss_fn = causal_lm.loss_adapter(model)
   params = init_fn(jax.random.PRNGKey(0), {"decoder_target_tokens": tokens})
@@ -146,6 +186,7 @@ def test_adapter_loss_matches_lm_loss_and_counts_pairs():
 
 # ----------------------------------------------------------------------------- trainer
 
+
 def _train(model_dir, *bindings):
   gin.clear_config()
   gin_utils.parse_gin(GIN, [f"MODEL_DIR='{model_dir}'", *TINY, *bindings])
@@ -154,6 +195,7 @@ def _train(model_dir, *bindings):
 
 def _params(model_dir, step):
   import orbax.checkpoint as ocp
+
   mngr = ocp.CheckpointManager(model_dir / "checkpoints", item_names=("state",))
   state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
   return state["params"]

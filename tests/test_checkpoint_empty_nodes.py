@@ -36,9 +36,13 @@ N_STEPS, SAVE_AT = 6, 3
 
 def _params():
   k = jax.random.split(jax.random.PRNGKey(0), 3)
-  return {"encoder": {"layers_0": {"mlp": {"wi": {"kernel": jax.random.normal(k[0], (8, 16))}}},
-                      "layers_1": {"mlp": {"wo": {"kernel": jax.random.normal(k[1], (16, 8))}}}},
-          "decoder": {"layers_0": {"mlp": {"wo": {"kernel": jax.random.normal(k[2], (16, 8))}}}}}
+  return {
+      "encoder": {
+          "layers_0": {"mlp": {"wi": {"kernel": jax.random.normal(k[0], (8, 16))}}},
+          "layers_1": {"mlp": {"wo": {"kernel": jax.random.normal(k[1], (16, 8))}}},
+      },
+      "decoder": {"layers_0": {"mlp": {"wo": {"kernel": jax.random.normal(k[2], (16, 8))}}}},
+  }
 
 
 def _grads(params):
@@ -63,10 +67,12 @@ def _state_dir(directory, step):
 def _save_like_t5x(directory, step, state_dict):
   """Writes ``state_dict`` as T5X's orbax checkpoint manager does: item "state", OCDBT."""
   mgr = ocp.CheckpointManager(
-      directory, item_handlers={"state": ocp.PyTreeCheckpointHandler(use_ocdbt=True)})
+      directory, item_handlers={"state": ocp.PyTreeCheckpointHandler(use_ocdbt=True)}
+  )
   save_args = jax.tree.map(lambda _: ocp.SaveArgs(), state_dict)
-  mgr.save(step, args=ocp.args.Composite(
-      state=ocp.args.PyTreeSave(state_dict, save_args=save_args)))
+  mgr.save(
+      step, args=ocp.args.Composite(state=ocp.args.PyTreeSave(state_dict, save_args=save_args))
+  )
   mgr.wait_until_finished()
   mgr.close()
 
@@ -82,7 +88,8 @@ def _restore_like_t5x(directory, step, live_state_dict, dtype):
   item = traverse_util.unflatten_dict({k: 0 for k in saved if k in live}, sep="/")
   args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray, dtype=dtype), item)
   return ocp.PyTreeCheckpointer().restore(
-      path, args=ocp.args.PyTreeRestore(item=item, restore_args=args, partial_restore=True))
+      path, args=ocp.args.PyTreeRestore(item=item, restore_args=args, partial_restore=True)
+  )
 
 
 def _with_live_empty_nodes(restored, live_state_dict):
@@ -90,31 +97,48 @@ def _with_live_empty_nodes(restored, live_state_dict):
   got = traverse_util.flatten_dict(restored, sep="/")
   ref = traverse_util.flatten_dict(live_state_dict, keep_empty_nodes=True, sep="/")
   return traverse_util.unflatten_dict(
-      {k: ({} if v is traverse_util.empty_node else got[k]) for k, v in ref.items()}, sep="/")
+      {k: ({} if v is traverse_util.empty_node else got[k]) for k, v in ref.items()}, sep="/"
+  )
 
 
 # ----------------------------------------------------------------------------- the two layouts
+
 
 class _TrackedLayout:
   """TrackedOptimizer's train state: a base OptimizerDef state plus the trace beside it."""
 
   def __init__(self, anchor_every):
     self.base = optax.trace(decay=0.9)  # stands for T5X's Adafactor: a state of arrays only
-    self.tracker = tracking.track_norms("paper", "layers", every=1, history_size=16,
-                                        anchor_every=anchor_every)
+    self.tracker = tracking.track_norms(
+        "paper", "layers", every=1, history_size=16, anchor_every=anchor_every
+    )
 
   def init(self, params):
-    return {"target": params, "state": {"step": jnp.zeros((), jnp.int32), "param_states": {
-        "base": self.base.init(params), "norm_trace": self.tracker.init(params)}}}
+    return {
+        "target": params,
+        "state": {
+            "step": jnp.zeros((), jnp.int32),
+            "param_states": {
+                "base": self.base.init(params),
+                "norm_trace": self.tracker.init(params),
+            },
+        },
+    }
 
   def step(self, ts):
     params, st = ts["target"], ts["state"]
     u, base = self.base.update(_grads(params), st["param_states"]["base"])
     new = optax.apply_updates(params, jax.tree.map(lambda x: -0.05 * x, u))
-    _, trace = self.tracker.update(jax.tree.map(lambda n, o: n - o, new, params),
-                                   st["param_states"]["norm_trace"], params)
-    return {"target": new, "state": {"step": (st["step"] + 1).astype(st["step"].dtype),
-                                     "param_states": {"base": base, "norm_trace": trace}}}
+    _, trace = self.tracker.update(
+        jax.tree.map(lambda n, o: n - o, new, params), st["param_states"]["norm_trace"], params
+    )
+    return {
+        "target": new,
+        "state": {
+            "step": (st["step"] + 1).astype(st["step"].dtype),
+            "param_states": {"base": base, "norm_trace": trace},
+        },
+    }
 
   def restore(self, live, restored):
     return serialization.from_state_dict(live, restored)
@@ -136,17 +160,26 @@ class _OptaxLayout:
 
   def restore(self, live, restored):
     return serialization.from_state_dict(
-        live, _with_live_empty_nodes(restored, serialization.to_state_dict(live)))
+        live, _with_live_empty_nodes(restored, serialization.to_state_dict(live))
+    )
 
 
 LAYOUTS = {
     "tracked": _TrackedLayout,
-    "make_optimizer": lambda a: _OptaxLayout(optimizers.make_optimizer(
-        optimizers.adafactor_t5, optimizers.rsqrt_schedule(warmup_steps=4), history_size=16,
-        anchor_every=a)),
-    "adamw_chain": lambda a: _OptaxLayout(optax.chain(
-        optax.adamw(1e-3, weight_decay=0.01),
-        tracking.track_norms("paper", "layers", history_size=16, anchor_every=a))),
+    "make_optimizer": lambda a: _OptaxLayout(
+        optimizers.make_optimizer(
+            optimizers.adafactor_t5,
+            optimizers.rsqrt_schedule(warmup_steps=4),
+            history_size=16,
+            anchor_every=a,
+        )
+    ),
+    "adamw_chain": lambda a: _OptaxLayout(
+        optax.chain(
+            optax.adamw(1e-3, weight_decay=0.01),
+            tracking.track_norms("paper", "layers", history_size=16, anchor_every=a),
+        )
+    ),
 }
 
 
@@ -158,6 +191,7 @@ def _run(layout, ts, n):
 
 
 # ----------------------------------------------------------------------------- tests
+
 
 @pytest.mark.parametrize("anchor_every", [None, 2])
 @pytest.mark.parametrize("groups", [None, "layers"])
@@ -185,7 +219,7 @@ def test_shipped_states_have_empty_nodes_only_from_optax(layout_name):
     empty = _empty_nodes(sd)
     if layout_name == "tracked":
       assert empty == []
-    (path, trace), = tracking.find_traces(sd)
+    ((path, trace),) = tracking.find_traces(sd)
     assert _empty_nodes(trace) == [], (path, empty)
 
 
@@ -207,11 +241,12 @@ def test_resume_from_t5x_style_checkpoint(tmp_path, layout_name, anchor_every, d
   if layout_name == "tracked":  # an OptimizerDef state is restored key for key
     assert jax.tree.structure(restored) == jax.tree.structure(live_sd), (
         "restored keys differ from the live state: "
-        f"{sorted(set(traverse_util.flatten_dict(live_sd, keep_empty_nodes=True, sep='/')) - set(traverse_util.flatten_dict(restored, sep='/')))}")
+        f"{sorted(set(traverse_util.flatten_dict(live_sd, keep_empty_nodes=True, sep='/')) - set(traverse_util.flatten_dict(restored, sep='/')))}"
+    )
   if dtype is not None:
     assert {np.asarray(x).dtype for x in jax.tree.leaves(restored)} == {np.dtype(dtype)}
   state = layout.restore(live, restored)
-  (_, trace), = tracking.find_traces(state)
+  ((_, trace),) = tracking.find_traces(state)
   assert int(np.asarray(trace.count)) == SAVE_AT
 
   resumed = _run(layout, state, N_STEPS - SAVE_AT)
@@ -221,6 +256,6 @@ def test_resume_from_t5x_style_checkpoint(tmp_path, layout_name, anchor_every, d
   for c in want:
     np.testing.assert_allclose(got[c], want[c], rtol=1e-6, atol=1e-7, err_msg=c)
   assert tracking.first_nonfinite_step(resumed) is None
-  (_, trace), = tracking.find_traces(resumed)
+  ((_, trace),) = tracking.find_traces(resumed)
   if dtype is not None:  # the cast counters stay float32 and keep counting
     assert trace.count.dtype == jnp.float32 and float(trace.count) == N_STEPS

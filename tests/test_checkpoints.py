@@ -15,12 +15,16 @@ from normgrowth_jax import checkpoints
 
 
 def _state(shape=(3, 4)):
-  params = {"encoder": {"layers_0": {"w": jax.random.normal(jax.random.PRNGKey(0), shape)}},
-            "b": jnp.arange(2.0)}
+  params = {
+      "encoder": {"layers_0": {"w": jax.random.normal(jax.random.PRNGKey(0), shape)}},
+      "b": jnp.arange(2.0),
+  }
   tx = optax.chain(
       optax.inject_hyperparams(lambda learning_rate: optax.adafactor(learning_rate))(
-          learning_rate=optax.constant_schedule(0.1)),
-      optax.adamw(1e-3))
+          learning_rate=optax.constant_schedule(0.1)
+      ),
+      optax.adamw(1e-3),
+  )
   opt_state = tx.init(params)
   _, opt_state = tx.update(params, opt_state, params)
   return {"params": params, "opt_state": opt_state, "step": jnp.asarray(4, jnp.int32)}
@@ -93,8 +97,12 @@ print("not killed")
 
 def test_checkpoint_killed_while_saving_is_invisible(tmp_path):
   """A process SIGKILLed after writing step 2 but before orbax committed it."""
-  proc = subprocess.run([sys.executable, "-c", _KILLED_WHILE_SAVING, str(tmp_path)],
-                        capture_output=True, text=True, timeout=300)
+  proc = subprocess.run(
+      [sys.executable, "-c", _KILLED_WHILE_SAVING, str(tmp_path)],
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
   assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr[-2000:]
   left = sorted(os.listdir(tmp_path))
   assert "1" in left and "2" not in left
@@ -121,14 +129,16 @@ def test_verify_detects_changed_bytes_by_content(tmp_path):
   ckpt.wait()
   assert ckpt.has_checksums(1) and ckpt.verify(1) is None
   step_dir = tmp_path / "1"
-  data = max((p for p in step_dir.rglob("*")
-              if p.is_file() and p.name != checkpoints.CHECKSUM_FILE),
-             key=lambda p: p.stat().st_size)
+  data = max(
+      (p for p in step_dir.rglob("*") if p.is_file() and p.name != checkpoints.CHECKSUM_FILE),
+      key=lambda p: p.stat().st_size,
+  )
   rel, original = str(data.relative_to(step_dir)), data.read_bytes()
   mid = len(original) // 2
-  data.write_bytes(original[:mid] + bytes([original[mid] ^ 0x01]) + original[mid + 1:])
-  assert ckpt.verify(1) == (f"file {rel} does not match its SHA-256 (bytes changed since it "
-                            "was written)")
+  data.write_bytes(original[:mid] + bytes([original[mid] ^ 0x01]) + original[mid + 1 :])
+  assert ckpt.verify(1) == (
+      f"file {rel} does not match its SHA-256 (bytes changed since it " "was written)"
+  )
   data.write_bytes(original[:-1])
   assert ckpt.verify(1) == f"file {rel} has {len(original) - 1} bytes, {len(original)} when written"
   data.unlink()

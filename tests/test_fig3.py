@@ -19,12 +19,20 @@ CAUSAL, LEAKY = "causal", "original_leaky"
 
 # ----------------------------------------------------------------------------- criteria
 
+
 def _inputs(leaky=(0.3, 0.4), correct_split=0.0, trained=0.99, init=(0.5, 0.07), growth=1.2):
   fractions = {(n, LEAKY): {"argmax": leaky[0], "half": leaky[1]} for n in (PRE, POST)}
-  fractions.update({(n, CAUSAL): {"argmax": 1.0 - correct_split, "split_high": correct_split}
-                    for n in (PRE, POST)})
-  saturation = {(n, m): ([init[0] if n == PRE else init[1]] * 2, [trained] * 2)
-                for n in (PRE, POST) for m in (CAUSAL, LEAKY)}
+  fractions.update(
+      {
+          (n, CAUSAL): {"argmax": 1.0 - correct_split, "split_high": correct_split}
+          for n in (PRE, POST)
+      }
+  )
+  saturation = {
+      (n, m): ([init[0] if n == PRE else init[1]] * 2, [trained] * 2)
+      for n in (PRE, POST)
+      for m in (CAUSAL, LEAKY)
+  }
   growth_ = {k: [growth, growth] for k in saturation}
   return fractions, saturation, growth_
 
@@ -35,36 +43,37 @@ def _passed(**kw):
 
 def test_judge_every_criterion_on_both_sides():
   assert _passed() == [True, False, True, True, True, True]
-  assert _passed(correct_split=0.3)[1] is True             # a second mode with the right mask
-  assert _passed(leaky=(0.3, 0.05))[0] is False             # no half-length mode
-  assert _passed(leaky=(0.05, 0.6))[0] is False             # no argmax mode
-  assert _passed(trained=0.95)[2] is False                  # not saturated enough
-  assert _passed(trained=0.45)[3] is False                  # below its initialisation
-  assert _passed(growth=0.98)[4] is False                   # the norm shrank
-  assert _passed(init=(0.05, 0.5))[5] is False              # post-norm closer at init
+  assert _passed(correct_split=0.3)[1] is True  # a second mode with the right mask
+  assert _passed(leaky=(0.3, 0.05))[0] is False  # no half-length mode
+  assert _passed(leaky=(0.05, 0.6))[0] is False  # no argmax mode
+  assert _passed(trained=0.95)[2] is False  # not saturated enough
+  assert _passed(trained=0.45)[3] is False  # below its initialisation
+  assert _passed(growth=0.98)[4] is False  # the norm shrank
+  assert _passed(init=(0.05, 0.5))[5] is False  # post-norm closer at init
 
 
 def test_judge_uses_seed_means_so_one_run_cannot_flip_it():
   f, s, g = _inputs()
   s[PRE, CAUSAL] = ([0.5, 0.5, 0.5], [0.99, 0.99, 0.49])  # one seed below its init, mean above
-  g[PRE, CAUSAL] = [1.2, 1.2, 0.99]                          # one seed shrinks, mean grows
+  g[PRE, CAUSAL] = [1.2, 1.2, 0.99]  # one seed shrinks, mean grows
   passed = [c.passed for c in fig3.judge(f, s, g, 83)]
   assert passed[3] is True and passed[4] is True
-  s[PRE, CAUSAL] = ([0.5, 0.5, 0.5], [0.49, 0.49, 0.52])    # the mean falls: fails
+  s[PRE, CAUSAL] = ([0.5, 0.5, 0.5], [0.49, 0.49, 0.52])  # the mean falls: fails
   assert [c.passed for c in fig3.judge(f, s, g, 83)][3] is False
 
 
 def test_judge_with_one_norm_and_one_mask():
   f, s, g = _inputs()
   keep = [(PRE, CAUSAL)]
-  crit = fig3.judge({k: f[k] for k in keep}, {k: s[k] for k in keep}, {k: g[k] for k in keep},
-                    83)
+  crit = fig3.judge({k: f[k] for k in keep}, {k: s[k] for k in keep}, {k: g[k] for k in keep}, 83)
   assert [c.passed for c in crit] == [False, True, True, True, None]
 
 
 def test_head_fractions():
-  stats = {"num_attended": np.array([[1.0, 1.2, 41.0], [40.2, 20.0, 1.6]]),
-           "split_fraction": np.array([[0.0, 0.2, 0.98], [0.95, 0.5, 0.005]])}
+  stats = {
+      "num_attended": np.array([[1.0, 1.2, 41.0], [40.2, 20.0, 1.6]]),
+      "split_fraction": np.array([[0.0, 0.2, 0.98], [0.95, 0.5, 0.005]]),
+  }
   f = fig3_heads.head_fractions(stats, 83)
   assert f["heads"] == 6
   assert f["argmax"] == pytest.approx(2 / 6) and f["half"] == pytest.approx(2 / 6)
@@ -74,9 +83,9 @@ def test_head_fractions():
 def test_head_statistics_conventions_on_hand_made_weights():
   # One layer, one head, one sentence of 2 real tokens padded to 4.
   w = np.zeros((1, 1, 1, 4, 4), np.float32)
-  w[..., 0, :] = [0.0, 0.5, 0.25, 0.25]    # query 0 looks only at later/padding positions
-  w[..., 1, :] = [1.0, 0.0, 0.0, 0.0]      # argmax
-  w[..., 2, :] = [0.5, 0.5, 0.0, 0.0]      # padding query
+  w[..., 0, :] = [0.0, 0.5, 0.25, 0.25]  # query 0 looks only at later/padding positions
+  w[..., 1, :] = [1.0, 0.0, 0.0, 0.0]  # argmax
+  w[..., 2, :] = [0.5, 0.5, 0.0, 0.0]  # padding query
   w[..., 3, :] = [0.25, 0.25, 0.25, 0.25]  # padding query
   tokens = np.array([[5, 7, 0, 0]])
   h = fig3_heads.head_statistics(jnp.asarray(w), tokens)
@@ -91,10 +100,15 @@ def test_head_statistics_conventions_on_hand_made_weights():
 
 
 def test_best_step_uses_dev_loss_and_existing_checkpoints():
-  rows = [{"step": 0, "loss": 1.0}, {"step": 10, "loss": 5.0}, {"step": 20, "loss": 3.0},
-          {"step": 30, "loss": 2.0}, {"step": 40, "loss": 4.0}]
-  assert small_lm_runs.best_step(rows, [10, 20, 30, 40]) == 30      # step 0 (init) never chosen
-  assert small_lm_runs.best_step(rows, [10, 20, 40]) == 20          # 30's checkpoint is gone
+  rows = [
+      {"step": 0, "loss": 1.0},
+      {"step": 10, "loss": 5.0},
+      {"step": 20, "loss": 3.0},
+      {"step": 30, "loss": 2.0},
+      {"step": 40, "loss": 4.0},
+  ]
+  assert small_lm_runs.best_step(rows, [10, 20, 30, 40]) == 30  # step 0 (init) never chosen
+  assert small_lm_runs.best_step(rows, [10, 20, 40]) == 20  # 30's checkpoint is gone
   with pytest.raises(ValueError, match="no evaluated checkpoint"):
     small_lm_runs.best_step(rows, [5])
 
@@ -116,7 +130,11 @@ def test_bindings_name_every_setting_and_the_quick_budget_is_fixed():
   full = fig3.CONFIGS["full"].run
   assert full.arch.is_paper_size and full.epochs == 5.0
   assert (full.arch.num_layers, full.arch.d_model, full.arch.d_ff, full.arch.num_heads) == (
-      12, 768, 512, 12)
+      12,
+      768,
+      512,
+      12,
+  )
 
 
 def test_attention_weights_are_traced_at_float32_precision():
@@ -131,11 +149,13 @@ def test_attention_weights_are_traced_at_float32_precision():
 
 # ----------------------------------------------------------------------------- a real tiny run
 
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, data_cache):  # noqa: F811
   """One 2-step run of the smoke model through the run cache, as the smoke profile."""
-  cfg = dataclasses.replace(small_lm_runs.PROFILES["smoke"], steps=2, evals=1, norms=(PRE,),
-                            masks=(CAUSAL,))
+  cfg = dataclasses.replace(
+      small_lm_runs.PROFILES["smoke"], steps=2, evals=1, norms=(PRE,), masks=(CAUSAL,)
+  )
   root = tmp_path_factory.mktemp("fig3")
   ctx = core.FigureContext(profile="smoke", out_dir=root / "out", runs_root=root / "runs")
   sentences = ["The cat sat on the mat.", "It was a fine day for a walk in the park."]
@@ -150,8 +170,7 @@ def test_init_params_are_the_trainers_and_the_run_is_analysed(tiny_run):
   rows = sinks.read_jsonl(str(run_dir / "eval.jsonl"))
   assert [r["step"] for r in rows] == [0, 2]
   init = small_lm_runs.init_params(cfg, PRE, CAUSAL, 0)
-  assert float(norms.global_norm(init, "paper")) == pytest.approx(rows[0]["param_norm"],
-                                                                 rel=1e-6)
+  assert float(norms.global_norm(init, "paper")) == pytest.approx(rows[0]["param_norm"], rel=1e-6)
   data = small_lm_runs.load_data(cfg)
   res = fig3_heads.analyse_run(cfg, PRE, CAUSAL, run_dir, data.split("validation")[:4])
   assert res["best_step"] == 2 and res["norm"]["step"][0] == 0

@@ -13,7 +13,7 @@ import pytest
 
 from data_helpers import data_cache  # noqa: F401  (fixture)
 from normgrowth_jax import attention_logits as al
-from normgrowth_jax.figures import fig3, fig3_long, pipeline, registry, small_lm_runs
+from normgrowth_jax.figures import fig3, fig3_long, fig3_long_plot, pipeline, registry, small_lm_runs
 from normgrowth_jax.models.small_lm import causal_attention_mask
 
 PRE, POST = "prenorm_paper", "postnorm"
@@ -37,8 +37,10 @@ def test_judge_every_criterion_on_both_sides():
 
 def test_judge_uses_seed_means():
   s = _summary()
-  s[PRE, "causal"] = [{"end": 0.999, "growth": 1.3, "rho_norm": 0.9},
-                      {"end": 0.975, "growth": 1.3, "rho_norm": 0.9}]  # mean 0.987 >= 0.986
+  s[PRE, "causal"] = [
+      {"end": 0.999, "growth": 1.3, "rho_norm": 0.9},
+      {"end": 0.975, "growth": 1.3, "rho_norm": 0.9},
+  ]  # mean 0.987 >= 0.986
   assert [c.passed for c in fig3_long.judge(s)] == [True, True, True]
 
 
@@ -59,7 +61,7 @@ def test_attention_targets_against_numpy():
             first.append(row[0])
             prev.append(row[q - 1] if q > 0 else 0.0)
             self_.append(row[q])
-            later.append(row[q + 1:].sum())
+            later.append(row[q + 1 :].sum())
     for key, ref in zip(("first", "previous", "self", "later"), (first, prev, self_, later)):
       assert float(got[key][layer]) == pytest.approx(np.mean(ref), rel=1e-5)
 
@@ -88,19 +90,25 @@ def test_only_named_never_in_all():
 def test_quick_profile_is_the_papers_five_epochs_with_twenty_evaluations():
   run = fig3_long.CONFIGS["quick"].run
   assert (run.steps, run.epochs, run.evals) == (None, 5.0, 20)
-  assert set(small_lm_runs.variants(run)) == set(fig3_long.COLORS)
+  assert set(small_lm_runs.variants(run)) == set(fig3_long_plot.COLORS)
   assert fig3.CONFIGS["quick"].run.arch == run.arch
 
 
 def test_full_profile_is_the_papers_model_for_five_epochs():
   run = fig3_long.CONFIGS["full"].run
-  assert (run.arch.num_layers, run.arch.d_model, run.arch.d_ff, run.arch.num_heads) == (12, 768, 512, 12)
+  assert (run.arch.num_layers, run.arch.d_model, run.arch.d_ff, run.arch.num_heads) == (
+      12,
+      768,
+      512,
+      12,
+  )
   assert (run.steps, run.epochs, run.evals) == (None, 5.0, 20)
 
 
 def test_wider_experiment_changes_only_the_size_masks_and_seeds():
   spec = importlib.util.spec_from_file_location(
-      "fig3_long_wider", Path(__file__).parents[1] / "experiments" / "fig3_long_wider.py")
+      "fig3_long_wider", Path(__file__).parents[1] / "experiments" / "fig3_long_wider.py"
+  )
   wider = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(wider)
   run, quick = wider.config().run, fig3_long.CONFIGS["quick"].run
@@ -111,18 +119,22 @@ def test_wider_experiment_changes_only_the_size_masks_and_seeds():
 def test_smoke_profile_end_to_end(tmp_path, data_cache):  # noqa: F811
   out = tmp_path / "out"
   variant = dataclasses.replace(fig3_long.CONFIGS["smoke"], sentences=8)  # a config passed in
-  (result,) = pipeline.run(["fig3_long"], "smoke", out, tmp_path / "runs", progress=False,
-                           configs={"fig3_long": variant})
-  assert {p.name for p in out.iterdir()} >= {"fig3_long.png", "fig3_long.pdf",
-                                              "fig3_long.json", "report.md"}
+  (result,) = pipeline.run(
+      ["fig3_long"], "smoke", out, tmp_path / "runs", progress=False, configs={"fig3_long": variant}
+  )
+  assert {p.name for p in out.iterdir()} >= {
+      "fig3_long.png",
+      "fig3_long.pdf",
+      "fig3_long.json",
+      "report.md",
+  }
   numbers = json.loads((out / "fig3_long.json").read_text())
   assert numbers["config"]["sentences"] == 8
   run = fig3_long.CONFIGS["smoke"].run
   for key, v in numbers["runs"].items():
     r = v[0]
-    assert r["step"] == [0, 8, 16, 24], key               # the init and every checkpoint
+    assert r["step"] == [0, 8, 16, 24], key  # the init and every checkpoint
     assert np.asarray(r["saturation_rho"]).shape == (4, run.arch.num_layers)
     assert np.asarray(r["margin"]).shape == (4, run.arch.num_layers)
-  assert len(result.criteria) == 3 and result.verdict in ("partly", "not reproduced",
-                                                          "reproduced")
+  assert len(result.criteria) == 3 and result.verdict in ("partly", "not reproduced", "reproduced")
   assert "fig3_long" in (out / "report.md").read_text()

@@ -33,8 +33,11 @@ def test_default_cell_criterion_both_sides():
 def test_median_threshold_criterion_both_sides():
   assert fig6.judge(1.1, _crossings(4e-3, 5e-3, 2e-2), WDS)[1].passed is True
   assert fig6.judge(1.1, _crossings(4e-2, 5e-2, 2e-3), WDS)[1].passed is False
-  grows = [Threshold(1e-3, None, "grows throughout"), Threshold(1e-2, None, "grows throughout"),
-           Threshold(1e-4, 5e-3, "crossing", 1)]
+  grows = [
+      Threshold(1e-3, None, "grows throughout"),
+      Threshold(1e-2, None, "grows throughout"),
+      Threshold(1e-4, 5e-3, "crossing", 1),
+  ]
   c = fig6.judge(1.1, grows, WDS)[1]
   assert c.passed is False and "grows throughout" in c.ours
   shrinks = [Threshold(1e-3, None, "shrinks throughout")] * 2 + _crossings(5e-3)
@@ -44,7 +47,7 @@ def test_median_threshold_criterion_both_sides():
 
 def test_threshold_exists_criterion_both_sides():
   mixed = _crossings(4e-3, 5e-3) + [Threshold(1e-1, None, "grows throughout")]
-  assert fig6.judge(1.1, mixed, WDS)[2].passed is True     # 2 of 3
+  assert fig6.judge(1.1, mixed, WDS)[2].passed is True  # 2 of 3
   few = _crossings(4e-3) + [Threshold(a, None, "grows throughout") for a in (1e-1, 1e-2, 1e-3)]
   c = fig6.judge(1.1, few, WDS)[2]
   assert c.passed is False and c.ours == "1 of 4 learning rates"
@@ -70,11 +73,16 @@ def _result(lrs, wds, ratio, diverged=()):
   at = -np.ones(n, np.int64)
   for k in diverged:
     final[k], at[k] = np.nan, 3
-  traces = [{"step": np.array([2, 4]), "param_norm": np.array([2.0, final[k]])}
-            for k in range(n)]
-  return grid.GridResult(lr=lr, wd=wd, norm_init=np.full(n, 2.0), norm_final=final,
-                         losses=np.arange(4 * n, dtype=np.float64).reshape(4, n),
-                         diverged_at=at, traces=traces)
+  traces = [{"step": np.array([2, 4]), "param_norm": np.array([2.0, final[k]])} for k in range(n)]
+  return grid.GridResult(
+      lr=lr,
+      wd=wd,
+      norm_init=np.full(n, 2.0),
+      norm_final=final,
+      losses=np.arange(4 * n, dtype=np.float64).reshape(4, n),
+      diverged_at=at,
+      traces=traces,
+  )
 
 
 def test_matrices_rows_are_weight_decay_columns_learning_rate():
@@ -88,7 +96,7 @@ def test_matrices_rows_are_weight_decay_columns_learning_rate():
   assert np.isnan(m["ratio"][2, 1]) and m["diverged"][2, 1] and m["diverged"].sum() == 1
   np.testing.assert_allclose(m["delta"][0, 0], 2.2 - 2.0)
   edges = fig6_plot._edges(np.array(wds))  # pylint: disable=protected-access
-  assert len(edges) == 4 and edges[1] == pytest.approx(10 ** -3.5)
+  assert len(edges) == 4 and edges[1] == pytest.approx(10**-3.5)
 
 
 def test_save_and_load_a_chunk(tmp_path):
@@ -116,12 +124,19 @@ def test_batches_are_epochs_of_the_training_split(data_cache):  # noqa: F811
   b = grid_runs.batches(data, dataclasses.replace(cfg, steps=n + 3))
   assert b.shape == (n + 3, cfg.batch_size, cfg.max_len)
   np.testing.assert_array_equal(
-      b[n:], word_lm.epoch_batches(data.split("train"), cfg.batch_size, cfg.data_seed, 1)[:3])
+      b[n:], word_lm.epoch_batches(data.split("train"), cfg.batch_size, cfg.data_seed, 1)[:3]
+  )
   assert len(grid_runs.batches(data, dataclasses.replace(cfg, steps=None))) == n
 
 
-TINY = dataclasses.replace(fig6.CONFIGS["smoke"], n_lr=2, n_wd=1, steps=4, block_steps=4,
-                           arch=dataclasses.replace(fig6.CONFIGS["smoke"].arch, d_model=8, d_ff=8))
+TINY = dataclasses.replace(
+    fig6.CONFIGS["smoke"],
+    n_lr=2,
+    n_wd=1,
+    steps=4,
+    block_steps=4,
+    arch=dataclasses.replace(fig6.CONFIGS["smoke"].arch, d_model=8, d_ff=8),
+)
 
 
 def test_make_trains_once_then_reuses_the_cached_grid(tmp_path, data_cache):  # noqa: F811
@@ -129,8 +144,12 @@ def test_make_trains_once_then_reuses_the_cached_grid(tmp_path, data_cache):  # 
   first = fig6.make(ctx, TINY)
   numbers = json.loads((tmp_path / "out" / "fig6.json").read_text())
   assert numbers["run"]["cached"] is False and numbers["run"]["cells"] == 3  # + the default
-  assert len(first.criteria) == 4 and first.verdict in ("reproduced", "partly",
-                                                        "not reproduced", "not comparable")
+  assert len(first.criteria) == 4 and first.verdict in (
+      "reproduced",
+      "partly",
+      "not reproduced",
+      "not comparable",
+  )
   second = fig6.make(core.FigureContext("smoke", tmp_path / "out2", tmp_path / "runs"), TINY)
   again = json.loads((tmp_path / "out2" / "fig6.json").read_text())
   assert again["run"]["cached"] is True
@@ -143,8 +162,10 @@ def test_make_judges_the_original_setting_beside_ours(tmp_path, data_cache):  # 
   orig = fig6.original_setting(TINY, d_ff=TINY.arch.d_ff)
   assert (orig.attention_mask, orig.attend_across, orig.dropout) == ("none", "batch", 0.1)
   ours = fig6.make(core.FigureContext("smoke", tmp_path / "a", tmp_path / "runs"), TINY)
-  both = fig6.make(core.FigureContext("smoke", tmp_path / "b", tmp_path / "runs"),
-                   dataclasses.replace(TINY, original=orig))
+  both = fig6.make(
+      core.FigureContext("smoke", tmp_path / "b", tmp_path / "runs"),
+      dataclasses.replace(TINY, original=orig),
+  )
   numbers = json.loads((tmp_path / "b" / "fig6.json").read_text())
   assert numbers["run"]["cached"] is True  # ours: the same run (the variant is not in its key)
   assert numbers["original_setting"]["run"]["cached"] is False
@@ -152,7 +173,7 @@ def test_make_judges_the_original_setting_beside_ours(tmp_path, data_cache):  # 
   assert numbers["original_setting"]["ratio"] != numbers["ratio"]
   assert [c.passed for c in both.criteria] == [c.passed for c in ours.criteria]  # ours
   labels = [r.quantity for r in both.rows]
-  assert labels[:len(ours.rows)] == [r.quantity for r in ours.rows]
+  assert labels[: len(ours.rows)] == [r.quantity for r in ours.rows]
   assert sum(lab.startswith("original setting: threshold") for lab in labels) == TINY.n_lr
   assert labels[-1] == "verdict in the original setting (the same criteria)"
   assert both.rows[-1].ours.startswith(numbers["original_setting"]["verdict"])

@@ -17,8 +17,18 @@ DIVERGES = 1e30  # an AdamW step of this size overflows float32 in the next forw
 
 
 def _setup(use_bias: bool, lr, wd, block_steps):
-  model = SmallLM(SmallLMConfig(vocab_size=23, num_layers=1, d_model=8, d_ff=8, num_heads=2,
-                                max_len=7, norm="postnorm", use_bias=use_bias))
+  model = SmallLM(
+      SmallLMConfig(
+          vocab_size=23,
+          num_layers=1,
+          d_model=8,
+          d_ff=8,
+          num_heads=2,
+          max_len=7,
+          norm="postnorm",
+          use_bias=use_bias,
+      )
+  )
   init_fn, loss_fn = causal_lm.loss_adapter(model)
   rng = np.random.default_rng(0)
   batches = rng.integers(1, 23, (STEPS, 3, 7)).astype(np.int32)
@@ -31,8 +41,16 @@ def _setup(use_bias: bool, lr, wd, block_steps):
   with jax.default_matmul_precision("float32"):
     result = trainer.run(params, lr, wd, batches, keep_params=True)
     separate = _separate_runs(loss_fn, params, batches, lr, wd)
-  return dict(loss_fn=loss_fn, params=params, batches=batches, lr=lr, wd=wd, trainer=trainer,
-              result=result, separate=separate)
+  return dict(
+      loss_fn=loss_fn,
+      params=params,
+      batches=batches,
+      lr=lr,
+      wd=wd,
+      trainer=trainer,
+      result=result,
+      separate=separate,
+  )
 
 
 def _separate_runs(loss_fn, params, batches, lrs, wds):
@@ -44,20 +62,22 @@ def _separate_runs(loss_fn, params, batches, lrs, wds):
   def tx(lr, wd):
     return optimizers.make_optimizer(
         base=lambda learning_rate: optimizers.adamw_paper(learning_rate, weight_decay=wd),
-        learning_rate=lr, param_filter="paper", groups=None, track_every=EVERY,
-        history_size=STEPS)
+        learning_rate=lr,
+        param_filter="paper",
+        groups=None,
+        track_every=EVERY,
+        history_size=STEPS,
+    )
 
   @jax.jit
   def step(state, batch, lr, wd):
-    state, _ = train_lib.make_train_step(loss_fn, tx(lr, wd))(state, batch,
-                                                              jax.random.PRNGKey(0))
+    state, _ = train_lib.make_train_step(loss_fn, tx(lr, wd))(state, batch, jax.random.PRNGKey(0))
     return state, norms.global_norm(state["params"], "paper")
 
   out = []
   for a, b in zip(lrs, wds):
     a, b = jnp.float32(a), jnp.float32(b)
-    state = {"params": params, "opt_state": tx(a, b).init(params),
-             "step": jnp.zeros((), jnp.int32)}
+    state = {"params": params, "opt_state": tx(a, b).init(params), "step": jnp.zeros((), jnp.int32)}
     norms_t = []
     for batch in batches:
       state, n = step(state, {"decoder_target_tokens": jnp.asarray(batch)}, a, b)
@@ -70,8 +90,9 @@ def _separate_runs(loss_fn, params, batches, lrs, wds):
 def setup():
   """Biasless (every parameter has a real gradient), five cells (the last one diverges), two
   blocks of 3 steps."""
-  return _setup(False, [1e-3, 3e-2, 1e-3, 1e-1, DIVERGES], [1e-4, 1e-4, 1e-1, 3e-2, 0.0],
-                block_steps=3)
+  return _setup(
+      False, [1e-3, 3e-2, 1e-3, 1e-1, DIVERGES], [1e-4, 1e-4, 1e-1, 3e-2, 0.0], block_steps=3
+  )
 
 
 @pytest.fixture(scope="module")
@@ -94,12 +115,33 @@ def _assert_cells_equal_separate_runs(setup, skip=()):
       if any(path.endswith(s) for s in skip):
         assert np.max(np.abs(x - np.asarray(y))) <= 2 * setup["lr"][i] * STEPS, f"{i} {path}"
       else:
-        np.testing.assert_allclose(x, np.asarray(y), rtol=5e-5, atol=2e-6,
-                                   err_msg=f"cell {i} {path}")
+        np.testing.assert_allclose(
+            x, np.asarray(y), rtol=5e-5, atol=2e-6, err_msg=f"cell {i} {path}"
+        )
 
 
 def test_each_vmapped_cell_equals_its_separate_run(setup):
   _assert_cells_equal_separate_runs(setup)
+
+
+@pytest.mark.parametrize("width", [None, 2])
+def test_every_vmap_width_gives_each_cells_separate_run(setup, width):
+  """All cells vmapped at once (None: the accelerators' default) and ``lax.map`` over groups of
+  2 vmapped cells (5 cells: two groups and a remainder) equal the separate runs as the default
+  (CPU: one cell after another) does."""
+  tr = setup["trainer"]
+  assert tr.vmap_width == (1 if jax.default_backend() == "cpu" else None)
+  other = grid.GridTrainer(setup["loss_fn"], track_every=EVERY, block_steps=3, vmap_width=width)
+  with jax.default_matmul_precision("float32"):
+    result = other.run(
+        setup["params"], setup["lr"], setup["wd"], setup["batches"], keep_params=True
+    )
+  _assert_cells_equal_separate_runs(dict(setup, result=result))
+  assert result.diverged.tolist() == setup["result"].diverged.tolist()
+  for i in _finite_cells(setup):
+    np.testing.assert_allclose(
+        result.traces[i]["param_norm"], setup["result"].traces[i]["param_norm"], rtol=2e-5
+    )
 
 
 def test_with_biases_every_cell_equals_its_separate_run_but_the_key_bias(with_bias):
@@ -108,8 +150,9 @@ def test_with_biases_every_cell_equals_its_separate_run_but_the_key_bias(with_bi
   depend on the order of float operations: it is held to that bound instead."""
   loss_fn, params, batches = with_bias["loss_fn"], with_bias["params"], with_bias["batches"]
   with jax.default_matmul_precision("float32"):  # TF32 (a GPU's default) leaves ~1e-6 of noise
-    g = jax.jit(jax.grad(lambda p: loss_fn(p, {"decoder_target_tokens": jnp.asarray(batches[0])},
-                                           None)[0]))(params)
+    g = jax.jit(
+        jax.grad(lambda p: loss_fn(p, {"decoder_target_tokens": jnp.asarray(batches[0])}, None)[0])
+    )(params)
   assert float(jnp.max(jnp.abs(g["encoder"]["layers_0"]["attention"]["key"]["bias"]))) < 1e-6
   _assert_cells_equal_separate_runs(with_bias, skip=("attention/key/bias",))
 
@@ -131,7 +174,7 @@ def test_hook_trace_under_vmap_is_each_cells_trajectory(setup):
     _, opt_state, norms_t = setup["separate"][i]
     tr = r.traces[i]
     assert tr["step"].tolist() == list(range(EVERY, STEPS + 1, EVERY))
-    np.testing.assert_allclose(tr["param_norm"], norms_t[EVERY - 1::EVERY], rtol=2e-5)
+    np.testing.assert_allclose(tr["param_norm"], norms_t[EVERY - 1 :: EVERY], rtol=2e-5)
     want = tracking.read_trace(opt_state)
     for col in ("param_norm", "update_norm", "alignment"):
       np.testing.assert_allclose(tr[col], want[col], rtol=1e-4, atol=1e-6, err_msg=col)
@@ -153,8 +196,9 @@ def test_chunks_and_separate_programs_give_the_same_grid(setup):
   r, tr = setup["result"], setup["trainer"]
   with jax.default_matmul_precision("float32"):  # as the fixture ran the grid
     chunked = tr.run(setup["params"], setup["lr"], setup["wd"], setup["batches"], chunk_cells=2)
-    sep = tr.run_separately(setup["params"], setup["lr"][1:2], setup["wd"][1:2],
-                            setup["batches"])  # lr and wd compiled in as constants
+    sep = tr.run_separately(
+        setup["params"], setup["lr"][1:2], setup["wd"][1:2], setup["batches"]
+    )  # lr and wd compiled in as constants
   assert chunked.chunk_cells == 2 and chunked.lr.tolist() == setup["lr"].tolist()
   k = len(setup["lr"]) - 1
   np.testing.assert_allclose(chunked.norm_final[:k], r.norm_final[:k], rtol=1e-5)
@@ -167,7 +211,7 @@ def test_chunks_and_separate_programs_give_the_same_grid(setup):
 @pytest.mark.cpu_only  # on one H200, XLA:GPU reported less memory for 2 cells than for 1
 def test_memory_analysis_grows_with_cells(setup):
   tr, b, p = setup["trainer"], setup["batches"], setup["params"]
-  assert tr.cells_that_fit(p, b, budget_bytes=10 ** 12, max_cells=7) == 7
+  assert tr.cells_that_fit(p, b, budget_bytes=10**12, max_cells=7) == 7
   one, two = tr.memory_analysis(p, 1, b), tr.memory_analysis(p, 2, b)  # cached by now
   assert two["total"] > one["total"] > 0
   assert tr.cells_that_fit(p, b, budget_bytes=one["total"] + 10) == 1
@@ -184,15 +228,18 @@ def test_grid_helpers():
     grid.log_grid(1e-1, 1e-5, 3)
 
 
-@pytest.mark.parametrize("y, kind, wd", [
-    ([0.3, 0.1, -0.1, -0.5], "crossing", 10 ** -2.5),
-    ([0.4, 0.2, 0.0, -0.5], "crossing", 10 ** -2.0),   # 0 counts as "not growing"
-    ([0.3, float("nan"), -0.1, -0.5], "crossing", 10 ** (-4 + 2 * 0.75)),  # NaN skipped
-    ([0.3, 0.2, 0.1, 0.05], "grows throughout", None),
-    ([-0.3, -0.2, -0.1, -0.05], "shrinks throughout", None),
-    ([-0.3, -0.2, 0.1, 0.05], "inverted", None),
-    ([float("nan")] * 3 + [0.1], "diverged", None),
-])
+@pytest.mark.parametrize(
+    "y, kind, wd",
+    [
+        ([0.3, 0.1, -0.1, -0.5], "crossing", 10**-2.5),
+        ([0.4, 0.2, 0.0, -0.5], "crossing", 10**-2.0),  # 0 counts as "not growing"
+        ([0.3, float("nan"), -0.1, -0.5], "crossing", 10 ** (-4 + 2 * 0.75)),  # NaN skipped
+        ([0.3, 0.2, 0.1, 0.05], "grows throughout", None),
+        ([-0.3, -0.2, -0.1, -0.05], "shrinks throughout", None),
+        ([-0.3, -0.2, 0.1, 0.05], "inverted", None),
+        ([float("nan")] * 3 + [0.1], "diverged", None),
+    ],
+)
 def test_threshold_along_wd(y, kind, wd):
   t = grid.threshold_along_wd([1e-4, 1e-3, 1e-2, 1e-1], y, lr=1e-3)
   assert t.kind == kind and t.lr == 1e-3
@@ -214,8 +261,15 @@ def test_threshold_reports_extra_sign_changes_and_bounds():
 def test_thresholds_from_a_result():
   lr, wd = grid.cells([1e-3, 1e-2], [1e-4, 1e-3, 1e-2])
   ratio = np.array([1.2, 1.1, 0.9, 1.3, 0.9, 0.8])
-  r = grid.GridResult(lr=lr, wd=wd, norm_init=np.ones(6), norm_final=ratio,
-                      losses=np.zeros((1, 6)), diverged_at=-np.ones(6, int), traces=[{}] * 6)
+  r = grid.GridResult(
+      lr=lr,
+      wd=wd,
+      norm_init=np.ones(6),
+      norm_final=ratio,
+      losses=np.zeros((1, 6)),
+      diverged_at=-np.ones(6, int),
+      traces=[{}] * 6,
+  )
   ths = grid.thresholds(r, [1e-3, 1e-2], [1e-4, 1e-3, 1e-2])
   assert [t.kind for t in ths] == ["crossing", "crossing"]
   assert 1e-3 < ths[0].wd < 1e-2 and 1e-4 < ths[1].wd < 1e-3
@@ -234,9 +288,11 @@ lr, wd = np.array([1e-3, 1e-1, 1e-2]), np.array([1e-4, 1e-2, 0.0])
 two = grid.GridTrainer(loss_fn, block_steps=4).run(params, lr, wd, b)
 one = grid.GridTrainer(loss_fn, block_steps=4, devices=jax.local_devices()[:1]).run(
     params, lr, wd, b)
+vmapped = grid.GridTrainer(loss_fn, block_steps=4, vmap_width=None).run(params, lr, wd, b)
 assert len(jax.local_devices()) == 2 and two.chunk_cells == 4 and one.chunk_cells == 3
-np.testing.assert_allclose(two.norm_final, one.norm_final, rtol=1e-5)
-np.testing.assert_allclose(two.losses, one.losses, rtol=1e-5)
+for r in (two, vmapped):
+  np.testing.assert_allclose(r.norm_final, one.norm_final, rtol=1e-5)
+  np.testing.assert_allclose(r.losses, one.losses, rtol=1e-5)
 assert [t["step"].tolist() for t in two.traces] == [[1, 2, 3, 4]] * 3
 print("OK")
 """
@@ -244,10 +300,17 @@ print("OK")
 
 @pytest.mark.cpu_only
 def test_cells_sharded_over_two_host_devices_equal_one_device():
-  """With two (host) devices the cell axis is split between them (3 cells padded to 4)."""
+  """With two (host) devices the cell axis is split between them (3 cells padded to 4), cells
+  one after another on each device (CPU's default) or vmapped."""
   import os, subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-             JAX_PLATFORMS="cpu")
-  out = subprocess.run([sys.executable, "-c", SHARDED], env=env, capture_output=True,
-                       text=True, timeout=600, check=False)
+
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+  out = subprocess.run(
+      [sys.executable, "-c", SHARDED],
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=600,
+      check=False,
+  )
   assert out.returncode == 0 and out.stdout.strip().endswith("OK"), out.stderr[-2000:]

@@ -20,16 +20,14 @@ from normgrowth_jax import saturation as sat
 from normgrowth_jax.models.small_lm import SmallLM, SmallLMConfig, leaky_attention_scores
 
 # A hand-worked 3 x 3 example: rows are queries 0..2, columns keys 0..2.
-S = np.array([[1.0, 2.0, 3.0],
-              [-1.0, -2.0, 5.0],
-              [0.5, 0.5, -4.0]])
+S = np.array([[1.0, 2.0, 3.0], [-1.0, -2.0, 5.0], [0.5, 0.5, -4.0]])
 # Future scores (above the diagonal) become 0 and stay in the softmax:
 #   row 0: softmax(1, 0, 0)     = (e, 1, 1) / (e + 2)
 #   row 1: softmax(-1, -2, 0)   = (e^-1, e^-2, 1) / (e^-1 + e^-2 + 1)
 #   row 2: softmax(.5, .5, -4)  = (e^.5, e^.5, e^-4) / (2 e^.5 + e^-4)
-HAND = np.array([[0.576117, 0.211942, 0.211942],
-                 [0.244728, 0.090031, 0.665241],
-                 [0.497238, 0.497238, 0.005524]])
+HAND = np.array(
+    [[0.576117, 0.211942, 0.211942], [0.244728, 0.090031, 0.665241], [0.497238, 0.497238, 0.005524]]
+)
 
 
 def test_leaky_scores_and_softmax_match_the_hand_worked_example():
@@ -46,8 +44,9 @@ def test_leaky_saturated_limit_by_hand():
   w = asy.leading(asy.softmax(leaky_attention_scores(asy.lift(jnp.asarray(S), 2.0))))
   np.testing.assert_allclose(w, [[1, 0, 0], [0, 0, 1], [0.5, 0.5, 0]], atol=1e-7)
   # A longer row: query 1 with negative visible scores spreads over ALL 3 later positions.
-  s4 = jnp.asarray([[2.0, 9.0, 9.0, 9.0], [-3.0, -1.0, 9.0, 9.0], [1.0, 1.0, 1.0, 9.0],
-                    [-1.0, -1.0, -1.0, -1.0]])
+  s4 = jnp.asarray(
+      [[2.0, 9.0, 9.0, 9.0], [-3.0, -1.0, 9.0, 9.0], [1.0, 1.0, 1.0, 9.0], [-1.0, -1.0, -1.0, -1.0]]
+  )
   w4 = asy.leading(asy.softmax(leaky_attention_scores(asy.lift(s4, 2.0))))
   np.testing.assert_allclose(w4[1], [0, 0, 0.5, 0.5], atol=1e-7)
   np.testing.assert_allclose(w4[2], [1 / 3, 1 / 3, 1 / 3, 0], atol=1e-7)
@@ -83,24 +82,38 @@ def _original_forward(cfg, params, tokens):
     att = layer["attention"]
     heads = lambda name: dense(att[name], x).reshape(b, l, h, dh)  # noqa: E731
     scores = np.einsum("bqhd,bkhd->bhqk", heads("query"), heads("key")) / math.sqrt(dh)
-    scores = tril[None, None] * scores                      # the original's "mask"
+    scores = tril[None, None] * scores  # the original's "mask"
     e = np.exp(scores - scores.max(-1, keepdims=True))
-    w = e / e.sum(-1, keepdims=True)                        # softmax over ALL positions
+    w = e / e.sum(-1, keepdims=True)  # softmax over ALL positions
     weights.append(w)
     y = dense(att["out"], np.einsum("bhqk,bkhd->bqhd", w, heads("value")).reshape(b, l, -1))
-    x = x + ln(layer["attention_norm"], y) if cfg.norm == "prenorm_paper" else \
-        ln(layer["attention_norm"], x + y)
+    x = (
+        x + ln(layer["attention_norm"], y)
+        if cfg.norm == "prenorm_paper"
+        else ln(layer["attention_norm"], x + y)
+    )
     y = dense(layer["mlp"]["wo"], np.maximum(dense(layer["mlp"]["wi"], x), 0))
-    x = x + ln(layer["mlp_norm"], y) if cfg.norm == "prenorm_paper" else \
-        ln(layer["mlp_norm"], x + y)
+    x = (
+        x + ln(layer["mlp_norm"], y)
+        if cfg.norm == "prenorm_paper"
+        else ln(layer["mlp_norm"], x + y)
+    )
     hidden.append(x)
   return hidden, weights
 
 
 @pytest.mark.parametrize("norm", ["prenorm_paper", "postnorm"])
 def test_model_equals_the_originals_formula(norm):
-  cfg = SmallLMConfig(vocab_size=17, num_layers=2, d_model=16, d_ff=24, num_heads=4, max_len=6,
-                      norm=norm, attention_mask="original_leaky")
+  cfg = SmallLMConfig(
+      vocab_size=17,
+      num_layers=2,
+      d_model=16,
+      d_ff=24,
+      num_heads=4,
+      max_len=6,
+      norm=norm,
+      attention_mask="original_leaky",
+  )
   tokens = jnp.array([[3, 7, 1, 9, 0, 0], [6, 2, 2, 11, 5, 4]])  # row 0 has 2 padding slots
   model = SmallLM(cfg)
   params = model.init(jax.random.PRNGKey(0), tokens)["params"]
@@ -128,14 +141,24 @@ def test_model_equals_the_originals_formula(norm):
 
 def test_model_saturated_limit_matches_large_rho_in_float64():
   with jax.enable_x64(True):
-    cfg = SmallLMConfig(vocab_size=17, num_layers=2, d_model=16, d_ff=24, num_heads=4,
-                        max_len=6, attention_mask="original_leaky", dtype=jnp.float64,
-                        param_dtype=jnp.float64)
+    cfg = SmallLMConfig(
+        vocab_size=17,
+        num_layers=2,
+        d_model=16,
+        d_ff=24,
+        num_heads=4,
+        max_len=6,
+        attention_mask="original_leaky",
+        dtype=jnp.float64,
+        param_dtype=jnp.float64,
+    )
     tokens = jnp.array([[3, 7, 1, 9, 0, 0], [6, 2, 2, 11, 5, 4]])
     model = SmallLM(cfg)
     params = model.init(jax.random.PRNGKey(1), tokens)["params"]
-    apply = jax.jit(lambda p, saturated: model.apply({"params": p}, tokens, saturated=saturated),
-                    static_argnums=1)
+    apply = jax.jit(
+        lambda p, saturated: model.apply({"params": p}, tokens, saturated=saturated),
+        static_argnums=1,
+    )
     limit = apply(params, True)
     big = apply(jax.tree.map(lambda p: p * 1e5, params), False)
     for a, b in zip(big.attention_weights, limit.attention_weights):

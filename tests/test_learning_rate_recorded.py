@@ -20,22 +20,32 @@ from normgrowth_jax import gin_utils, optimizers, sinks, tracking, train
 from normgrowth_jax.analysis import run_reader, trajectory
 
 TINY = "gin_configs/local/t5_tiny_bbc_adafactor.gin"
-BASE = ["MIXTURE_OR_TASK_NAME='ng_span_corruption_botchan_bytes'", "BATCH_SIZE=2",
-        "TASK_FEATURE_LENGTHS={'inputs': 16, 'targets': 8}", "WARMUP_STEPS=2",
-        "CHECKPOINT_PERIOD=3", "LOG_EVERY=1"]
+BASE = [
+    "MIXTURE_OR_TASK_NAME='ng_span_corruption_botchan_bytes'",
+    "BATCH_SIZE=2",
+    "TASK_FEATURE_LENGTHS={'inputs': 16, 'targets': 8}",
+    "WARMUP_STEPS=2",
+    "CHECKPOINT_PERIOD=3",
+    "LOG_EVERY=1",
+]
 
 
 def _params():
   r = np.random.default_rng(0)
-  return {"encoder": {"layers_0": {"w": jnp.asarray(r.normal(size=(4, 3)), jnp.float32)},
-                      "layers_1": {"w": jnp.asarray(r.normal(size=(3, 3)), jnp.float32)}}}
+  return {
+      "encoder": {
+          "layers_0": {"w": jnp.asarray(r.normal(size=(4, 3)), jnp.float32)},
+          "layers_1": {"w": jnp.asarray(r.normal(size=(3, 3)), jnp.float32)},
+      }
+  }
 
 
 def _sgd_rows(schedule, steps: int, every: int = 1):
   """make_optimizer(optax.sgd, schedule) on all-ones gradients: ``(rows, -delta_t per update)``;
   the SGD update is delta_t = -lr_t * 1, so -delta_t is exactly the rate applied."""
-  tx = optimizers.make_optimizer(optax.sgd, schedule, param_filter="all", groups="layers",
-                                 track_every=every)
+  tx = optimizers.make_optimizer(
+      optax.sgd, schedule, param_filter="all", groups="layers", track_every=every
+  )
   params = _params()
   state, step = tx.init(params), jax.jit(tx.update)
   applied = []
@@ -54,8 +64,9 @@ def test_row_rate_is_the_rate_of_its_update(every):
   assert rows["learning_rate"].dtype == np.float32
   # row of step s = update t = s - 1: bit for bit the rate that update applied
   np.testing.assert_array_equal(rows["learning_rate"], applied[rows["step"] - 1])
-  np.testing.assert_allclose(rows["learning_rate"], 1 / np.sqrt(np.maximum(rows["step"] - 1, 2)),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+      rows["learning_rate"], 1 / np.sqrt(np.maximum(rows["step"] - 1, 2)), rtol=1e-6
+  )
 
 
 def test_constant_and_traced_rates():
@@ -70,8 +81,9 @@ def test_constant_and_traced_rates():
     return tx.update(grads, tx.init(params), params)[1]
 
   state = jax.vmap(cell)(jnp.array([0.5, 2.0]))
-  np.testing.assert_array_equal(tracking.find_traces(state)[0][1].history["learning_rate"][:, 0],
-                                [0.5, 2.0])
+  np.testing.assert_array_equal(
+      tracking.find_traces(state)[0][1].history["learning_rate"][:, 0], [0.5, 2.0]
+  )
 
 
 def test_without_learning_rate_nothing_changes():
@@ -92,8 +104,11 @@ def test_without_learning_rate_nothing_changes():
   assert set(b) == set(a) | {"learning_rate"}
   for k in a:
     assert a[k].tobytes() == b[k].tobytes(), k
-  with pytest.raises(ValueError, match=r"groups \[encoder/layers_0, encoder/layers_1\] but "
-                     r"this hook is configured with .*\], learning_rate column; "):
+  with pytest.raises(
+      ValueError,
+      match=r"groups \[encoder/layers_0, encoder/layers_1\] but "
+      r"this hook is configured with .*\], learning_rate column; ",
+  ):
     tracking.check_resumable(s_plain, s_rated)
 
 
@@ -101,9 +116,10 @@ def test_sinks_stream_the_rate(tmp_path):
   path = str(tmp_path / "norms.jsonl")
   sink = sinks.JsonlSink(path)
   schedule = optax.linear_schedule(1.0, 0.0, 8)
-  opt = optax.chain(optax.sgd(schedule),
-                    tracking.track_norms(sink=sink, history_size=4, stream_every_rows=2,
-                                         learning_rate=schedule))
+  opt = optax.chain(
+      optax.sgd(schedule),
+      tracking.track_norms(sink=sink, history_size=4, stream_every_rows=2, learning_rate=schedule),
+  )
   params = _params()
   state = opt.init(params)
   for _ in range(5):
@@ -115,6 +131,7 @@ def test_sinks_stream_the_rate(tmp_path):
 
 
 # ----------------------------------------------------------------------------- run_reader
+
 
 def _write_jsonl(path, rows):
   with open(path, "w") as f:
@@ -133,23 +150,29 @@ def test_read_learning_rate_prefers_the_recorded_column(tmp_path):
   old = {"step": np.array([1, 2, 4])}
   np.testing.assert_array_equal(
       run_reader.read_learning_rate(tmp_path, steps, old, rsqrt_warmup_steps=2),
-      run_reader.rsqrt_learning_rate(steps, 2))
-  np.testing.assert_allclose(run_reader.read_learning_rate(tmp_path, steps, old), 0.5,
-                             rtol=1e-12)
+      run_reader.rsqrt_learning_rate(steps, 2),
+  )
+  np.testing.assert_allclose(run_reader.read_learning_rate(tmp_path, steps, old), 0.5, rtol=1e-12)
   # rows not given: read from the run (norms.jsonl)
-  _write_jsonl(tmp_path / "norms.jsonl", [{"step": 1, "param_norm": 1.0, "learning_rate": 0.7},
-                                          {"step": 2, "param_norm": 1.0, "learning_rate": 0.6}])
-  np.testing.assert_array_equal(run_reader.read_learning_rate(tmp_path, np.array([1., 2.])),
-                                [0.7, 0.6])
+  _write_jsonl(
+      tmp_path / "norms.jsonl",
+      [
+          {"step": 1, "param_norm": 1.0, "learning_rate": 0.7},
+          {"step": 2, "param_norm": 1.0, "learning_rate": 0.6},
+      ],
+  )
+  np.testing.assert_array_equal(
+      run_reader.read_learning_rate(tmp_path, np.array([1.0, 2.0])), [0.7, 0.6]
+  )
 
 
 # ----------------------------------------------------------------------------- the trainer
 
+
 def _train(model_dir, steps, *extra):
   gin.clear_config()
   try:
-    gin_utils.parse_gin([TINY], [f"MODEL_DIR='{model_dir}'", *BASE, f"TRAIN_STEPS={steps}",
-                                 *extra])
+    gin_utils.parse_gin([TINY], [f"MODEL_DIR='{model_dir}'", *BASE, f"TRAIN_STEPS={steps}", *extra])
     return train.train(progress=False)
   finally:
     gin.clear_config()
@@ -164,15 +187,17 @@ def test_trainer_rows_carry_the_applied_rate_across_a_resume(tmp_path):
   assert _train(d, 3)["resumed_from"] is None
   assert _train(d, 6)["resumed_from"] == 3
   norms_rows = sinks.read_jsonl(os.path.join(d, "norms.jsonl"))
-  metrics = {r["step"]: r["learning_rate"]
-             for r in sinks.read_jsonl(os.path.join(d, "metrics.jsonl"))}
+  metrics = {
+      r["step"]: r["learning_rate"] for r in sinks.read_jsonl(os.path.join(d, "metrics.jsonl"))
+  }
   assert [r["step"] for r in norms_rows] == list(range(1, 7))
   assert [r["learning_rate"] for r in norms_rows] == [metrics[s] for s in range(1, 7)]
   want = run_reader.rsqrt_learning_rate(np.arange(1, 7), 2)
   np.testing.assert_allclose([r["learning_rate"] for r in norms_rows], want, rtol=1e-6)
   trace = trajectory.read_checkpoint_trace(d)  # the trace in checkpoint 6 (restored from 3)
-  np.testing.assert_array_equal(trace["learning_rate"],
-                                np.float32([r["learning_rate"] for r in norms_rows]))
+  np.testing.assert_array_equal(
+      trace["learning_rate"], np.float32([r["learning_rate"] for r in norms_rows])
+  )
   tr = run_reader.load(d, warmup_steps=2, exact_rsqrt=True)
   np.testing.assert_array_equal(tr.learning_rate, [r["learning_rate"] for r in norms_rows])
 

@@ -23,14 +23,15 @@ from scipy import special
 from normgrowth_jax import causal_lm
 from normgrowth_jax.models.small_lm import SmallLM, SmallLMConfig
 
-TOKENS = np.array([[3, 7, 1, 9],
-                   [6, 2, 2, 0],   # one padding slot
-                   [5, 4, 8, 11]])  # batch 3, length 4
+TOKENS = np.array(
+    [[3, 7, 1, 9], [6, 2, 2, 0], [5, 4, 8, 11]]  # one padding slot
+)  # batch 3, length 4
 
 
 def _config(**switches):
-  base = dict(vocab_size=13, num_layers=2, d_model=8, d_ff=12, num_heads=2, max_len=4,
-              norm="postnorm")
+  base = dict(
+      vocab_size=13, num_layers=2, d_model=8, d_ff=12, num_heads=2, max_len=4, norm="postnorm"
+  )
   return SmallLMConfig(**{**base, **switches})
 
 
@@ -70,16 +71,19 @@ def _torch_forward(cfg, params, tokens):
   x = p["embed"]["embedding"][tokens] + p["pos_embed"]["embedding"][np.arange(l)][None]
   swapped = cfg.attend_across == "batch"
   src = x if swapped else x.transpose(1, 0, 2)  # the original fed [b, l, d] as [S, N, E]
-  real = tokens != cfg.pad_id                   # [b, l]
-  key_real = real.T if swapped else real        # [N, S]
+  real = tokens != cfg.pad_id  # [b, l]
+  key_real = real.T if swapped else real  # [N, S]
 
   def ln(q, z):
     mu = z.mean(-1, keepdims=True)
     var = ((z - mu) ** 2).mean(-1, keepdims=True)
     return (z - mu) / np.sqrt(var + cfg.layer_norm_eps) * q["scale"] + q["bias"]
 
-  act = (lambda z: np.maximum(z, 0)) if cfg.activation == "relu" else (
-      lambda z: 0.5 * z * (1 + special.erf(z / math.sqrt(2))))
+  act = (
+      (lambda z: np.maximum(z, 0))
+      if cfg.activation == "relu"
+      else (lambda z: 0.5 * z * (1 + special.erf(z / math.sqrt(2))))
+  )
   hidden, weights = [x], []
   for i in range(cfg.num_layers):
     layer = p["encoder"][f"layers_{i}"]
@@ -87,8 +91,7 @@ def _torch_forward(cfg, params, tokens):
     weights.append(w)
     src = ln(layer["attention_norm"], src + y)
     mlp = layer["mlp"]
-    y = act(src @ mlp["wi"]["kernel"] + mlp["wi"]["bias"]) @ mlp["wo"]["kernel"] + \
-        mlp["wo"]["bias"]
+    y = act(src @ mlp["wi"]["kernel"] + mlp["wi"]["bias"]) @ mlp["wo"]["kernel"] + mlp["wo"]["bias"]
     src = ln(layer["mlp_norm"], src + y)
     hidden.append(src if swapped else src.transpose(1, 0, 2))  # read as [b, l, d] again
   return hidden, weights
@@ -137,8 +140,9 @@ def test_model_equals_pytorch_layer_fed_as_the_switches_say(mask, across):
 
 
 def test_gelu_matches_the_reference_and_changes_only_the_mlp():
-  relu, gelu = _config(attention_mask="none", attend_across="batch"), \
-      _config(attention_mask="none", attend_across="batch", activation="gelu")
+  relu, gelu = _config(attention_mask="none", attend_across="batch"), _config(
+      attention_mask="none", attend_across="batch", activation="gelu"
+  )
   params = _params(relu)
   a, b = _apply(relu, params), _apply(gelu, params)
   hidden, _ = _torch_forward(gelu, params, TOKENS)
@@ -161,8 +165,9 @@ def test_across_the_batch_mixes_sentences_never_positions():
   # Along the sequence (no mask), the same change moves sentence 1 only, at every position.
   seq = _config(attention_mask="none")
   base = np.asarray(_apply(seq, params).hidden_states[-1])
-  moved = ~np.isclose(base, np.asarray(_apply(seq, params, other).hidden_states[-1]),
-                      atol=1e-6).all(-1)
+  moved = ~np.isclose(
+      base, np.asarray(_apply(seq, params, other).hidden_states[-1]), atol=1e-6
+  ).all(-1)
   np.testing.assert_array_equal(moved, np.arange(3)[:, None].repeat(4, 1) == 1)
 
 
@@ -170,32 +175,45 @@ def test_defaults_unchanged_by_the_new_switches():
   default = _config()
   params = _params(default)
   ref = _apply(default, params)
-  explicit = _config(attend_across="sequence", attention_dropout=0.1, activation_dropout=0.1,
-                     dropout=0.1)  # dropout is off when deterministic
+  explicit = _config(
+      attend_across="sequence", attention_dropout=0.1, activation_dropout=0.1, dropout=0.1
+  )  # dropout is off when deterministic
   out = _apply(explicit, params)
-  for a, b in zip(ref.hidden_states + ref.attention_weights,
-                  out.hidden_states + out.attention_weights):
+  for a, b in zip(
+      ref.hidden_states + ref.attention_weights, out.hidden_states + out.attention_weights
+  ):
     np.testing.assert_array_equal(a, b)
   # Every switch keeps the parameter tree (the same params run every setting).
-  for sw in ({"attend_across": "batch"}, {"attention_mask": "none"}, {"activation": "gelu"},
-             {"attention_dropout": 0.1}):
+  for sw in (
+      {"attend_across": "batch"},
+      {"attention_mask": "none"},
+      {"activation": "gelu"},
+      {"attention_dropout": 0.1},
+  ):
     tree = jax.tree_util.tree_structure(_params(_config(**sw)))
     assert tree == jax.tree_util.tree_structure(params)
 
 
-@pytest.mark.parametrize("switch, sites", [
-    ("dropout", {("layers_0", "Dropout_0"), ("layers_0", "Dropout_1")}),
-    ("attention_dropout", {("layers_0", "attention", "Dropout_0")}),
-    ("activation_dropout", {("layers_0", "mlp", "Dropout_0")}),
-])
+@pytest.mark.parametrize(
+    "switch, sites",
+    [
+        ("dropout", {("layers_0", "Dropout_0"), ("layers_0", "Dropout_1")}),
+        ("attention_dropout", {("layers_0", "attention", "Dropout_0")}),
+        ("activation_dropout", {("layers_0", "mlp", "Dropout_0")}),
+    ],
+)
 def test_each_dropout_rate_acts_only_at_its_site(switch, sites):
   cfg = _config(num_layers=1, **{switch: 0.5})
   params = _params(cfg)
   model = SmallLM(cfg)
-  out, state = model.apply({"params": params}, jnp.asarray(TOKENS), deterministic=False,
-                           rngs={"dropout": jax.random.PRNGKey(3)},
-                           capture_intermediates=lambda m, _: isinstance(m, nn.Dropout),
-                           mutable=["intermediates"])
+  out, state = model.apply(
+      {"params": params},
+      jnp.asarray(TOKENS),
+      deterministic=False,
+      rngs={"dropout": jax.random.PRNGKey(3)},
+      capture_intermediates=lambda m, _: isinstance(m, nn.Dropout),
+      mutable=["intermediates"],
+  )
   found = set()
   for path, _ in jax.tree_util.tree_flatten_with_path(state["intermediates"])[0]:
     keys = [k.key for k in path if hasattr(k, "key")]
@@ -223,12 +241,19 @@ def test_saturated_limit_across_the_batch_matches_large_rho_in_float64():
   with jax.enable_x64(True):
     # Pre-norm x + LN(F(x)): post-norm's leading term forgets x (LN(x + F(x)) ~ LN(F(x)) as
     # F's power exceeds x's), so sentences that pick the same key tie exactly in the limit.
-    cfg = _config(attention_mask="none", attend_across="batch", norm="prenorm_paper",
-                  dtype=jnp.float64, param_dtype=jnp.float64)
+    cfg = _config(
+        attention_mask="none",
+        attend_across="batch",
+        norm="prenorm_paper",
+        dtype=jnp.float64,
+        param_dtype=jnp.float64,
+    )
     model = SmallLM(cfg)
     params = model.init(jax.random.PRNGKey(1), jnp.asarray(TOKENS))["params"]
-    apply = jax.jit(lambda p, saturated: model.apply({"params": p}, jnp.asarray(TOKENS),
-                                                     saturated=saturated), static_argnums=1)
+    apply = jax.jit(
+        lambda p, saturated: model.apply({"params": p}, jnp.asarray(TOKENS), saturated=saturated),
+        static_argnums=1,
+    )
     limit = apply(params, True)
     big = apply(jax.tree.map(lambda p: p * 1e5, params), False)
     for a, b in zip(big.attention_weights, limit.attention_weights):

@@ -49,11 +49,13 @@ def test_checkpoints_read_as_t5x_reads_them(fmt, layout):
       x = got[path]
       assert list(x.shape) == w["shape"], path
       assert float(x.reshape(-1)[0]) == w["first"], path
-      np.testing.assert_allclose(np.sum(np.asarray(x, np.float64) ** 2), w["sum_sq"],
-                                 rtol=1e-12, err_msg=path)
+      np.testing.assert_allclose(
+          np.sum(np.asarray(x, np.float64) ** 2), w["sum_sq"], rtol=1e-12, err_msg=path
+      )
     paper = ac.read_params(ref, "paper")
-    assert sorted(paper) == sorted(p for p in want["params"]
-                                   if _paper(p) and len(want["params"][p]["shape"]) >= 1)
+    assert sorted(paper) == sorted(
+        p for p in want["params"] if _paper(p) and len(want["params"][p]["shape"]) >= 1
+    )
 
 
 @pytest.mark.parametrize("fmt", [f for f, _ in FORMATS])
@@ -62,8 +64,13 @@ def test_trajectories_match_what_t5x_logged(fmt):
   expected = _expected(fmt)
   logged = at.read_tensorboard(d)  # MODEL_DIR/train: the norms/* metrics T5X wrote
   assert logged["step"].tolist() == [1, 2, 3, 4]
-  assert {"param_norm", "update_norm", "direction_cos", "param_norm/encoder/layers_0",
-          "param_norm/encoder/layers_1"} <= set(logged)
+  assert {
+      "param_norm",
+      "update_norm",
+      "direction_cos",
+      "param_norm/encoder/layers_0",
+      "param_norm/encoder/layers_1",
+  } <= set(logged)
   # The trace saved in the optimizer state of checkpoint 4 is the same rows.
   trace = at.read_checkpoint_trace(d)
   assert trace["step"].tolist() == [1, 2, 3, 4]

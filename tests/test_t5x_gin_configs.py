@@ -12,14 +12,28 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIN_DIR = os.path.join(ROOT, "gin_configs", "t5x")
 FILES = sorted(f for f in os.listdir(GIN_DIR) if f.endswith(".gin"))
 # Upstream T5X files our configs include (verified to exist in google-research/t5x).
-T5X_INCLUDES = {"t5x/configs/runs/pretrain.gin", "t5x/examples/t5/t5_1_1/base.gin",
-                "t5x/examples/t5/t5_1_1/small.gin", "t5x/examples/t5/t5_1_1/tiny.gin"}
+T5X_INCLUDES = {
+    "t5x/configs/runs/pretrain.gin",
+    "t5x/examples/t5/t5_1_1/base.gin",
+    "t5x/examples/t5/t5_1_1/small.gin",
+    "t5x/examples/t5/t5_1_1/tiny.gin",
+}
 # Macros defined by T5X's pretrain.gin / t5_1_1/base.gin that our files may use.
-T5X_MACROS = {"OPTIMIZER", "MODEL", "MODEL_DIR", "TRAIN_STEPS", "BATCH_SIZE", "VOCABULARY",
-              "MIXTURE_OR_TASK_NAME", "TASK_FEATURE_LENGTHS", "DROPOUT_RATE"}
+T5X_MACROS = {
+    "OPTIMIZER",
+    "MODEL",
+    "MODEL_DIR",
+    "TRAIN_STEPS",
+    "BATCH_SIZE",
+    "VOCABULARY",
+    "MIXTURE_OR_TASK_NAME",
+    "TASK_FEATURE_LENGTHS",
+    "DROPOUT_RATE",
+}
 
 
 class _Delegate(config_parser.ParserDelegate):
+
   def configurable_reference(self, scoped_name, evaluate):
     return ("REF", scoped_name)
 
@@ -50,9 +64,14 @@ def _module_defs(module):
 def _our_configurables():
   """{"normgrowth_jax.<module>.<name>": params}, T5X-lazy names resolved to their modules."""
   import normgrowth_jax.t5x as ng_t5x
+
   defs = {}
-  for module in ("normgrowth_jax.tracking", "normgrowth_jax.data.vocab",
-                 "normgrowth_jax.t5x.metrics", "normgrowth_jax.t5x.optimizer"):
+  for module in (
+      "normgrowth_jax.tracking",
+      "normgrowth_jax.data.vocab",
+      "normgrowth_jax.t5x.metrics",
+      "normgrowth_jax.t5x.optimizer",
+  ):
     for name, params in _module_defs(module).items():
       defs[f"{module}.{name}"] = params
   for name, sub in ng_t5x._LAZY.items():  # pylint: disable=protected-access
@@ -119,15 +138,21 @@ def test_one_line_include_binds_both_hooks():
   assert ("ng_t5x.TrackedOptimizer", "base") in selectors
   incs = [s.filename for s in sts if type(s).__name__ == "IncludeStatement"]
   assert incs == ["gin_configs/t5x/norm_metrics.gin"]
-  metric_sel = {(s.selector, s.arg_name) for s in _statements("norm_metrics.gin")
-                if type(s).__name__ == "BindingStatement"}
+  metric_sel = {
+      (s.selector, s.arg_name)
+      for s in _statements("norm_metrics.gin")
+      if type(s).__name__ == "BindingStatement"
+  }
   assert ("trainer.Trainer", "weight_metrics_computer") in metric_sel
 
 
 def test_paper_recipe_values():
-  b = {(s.selector, s.arg_name): s.value for s in _statements("pretrain_t5_1_1_base_c4.gin")
-       if type(s).__name__ == "BindingStatement"}
-  assert b[("TRAIN_STEPS", "")] == 2 ** 19
+  b = {
+      (s.selector, s.arg_name): s.value
+      for s in _statements("pretrain_t5_1_1_base_c4.gin")
+      if type(s).__name__ == "BindingStatement"
+  }
+  assert b[("TRAIN_STEPS", "")] == 2**19
   assert b[("BATCH_SIZE", "")] * b[("TASK_FEATURE_LENGTHS", "")]["inputs"] == 65536
   assert b[("utils.SaveCheckpointConfig", "period")] == 5000
   assert b[("utils.create_learning_rate_scheduler", "warmup_steps")] == 10000

@@ -14,9 +14,15 @@ from data_helpers import data_cache  # noqa: F401  (session fixture)
 from normgrowth_jax import gin_utils, train
 
 TINY = "gin_configs/local/t5_tiny_bbc_adafactor.gin"
-BASE = ["MIXTURE_OR_TASK_NAME='ng_span_corruption_botchan_bytes'", "BATCH_SIZE=2",
-        "TASK_FEATURE_LENGTHS={'inputs': 16, 'targets': 8}", "WARMUP_STEPS=2",
-        "CHECKPOINT_PERIOD=3", "LOG_EVERY=1", "TRAIN_STEPS=3"]
+BASE = [
+    "MIXTURE_OR_TASK_NAME='ng_span_corruption_botchan_bytes'",
+    "BATCH_SIZE=2",
+    "TASK_FEATURE_LENGTHS={'inputs': 16, 'targets': 8}",
+    "WARMUP_STEPS=2",
+    "CHECKPOINT_PERIOD=3",
+    "LOG_EVERY=1",
+    "TRAIN_STEPS=3",
+]
 
 
 def _run(model_dir, *bindings):
@@ -44,17 +50,20 @@ def test_resume_with_other_history_size_or_groups_is_refused(tmp_path):
   _run(model_dir, "optimizers.make_optimizer.history_size=16")
   before = _files(model_dir)
   assert any(p.startswith("checkpoints") for p in before)
-  for change, configured in [(["optimizers.make_optimizer.history_size=8"],
-                              "configured with history_size=8, groups [encoder/layers_0, "
-                              "encoder/layers_1]"),
-                             (["optimizers.make_optimizer.groups=None",
-                               "optimizers.make_optimizer.history_size=16"],
-                              "configured with history_size=16, groups [none]")]:
+  for change, configured in [
+      (
+          ["optimizers.make_optimizer.history_size=8"],
+          "configured with history_size=8, groups [encoder/layers_0, " "encoder/layers_1]",
+      ),
+      (
+          ["optimizers.make_optimizer.groups=None", "optimizers.make_optimizer.history_size=16"],
+          "configured with history_size=16, groups [none]",
+      ),
+  ]:
     with pytest.raises(ValueError) as err:
       _run(model_dir, *change, "train.allow_config_change=True")
     msg, *context = str(err.value).split("\n")  # gin appends "In call to configurable ..."
     assert all("In call to configurable" in line for line in context), err.value
-    assert ("recorded with history_size=16, groups [encoder/layers_0, encoder/layers_1]"
-            in msg), msg
+    assert "recorded with history_size=16, groups [encoder/layers_0, encoder/layers_1]" in msg, msg
     assert configured in msg and "resume with the run's own track_norms settings" in msg, msg
     assert _files(model_dir) == before

@@ -20,8 +20,7 @@ TINY = "gin_configs/local/t5_tiny_bbc_adafactor.gin"
 # A small real-text config: T5.1.1 tiny on botchan span corruption (the test-only data
 # cache of data_helpers: one small novel, fetched once).
 TASK = "MIXTURE_OR_TASK_NAME='ng_span_corruption_botchan_bytes'"
-SMALL = [TASK, "BATCH_SIZE=8", "TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 16}",
-         "LOG_EVERY=1"]
+SMALL = [TASK, "BATCH_SIZE=8", "TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 16}", "LOG_EVERY=1"]
 
 
 @pytest.fixture(autouse=True)
@@ -57,7 +56,8 @@ def test_tiny_t5_loss_falls_on_real_text(tmp_path, data_cache):  # noqa: F811
   assert [r["step"] for r in norms_rows] == list(range(1, 41))
   assert {"param_norm/encoder/layers_0", "param_norm/encoder/layers_1"} <= set(norms_rows[-1])
   assert summary["step"] == 40 and summary["param_norm"] == pytest.approx(
-      norms_rows[-1]["param_norm"], rel=1e-6)
+      norms_rows[-1]["param_norm"], rel=1e-6
+  )
   assert checkpoints.Checkpointer(tmp_path / "checkpoints").all_steps() == [20, 40]
 
 
@@ -88,30 +88,50 @@ def test_missing_required_macro_and_missing_file(tmp_path):
 def test_cli_outside_the_repository_root_finds_configs_quietly(tmp_path):
   """Issue 17: from another directory, gin logged 'Path not found' twice per gin file and
   include before finding it under the repository root."""
-  proc = subprocess.run([sys.executable, "-m", "normgrowth_jax.train", f"--gin_file={TINY}",
-                         "--gin.train.bach_size=3"], cwd=tmp_path, capture_output=True,
-                        text=True, timeout=300)
+  proc = subprocess.run(
+      [
+          sys.executable,
+          "-m",
+          "normgrowth_jax.train",
+          f"--gin_file={TINY}",
+          "--gin.train.bach_size=3",
+      ],
+      cwd=tmp_path,
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
   assert proc.returncode == 2, proc.stderr
   # the files and their includes were parsed: the binding after them is what failed
-  assert ("normgrowth-train: error: Configurable 'train' doesn't have a parameter named "
-          "'bach_size'") in proc.stderr, proc.stderr
+  assert (
+      "normgrowth-train: error: Configurable 'train' doesn't have a parameter named " "'bach_size'"
+  ) in proc.stderr, proc.stderr
   assert "Path not found" not in proc.stderr
 
 
 def test_missing_corpus_is_a_clear_error(tmp_path, monkeypatch):
   monkeypatch.setenv("NORMGROWTH_DATA", str(tmp_path / "empty_cache"))
   with pytest.raises(corpora.CorpusNotPreparedError) as err:
-    _run(tmp_path / "run", "TRAIN_STEPS=2", "MIXTURE_OR_TASK_NAME='ng_span_corruption_shakespeare_bytes'")
+    _run(
+        tmp_path / "run",
+        "TRAIN_STEPS=2",
+        "MIXTURE_OR_TASK_NAME='ng_span_corruption_shakespeare_bytes'",
+    )
   assert "prepare --corpus shakespeare" in str(err.value)
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_cache):  # noqa: F811
   # lr 1e-3 for updates 0..3, then 1e30: the update from state 4 blows the parameters up.
   with pytest.raises(train.NonFiniteLossError) as err:
-    _run(tmp_path, "TRAIN_STEPS=20", "CHECKPOINT_PERIOD=1", "OPTIMIZER=@optax.sgd",
-         "LEARNING_RATE=@optax.piecewise_constant_schedule()",
-         "optax.piecewise_constant_schedule.init_value=1e-3",
-         "optax.piecewise_constant_schedule.boundaries_and_scales={4: 1e33}")
+    _run(
+        tmp_path,
+        "TRAIN_STEPS=20",
+        "CHECKPOINT_PERIOD=1",
+        "OPTIMIZER=@optax.sgd",
+        "LEARNING_RATE=@optax.piecewise_constant_schedule()",
+        "optax.piecewise_constant_schedule.init_value=1e-3",
+        "optax.piecewise_constant_schedule.boundaries_and_scales={4: 1e33}",
+    )
   # Update 4 (lr 1e30) is finite but gives parameters ~1e29 whose loss is NaN: state 5's
   # loss is the one of metrics step 6, so the run stops there and never saves state 5.
   assert err.value.step == 6
@@ -124,14 +144,24 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_cac
 
 
 def _cli(model_dir, steps, period):
-  return [sys.executable, "-m", "normgrowth_jax.train", f"--gin_file={TINY}",
-          f"--gin.MODEL_DIR={model_dir}", f"--gin.TRAIN_STEPS={steps}",
-          f"--gin.CHECKPOINT_PERIOD={period}", f"--gin.{TASK}", "--gin.BATCH_SIZE=8",
-          "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 16}", "--gin.LOG_EVERY=1"]
+  return [
+      sys.executable,
+      "-m",
+      "normgrowth_jax.train",
+      f"--gin_file={TINY}",
+      f"--gin.MODEL_DIR={model_dir}",
+      f"--gin.TRAIN_STEPS={steps}",
+      f"--gin.CHECKPOINT_PERIOD={period}",
+      f"--gin.{TASK}",
+      "--gin.BATCH_SIZE=8",
+      "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 16}",
+      "--gin.LOG_EVERY=1",
+  ]
 
 
 def _final_params(model_dir, step):
   import orbax.checkpoint as ocp
+
   mngr = ocp.CheckpointManager(os.path.join(model_dir, "checkpoints"), item_names=("state",))
   assert mngr.latest_step() == step
   state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
@@ -145,8 +175,13 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path, data_cache):  # noqa: F81
   ref, cut = tmp_path / "ref", tmp_path / "cut"
   subprocess.run(_cli(ref, steps, period), cwd=REPO, env=env, check=True, capture_output=True)
 
-  proc = subprocess.Popen(_cli(cut, steps, period), cwd=REPO, env=env,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  proc = subprocess.Popen(
+      _cli(cut, steps, period),
+      cwd=REPO,
+      env=env,
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.DEVNULL,
+  )
   ckpt_dir = cut / "checkpoints"
   deadline = time.time() + 300
   while time.time() < deadline and proc.poll() is None:

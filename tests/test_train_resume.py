@@ -25,17 +25,23 @@ from normgrowth_jax.models import t5
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = "gin_configs/local/t5_tiny_bbc_adafactor.gin"
-BASE = ["MIXTURE_OR_TASK_NAME='ng_span_corruption_botchan_bytes'", "BATCH_SIZE=4",
-        "TASK_FEATURE_LENGTHS={'inputs': 16, 'targets': 8}", "WARMUP_STEPS=2",
-        "CHECKPOINT_PERIOD=3", "LOG_EVERY=1"]
+BASE = [
+    "MIXTURE_OR_TASK_NAME='ng_span_corruption_botchan_bytes'",
+    "BATCH_SIZE=4",
+    "TASK_FEATURE_LENGTHS={'inputs': 16, 'targets': 8}",
+    "WARMUP_STEPS=2",
+    "CHECKPOINT_PERIOD=3",
+    "LOG_EVERY=1",
+]
 SENTINEL = -12345.0
 
 
 def _run(model_dir, steps, *bindings):
   gin.clear_config()
   try:
-    gin_utils.parse_gin([TINY], [f"MODEL_DIR='{model_dir}'", *BASE, f"TRAIN_STEPS={steps}",
-                             *bindings])
+    gin_utils.parse_gin(
+        [TINY], [f"MODEL_DIR='{model_dir}'", *BASE, f"TRAIN_STEPS={steps}", *bindings]
+    )
     return train.train(progress=False)
   finally:
     gin.clear_config()
@@ -62,13 +68,16 @@ def _assert_bit_identical(a, b):
 
 
 def _jsonl(model_dir, name):
-  return [{k: v for k, v in r.items() if k != "tokens_per_s"}
-          for r in sinks.read_jsonl(os.path.join(model_dir, name))]
+  return [
+      {k: v for k, v in r.items() if k != "tokens_per_s"}
+      for r in sinks.read_jsonl(os.path.join(model_dir, name))
+  ]
 
 
 def _tb(model_dir, stream):
-  out = trajectory.read_tensorboard(os.path.join(model_dir, "tb"), prefix=f"{stream}/",
-                                    subdir=stream)
+  out = trajectory.read_tensorboard(
+      os.path.join(model_dir, "tb"), prefix=f"{stream}/", subdir=stream
+  )
   out.pop("tokens_per_s", None)
   return out
 
@@ -104,6 +113,7 @@ def _write_stale_tail(model_dir, steps):
       for s in steps:
         f.write(json.dumps({**template, "step": s, col: SENTINEL}) + "\n")
   from tensorboardX import SummaryWriter
+
   for stream, col in (("train", "loss"), ("norms", "param_norm")):
     w = SummaryWriter(os.path.join(model_dir, "tb", stream))
     for s in steps:
@@ -151,8 +161,12 @@ def _paper_sq_norm(tree, prefix=""):
   for path, x in jax.tree_util.tree_leaves_with_path(tree):
     segs = [str(getattr(k, "key", getattr(k, "idx", k))) for k in path]
     name = "/".join(segs)
-    if ("encoder" in segs and np.ndim(x) >= 1 and not any("embed" in s for s in segs)
-        and name.startswith(prefix)):
+    if (
+        "encoder" in segs
+        and np.ndim(x) >= 1
+        and not any("embed" in s for s in segs)
+        and name.startswith(prefix)
+    ):
       total += float(np.sum(np.asarray(x, np.float64) ** 2))
   return total
 
@@ -164,8 +178,9 @@ def _heldout_loss(params, n_batches):
   model = gin.query_parameter("train.train.model").scoped_configurable_fn()
   gin.clear_config()
   loss_fn = jax.jit(t5.make_loss_fn(model, z_loss=1e-4, enable_dropout=False))
-  data = pipeline.make_batch_iterator("ng_span_corruption_botchan_bytes", "validation",
-                                      {"inputs": 16, "targets": 8}, 4, seed=0)
+  data = pipeline.make_batch_iterator(
+      "ng_span_corruption_botchan_bytes", "validation", {"inputs": 16, "targets": 8}, 4, seed=0
+  )
   total = tokens = 0.0
   for _, batch in zip(range(n_batches), data):
     _, aux = loss_fn(params, batch, jax.random.PRNGKey(0))
@@ -177,9 +192,17 @@ def _heldout_loss(params, n_batches):
 def test_periods_and_validation_loss_record_the_right_steps(tmp_path, data_cache):  # noqa: F811
   """TRACK_EVERY=2, LOG_EVERY=4, validation every 3 steps: rows only at their periods (and
   the last step), each holding that step's values, checked against the saved parameters."""
-  _run(tmp_path, 6, "TRACK_EVERY=2", "LOG_EVERY=4", "CHECKPOINT_PERIOD=1",
-       "train.keep_checkpoints=10", "train.evaluator=@train.validation_loss",
-       "train.eval_every=3", "train.validation_loss.num_batches=2")
+  _run(
+      tmp_path,
+      6,
+      "TRACK_EVERY=2",
+      "LOG_EVERY=4",
+      "CHECKPOINT_PERIOD=1",
+      "train.keep_checkpoints=10",
+      "train.evaluator=@train.validation_loss",
+      "train.eval_every=3",
+      "train.validation_loss.num_batches=2",
+  )
   norms_rows = sinks.read_jsonl(tmp_path / "norms.jsonl")
   metrics_rows = sinks.read_jsonl(tmp_path / "metrics.jsonl")
   assert [r["step"] for r in norms_rows] == [2, 4, 6]
@@ -187,15 +210,18 @@ def test_periods_and_validation_loss_record_the_right_steps(tmp_path, data_cache
   assert list(_tb(tmp_path, "norms")["step"]) == [2, 4, 6]
   assert list(_tb(tmp_path, "train")["step"]) == [4, 6]
   # Row s is update s (state s-1 -> s): rsqrt schedule 1/sqrt(max(s - 1, WARMUP_STEPS)).
-  np.testing.assert_allclose([r["learning_rate"] for r in metrics_rows],
-                             [1 / np.sqrt(3), 1 / np.sqrt(5)], rtol=1e-6)
+  np.testing.assert_allclose(
+      [r["learning_rate"] for r in metrics_rows], [1 / np.sqrt(3), 1 / np.sqrt(5)], rtol=1e-6
+  )
   params = {s: _checkpoint(tmp_path, s)["params"] for s in range(1, 7)}
   for row in norms_rows:
     s = row["step"]
     np.testing.assert_allclose(row["param_norm"], np.sqrt(_paper_sq_norm(params[s])), rtol=2e-6)
     np.testing.assert_allclose(
         row["param_norm/encoder/layers_1"],
-        np.sqrt(_paper_sq_norm(params[s], "encoder/layers_1/")), rtol=2e-6)
+        np.sqrt(_paper_sq_norm(params[s], "encoder/layers_1/")),
+        rtol=2e-6,
+    )
     delta = jax.tree.map(lambda a, b: np.asarray(a, np.float64) - b, params[s], params[s - 1])
     np.testing.assert_allclose(row["update_norm"], np.sqrt(_paper_sq_norm(delta)), rtol=1e-4)
   # The validation loss: at the initialisation, every 3 steps and at the end, each of the
@@ -226,7 +252,8 @@ def _snapshot(model_dir):
 
 @pytest.mark.slow  # measured > 30 s (one real train() compile or more)
 def test_a_checkpoint_refuses_another_seed_or_model_even_when_config_changes_are_allowed(
-    tmp_path, data_cache):  # noqa: F811
+    tmp_path, data_cache
+):  # noqa: F811
   """``--allow_config_change`` lets a binding change, never a restore into another model or a
   continuation under another seed: the checkpoint itself refuses, and the run is untouched."""
   _run(tmp_path, 1)
@@ -252,18 +279,26 @@ def _cli(*args, env=None):
 
 
 def _cli_run_args(model_dir, steps, *bindings):
-  return [f"--gin_file={TINY}", f"--gin.MODEL_DIR={model_dir}", f"--gin.TRAIN_STEPS={steps}",
-          *[f"--gin.{b}" for b in BASE], *[f"--gin.{b}" for b in bindings]]
+  return [
+      f"--gin_file={TINY}",
+      f"--gin.MODEL_DIR={model_dir}",
+      f"--gin.TRAIN_STEPS={steps}",
+      *[f"--gin.{b}" for b in BASE],
+      *[f"--gin.{b}" for b in bindings],
+  ]
 
 
-@pytest.mark.parametrize("args, expected", [
-    ([f"--gin_file={TINY}", "--gin.TRAIN_STEPS"], "expected --gin.KEY=VALUE"),
-    (["--gin_file=gin_configs/local/no_such.gin"], "not found"),
-    ([f"--gin_file={TINY}"], "add --gin.MODEL_DIR=VALUE"),  # a required macro is unset
-    (["--gin_file=gin_configs/local/models/t5_1_1_tiny.gin"], "Required bindings for `train`"),
-    ([f"--gin_file={TINY}", "--bogus"], "unrecognised argument"),
-    ([], "at least one --gin_file"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        ([f"--gin_file={TINY}", "--gin.TRAIN_STEPS"], "expected --gin.KEY=VALUE"),
+        (["--gin_file=gin_configs/local/no_such.gin"], "not found"),
+        ([f"--gin_file={TINY}"], "add --gin.MODEL_DIR=VALUE"),  # a required macro is unset
+        (["--gin_file=gin_configs/local/models/t5_1_1_tiny.gin"], "Required bindings for `train`"),
+        ([f"--gin_file={TINY}", "--bogus"], "unrecognised argument"),
+        ([], "at least one --gin_file"),
+    ],
+)
 def test_command_line_configuration_errors_exit_2(args, expected):
   proc = _cli(*args)
   assert proc.returncode == 2, proc.stderr[-3000:]
@@ -311,12 +346,28 @@ def test_four_host_devices_follow_the_one_device_trajectory(tmp_path, data_cache
   one, four = tmp_path / "one", tmp_path / "four"
   slow_lr = "WARMUP_STEPS=10000"
   _run(one, 6, slow_lr)
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-             PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  env = dict(
+      os.environ,
+      XLA_FLAGS="--xla_force_host_platform_device_count=4",
+      PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+  )
   proc = subprocess.run(
-      [sys.executable, "-c", _MULTI_DEVICE, TINY, f"MODEL_DIR='{four}'", *BASE, "TRAIN_STEPS=6",
-       slow_lr],
-      cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+      [
+          sys.executable,
+          "-c",
+          _MULTI_DEVICE,
+          TINY,
+          f"MODEL_DIR='{four}'",
+          *BASE,
+          "TRAIN_STEPS=6",
+          slow_lr,
+      ],
+      cwd=REPO,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   result = json.loads(proc.stdout.split("RESULT", 1)[1])
   assert result["devices"] == 4
@@ -328,8 +379,9 @@ def test_four_host_devices_follow_the_one_device_trajectory(tmp_path, data_cache
     assert a[0].keys() == b[0].keys()
     for k in a[0]:
       if k != "nonfinite":
-        np.testing.assert_allclose([r[k] for r in b], [r[k] for r in a], rtol=1e-4, atol=1e-5,
-                                   err_msg=f"{name}: {k}")
+        np.testing.assert_allclose(
+            [r[k] for r in b], [r[k] for r in a], rtol=1e-4, atol=1e-5, err_msg=f"{name}: {k}"
+        )
   # The 4-device checkpoint reads back on 1 device (the analysis reader; orbax's plain restore
   # refuses the other topology) and holds the same parameters.
   pa = ac.read_params(ac.list_checkpoints(str(one))[-1], "all")

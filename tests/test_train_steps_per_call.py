@@ -10,19 +10,37 @@ from normgrowth_jax.analysis import run_reader
 from normgrowth_jax.figures import t5_runs
 
 GIN = "gin_configs/local/t5_normgrowth_bbc.gin"
-TOY = ["MIXTURE_OR_TASK_NAME='ng_span_corruption_botchan_bytes'", "BATCH_SIZE=4",
-       "TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 8}", "WARMUP_STEPS=2",
-       "TRAIN_STEPS=13", "CHECKPOINT_PERIOD=5", "CHECKPOINT_GRID=3", "LOG_EVERY=2",
-       "network.T5Config.emb_dim=8", "network.T5Config.num_heads=2",
-       "network.T5Config.head_dim=4", "network.T5Config.mlp_dim=16",
-       "network.T5Config.num_encoder_layers=2", "network.T5Config.num_decoder_layers=1"]
+TOY = [
+    "MIXTURE_OR_TASK_NAME='ng_span_corruption_botchan_bytes'",
+    "BATCH_SIZE=4",
+    "TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 8}",
+    "WARMUP_STEPS=2",
+    "TRAIN_STEPS=13",
+    "CHECKPOINT_PERIOD=5",
+    "CHECKPOINT_GRID=3",
+    "LOG_EVERY=2",
+    "network.T5Config.emb_dim=8",
+    "network.T5Config.num_heads=2",
+    "network.T5Config.head_dim=4",
+    "network.T5Config.mlp_dim=16",
+    "network.T5Config.num_encoder_layers=2",
+    "network.T5Config.num_decoder_layers=1",
+]
 
 
 def _run(model_dir, k, *more):
   gin.clear_config()
   try:
-    gin_utils.parse_gin([GIN], [f"MODEL_DIR='{model_dir}'", *TOY, *more,
-                            f"train.train.steps_per_call={k}", "train.train.keep_checkpoints=5"])
+    gin_utils.parse_gin(
+        [GIN],
+        [
+            f"MODEL_DIR='{model_dir}'",
+            *TOY,
+            *more,
+            f"train.train.steps_per_call={k}",
+            "train.train.keep_checkpoints=5",
+        ],
+    )
     return train.train(progress=False)
   finally:
     gin.clear_config()
@@ -53,13 +71,22 @@ def test_steps_per_call_reproduces_the_step_by_step_run(tmp_path, data_cache):  
   assert four["param_norm"] == pytest.approx(one["param_norm"], rel=2e-5)
   # Figs. 1/5 recompute the trainer's initialisation: its norm equals ||theta_0|| solved from
   # the first row (||theta_1||, ||delta_0||, cos(delta_0, theta_0))
-  cfg = t5_runs.T5RunConfig(emb_dim=8, num_heads=2, head_dim=4, mlp_dim=16,
-                            num_encoder_layers=2, num_decoder_layers=1, batch_size=4,
-                            inputs_length=32, targets_length=8)
+  cfg = t5_runs.T5RunConfig(
+      emb_dim=8,
+      num_heads=2,
+      head_dim=4,
+      mlp_dim=16,
+      num_encoder_layers=2,
+      num_decoder_layers=1,
+      batch_size=4,
+      inputs_length=32,
+      targets_length=8,
+  )
   init = t5_runs.init_norms(cfg, 0)
   r = a[0]
-  assert run_reader.theta0_norm(r["param_norm"], r["update_norm"], r["alignment"]) == \
-      pytest.approx(init["param_norm"], rel=1e-5)
+  assert run_reader.theta0_norm(r["param_norm"], r["update_norm"], r["alignment"]) == pytest.approx(
+      init["param_norm"], rel=1e-5
+  )
 
 
 def test_steps_per_call_must_be_positive(tmp_path, data_cache):  # noqa: F811

@@ -17,19 +17,54 @@ Example:
   2.0
 """
 
-from normgrowth_jax.analysis.checkpoints import (CheckpointRef, checkpoint_trajectory,
-                                                 list_checkpoints, pair_quantities,
-                                                 param_norms, read_params)
-from normgrowth_jax.analysis.fits import (ExponentCI, LawFit, OffsetPowerFit, PowerLawFit,
-                                          SqrtFit, bootstrap_exponent, fit_law,
-                                          fit_offset_power, fit_power_law, fit_sqrt, r_squared)
-from normgrowth_jax.analysis.trajectory import (read_checkpoint_trace, read_jsonl_trajectory,
-                                                read_tensorboard, read_trajectory)
+from normgrowth_jax.analysis.checkpoints import (
+    CheckpointRef,
+    checkpoint_trajectory,
+    list_checkpoints,
+    pair_quantities,
+    param_norms,
+    read_params,
+)
+from normgrowth_jax.analysis.fits import (
+    ExponentCI,
+    LawFit,
+    OffsetPowerFit,
+    PowerLawFit,
+    SqrtFit,
+    bootstrap_exponent,
+    fit_law,
+    fit_offset_power,
+    fit_power_law,
+    fit_sqrt,
+    r_squared,
+)
+from normgrowth_jax.analysis.trajectory import (
+    read_checkpoint_trace,
+    read_jsonl_trajectory,
+    read_tensorboard,
+    read_trajectory,
+)
 
 __all__ = [
-    "CheckpointRef", "checkpoint_trajectory", "list_checkpoints", "pair_quantities",
-    "param_norms", "read_params", "ExponentCI", "LawFit", "OffsetPowerFit", "PowerLawFit",
-    "SqrtFit", "bootstrap_exponent", "fit_law", "fit_offset_power", "fit_power_law", "fit_sqrt",
-    "r_squared", "read_checkpoint_trace", "read_jsonl_trajectory", "read_tensorboard",
+    "CheckpointRef",
+    "checkpoint_trajectory",
+    "list_checkpoints",
+    "pair_quantities",
+    "param_norms",
+    "read_params",
+    "ExponentCI",
+    "LawFit",
+    "OffsetPowerFit",
+    "PowerLawFit",
+    "SqrtFit",
+    "bootstrap_exponent",
+    "fit_law",
+    "fit_offset_power",
+    "fit_power_law",
+    "fit_sqrt",
+    "r_squared",
+    "read_checkpoint_trace",
+    "read_jsonl_trajectory",
+    "read_tensorboard",
     "read_trajectory",
 ]

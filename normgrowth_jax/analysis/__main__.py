@@ -11,10 +11,15 @@ from normgrowth_jax.analysis.trajectory import read_trajectory
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog="python -m normgrowth_jax.analysis", description=__doc__)
   parser.add_argument("model_dir", help="a run directory of the embedded trainer or of T5X")
-  parser.add_argument("--source", default="auto", choices=["auto", "checkpoint", "tensorboard",
-                                                            "jsonl"])
-  parser.add_argument("--fit_from", type=int, default=None,
-                      help="first step of the sqrt(t) fit (default: a tenth into the run)")
+  parser.add_argument(
+      "--source", default="auto", choices=["auto", "checkpoint", "tensorboard", "jsonl"]
+  )
+  parser.add_argument(
+      "--fit_from",
+      type=int,
+      default=None,
+      help="first step of the sqrt(t) fit (default: a tenth into the run)",
+  )
   parser.add_argument("--plot", default=None, help="PNG path (default: MODEL_DIR/norm_growth.png)")
   args = parser.parse_args(argv)
   try:
@@ -24,9 +29,12 @@ def main(argv=None) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 1
   print(format_summary(summary))
-  path = plot_summary(summary, trajectory, args.plot or os.path.join(args.model_dir,
-                                                                      "norm_growth.png"),
-                      title=os.path.basename(os.path.normpath(args.model_dir)))
+  path = plot_summary(
+      summary,
+      trajectory,
+      args.plot or os.path.join(args.model_dir, "norm_growth.png"),
+      title=os.path.basename(os.path.normpath(args.model_dir)),
+  )
   print(f"plot: {path}")
   return 0
 

@@ -51,6 +51,7 @@ PARAM_ROOTS = {"t5x": "target", "t5x_orbax": "target", "orbax": "params"}
 @dataclasses.dataclass(frozen=True)
 class CheckpointRef:
   """One saved checkpoint: its step, directory and layout ("t5x", "t5x_orbax" or "orbax")."""
+
   step: int
   path: str
   layout: str
@@ -58,8 +59,9 @@ class CheckpointRef:
 
 def _is_orbax_dir(path: str) -> bool:
   return os.path.isdir(path) and any(
-      os.path.exists(os.path.join(path, f)) for f in ("_METADATA", "_CHECKPOINT_METADATA",
-                                                      "manifest.ocdbt", "checkpoint"))
+      os.path.exists(os.path.join(path, f))
+      for f in ("_METADATA", "_CHECKPOINT_METADATA", "manifest.ocdbt", "checkpoint")
+  )
 
 
 def list_checkpoints(model_dir: str) -> list[CheckpointRef]:
@@ -70,8 +72,10 @@ def list_checkpoints(model_dir: str) -> list[CheckpointRef]:
   """
   model_dir = os.path.abspath(os.fspath(model_dir))  # orbax needs absolute paths
   if not os.path.isdir(model_dir):
-    raise FileNotFoundError(f"{model_dir} is not a directory (copy gs:// runs down first: "
-                            "gcloud storage cp -r gs://.../MODEL_DIR .).")
+    raise FileNotFoundError(
+        f"{model_dir} is not a directory (copy gs:// runs down first: "
+        "gcloud storage cp -r gs://.../MODEL_DIR .)."
+    )
   refs = []
   # The embedded trainer's MODEL_DIR keeps its checkpoints in MODEL_DIR/checkpoints/<step>.
   trainer_dir = os.path.join(model_dir, "checkpoints")
@@ -93,11 +97,13 @@ def list_checkpoints(model_dir: str) -> list[CheckpointRef]:
     raise FileNotFoundError(
         f"No checkpoints in {model_dir}: expected T5X checkpoint_<step>/checkpoint, "
         "checkpoint_<step>/state (T5X Orbax) or [checkpoints/]<step>/state (normgrowth_jax "
-        "trainer).")
+        "trainer)."
+    )
   return sorted(refs, key=lambda r: r.step)
 
 
 # ----------------------------------------------------------------------------- reading
+
 
 def _placeholder(shape, dtype):
   """A zero-byte array of the right shape for filters/groups (which look at ndim/shape)."""
@@ -142,12 +148,14 @@ def _local_ts_spec(spec: dict, ckpt_dir: str) -> dict:
 
 def _read_ts(spec: dict) -> np.ndarray:
   import tensorstore as ts  # orbax depends on it
+
   return np.asarray(ts.open(spec, open=True).result().read().result())
 
 
 def _t5x_leaves(ref: CheckpointRef):
   """[(path under the state dict, shape, dtype, loader)] of a legacy T5X checkpoint."""
   from flax import serialization
+
   with open(os.path.join(ref.path, "checkpoint"), "rb") as f:
     contents = serialization.msgpack_restore(f.read())
   if "optimizer" not in contents:
@@ -168,6 +176,7 @@ def _t5x_leaves(ref: CheckpointRef):
 
 def _orbax_metadata(path: str) -> dict:
   import orbax.checkpoint as ocp
+
   md = ocp.PyTreeCheckpointer().metadata(path)
   tree = getattr(md, "item_metadata", md)
   tree = getattr(tree, "tree", tree)
@@ -177,6 +186,7 @@ def _orbax_metadata(path: str) -> dict:
 def _orbax_read(path: str, keys: Sequence[tuple]) -> dict[tuple, np.ndarray]:
   """Partial restore of the given leaf keys as NumPy arrays."""
   import orbax.checkpoint as ocp
+
   item, args = {}, {}
   for key in keys:
     node_i, node_a = item, args
@@ -186,7 +196,8 @@ def _orbax_read(path: str, keys: Sequence[tuple]) -> dict[tuple, np.ndarray]:
     node_i[key[-1]] = 0
     node_a[key[-1]] = ocp.RestoreArgs(restore_type=np.ndarray)
   restored = ocp.PyTreeCheckpointer().restore(
-      path, args=ocp.args.PyTreeRestore(item=item, restore_args=args, partial_restore=True))
+      path, args=ocp.args.PyTreeRestore(item=item, restore_args=args, partial_restore=True)
+  )
   return {key: np.asarray(v) for key, v in _flatten(restored)}
 
 
@@ -239,7 +250,7 @@ def read_state_tree(ref: CheckpointRef, prefix: Sequence[str] = ()) -> Any:
   if ref.layout == "t5x":
     tree: dict = {}
     for key, _, _, load in _t5x_leaves(ref):
-      if key[:len(prefix)] != prefix:
+      if key[: len(prefix)] != prefix:
         continue
       node = tree
       for k in key[:-1]:
@@ -249,18 +260,20 @@ def read_state_tree(ref: CheckpointRef, prefix: Sequence[str] = ()) -> Any:
       tree = tree.get(k, {})
     return tree
   import orbax.checkpoint as ocp
+
   sub = _orbax_metadata(ref.path)
   for k in prefix:
     sub = sub[k]
   is_meta = lambda m: hasattr(m, "shape") or m is None  # noqa: E731
   item = jax.tree_util.tree_map(lambda m: 0, sub, is_leaf=is_meta)
-  args = jax.tree_util.tree_map(lambda m: ocp.RestoreArgs(restore_type=np.ndarray), sub,
-                                is_leaf=is_meta)
+  args = jax.tree_util.tree_map(
+      lambda m: ocp.RestoreArgs(restore_type=np.ndarray), sub, is_leaf=is_meta
+  )
   for k in reversed(prefix):
     item, args = {k: item}, {k: args}
   restored = ocp.PyTreeCheckpointer().restore(
-      ref.path, args=ocp.args.PyTreeRestore(item=item, restore_args=args,
-                                            partial_restore=True))
+      ref.path, args=ocp.args.PyTreeRestore(item=item, restore_args=args, partial_restore=True)
+  )
   for k in prefix:
     restored = restored[k]
   return restored
@@ -268,14 +281,14 @@ def read_state_tree(ref: CheckpointRef, prefix: Sequence[str] = ()) -> Any:
 
 # ----------------------------------------------------------------------------- quantities
 
+
 def _group_of(group_fn, path, x):
   return None if group_fn is None else group_fn(path, x)
 
 
 # One compiled call per leaf shape (not one per primitive op): XLA drops the unused outputs.
 _pair_stats = jax.jit(norms.unit_pair_stats, static_argnames="axis")
-_sum_sq = jax.jit(lambda x, axis=None: norms.unit_pair_stats(x, x, axis).tt,
-                  static_argnames="axis")
+_sum_sq = jax.jit(lambda x, axis=None: norms.unit_pair_stats(x, x, axis).tt, static_argnames="axis")
 
 
 def param_norms(params: FlatParams, groups="layers") -> dict[str, float]:
@@ -361,15 +374,21 @@ def _stats_quantities(s: norms.PairStats, suffix: str) -> dict[str, float]:
   angle = float(jax.jit(norms.angle_from_stats)(s))
   tt, td, dd = float(s.tt), float(s.td), float(s.dd)
   den = np.sqrt(tt * dd)
-  return {f"update_norm{suffix}": float(np.sqrt(dd)),
-          f"alignment{suffix}": td / den if den > 0 else 0.0,
-          f"direction_angle{suffix}": angle,
-          f"direction_cos{suffix}": float(np.cos(angle))}
+  return {
+      f"update_norm{suffix}": float(np.sqrt(dd)),
+      f"alignment{suffix}": td / den if den > 0 else 0.0,
+      f"direction_angle{suffix}": angle,
+      f"direction_cos{suffix}": float(np.cos(angle)),
+  }
 
 
-def checkpoint_trajectory(model_dir: str, param_filter="paper", groups="layers",
-                          steps: Optional[Sequence[int]] = None,
-                          progress: Optional[Callable[[int], None]] = None) -> dict:
+def checkpoint_trajectory(
+    model_dir: str,
+    param_filter="paper",
+    groups="layers",
+    steps: Optional[Sequence[int]] = None,
+    progress: Optional[Callable[[int], None]] = None,
+) -> dict:
   """Post-hoc Fig. 1 / Fig. 5 data from a run's checkpoints, streaming one at a time.
 
   Args:
@@ -394,8 +413,9 @@ def checkpoint_trajectory(model_dir: str, param_filter="paper", groups="layers",
     cur = read_params(ref, param_filter)
     rows.append({"step": ref.step, **param_norms(cur, groups)})
     if prev is not None:
-      pairs.append({"pair_step": prev_step, "pair_next_step": ref.step,
-                    **pair_quantities(prev, cur, groups)})
+      pairs.append(
+          {"pair_step": prev_step, "pair_next_step": ref.step, **pair_quantities(prev, cur, groups)}
+      )
     prev, prev_step = cur, ref.step  # the older checkpoint is released here
     if progress is not None:
       progress(ref.step)

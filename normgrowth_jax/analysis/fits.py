@@ -31,6 +31,7 @@ import numpy as np
 
 class SqrtFit(NamedTuple):
   """``y ~ a sqrt(t) + b`` with its coefficient of determination."""
+
   a: float
   b: float
   r2: float
@@ -41,6 +42,7 @@ class SqrtFit(NamedTuple):
 
 class PowerLawFit(NamedTuple):
   """``y ~ scale * t ** exponent``; ``r2`` on the original scale, ``r2_log`` in log-log."""
+
   scale: float
   exponent: float
   r2: float
@@ -71,10 +73,12 @@ def _clean(t, y, positive: bool, params: int = 2):
   if positive:
     keep &= (t > 0) & (y > 0)
   if keep.sum() <= params:
-    raise ValueError(f"Need at least {params + 1} finite points (t >= 0"
-                     + (", t > 0 and y > 0 for a power law" if positive else "")
-                     + f") to fit {params} parameters, got {int(keep.sum())}: a curve through "
-                     "every point has r^2 = 1 whatever the law. Record more steps.")
+    raise ValueError(
+        f"Need at least {params + 1} finite points (t >= 0"
+        + (", t > 0 and y > 0 for a power law" if positive else "")
+        + f") to fit {params} parameters, got {int(keep.sum())}: a curve through "
+        "every point has r^2 = 1 whatever the law. Record more steps."
+    )
   return t[keep], y[keep]
 
 
@@ -109,8 +113,9 @@ def fit_power_law(t, y) -> PowerLawFit:
   design = np.stack([lt, np.ones_like(lt)], axis=1)
   (k, log_c), *_ = np.linalg.lstsq(design, ly, rcond=None)
   scale = float(np.exp(log_c))
-  return PowerLawFit(scale, float(k), r_squared(y, scale * t ** k),
-                     r_squared(ly, design @ np.array([k, log_c])))
+  return PowerLawFit(
+      scale, float(k), r_squared(y, scale * t**k), r_squared(ly, design @ np.array([k, log_c]))
+  )
 
 
 # ----------------------------------------------------------------------------- growth laws
@@ -118,15 +123,20 @@ def fit_power_law(t, y) -> PowerLawFit:
 LAWS = {  # name -> the regressor x(t) of y = a x(t) + b
     "sqrt": np.sqrt,
     "linear": lambda t: t,
-    "quarter": lambda t: t ** 0.25,
+    "quarter": lambda t: t**0.25,
     "log": np.log,
 }
-LAW_LABELS = {"sqrt": "a√t + b", "linear": "a t + b", "quarter": "a t^(1/4) + b",
-              "log": "a log t + b"}
+LAW_LABELS = {
+    "sqrt": "a√t + b",
+    "linear": "a t + b",
+    "quarter": "a t^(1/4) + b",
+    "log": "a log t + b",
+}
 
 
 class LawFit(NamedTuple):
   """``y ~ a x(t) + b`` for one law of :data:`LAWS`, with its r^2."""
+
   law: str
   a: float
   b: float
@@ -158,6 +168,7 @@ class OffsetPowerFit(NamedTuple):
 
   ``a`` and ``b`` are tuples (one entry per series); ``r2`` is over all points pooled.
   """
+
   p: float
   a: tuple
   b: tuple
@@ -176,7 +187,7 @@ def _profile_sse(p, ts, ys):
   pv = np.atleast_1d(np.asarray(p, np.float64))
   sse, coefs = np.zeros(pv.shape), []
   for t, y in zip(ts, ys):
-    x = t[None, :] ** pv[:, None]                      # [P, n]
+    x = t[None, :] ** pv[:, None]  # [P, n]
     xm, ym = x.mean(1, keepdims=True), y.mean()
     sxx = np.sum((x - xm) ** 2, 1)
     sxy = np.sum((x - xm) * (y - ym), 1)
@@ -204,6 +215,7 @@ def fit_offset_power(ts, ys, bounds=P_BOUNDS) -> OffsetPowerFit:
     (0.5, 3.0, 7.0)
   """
   from scipy import optimize  # pylint: disable=g-import-not-at-top
+
   if np.ndim(ts[0]) == 0:
     ts, ys = [ts], [ys]
   pairs = [_clean(t, y, positive=False, params=3) for t, y in zip(ts, ys)]
@@ -212,23 +224,27 @@ def fit_offset_power(ts, ys, bounds=P_BOUNDS) -> OffsetPowerFit:
   sse = _profile_sse(grid, ts, ys)[0]
   i = int(np.argmin(sse))
   lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
-  res = optimize.minimize_scalar(lambda p: _profile_sse(p, ts, ys)[0], bounds=(lo, hi),
-                                 method="bounded", options={"xatol": 1e-7})
+  res = optimize.minimize_scalar(
+      lambda p: _profile_sse(p, ts, ys)[0],
+      bounds=(lo, hi),
+      method="bounded",
+      options={"xatol": 1e-7},
+  )
   p = float(res.x) if res.fun <= sse[i] else float(grid[i])
   total, coefs = _profile_sse(p, ts, ys)
   y_all = np.concatenate(ys)
   ss_tot = float(np.sum((y_all - y_all.mean()) ** 2))
   r2 = 1.0 - total / ss_tot if ss_tot > 0 else 1.0
-  return OffsetPowerFit(p, tuple(float(c[0]) for c in coefs), tuple(float(c[1]) for c in coefs),
-                        r2)
+  return OffsetPowerFit(p, tuple(float(c[0]) for c in coefs), tuple(float(c[1]) for c in coefs), r2)
 
 
 class ExponentCI(NamedTuple):
   """A free exponent with its block-bootstrap confidence interval."""
+
   p: float
   lo: float
   hi: float
-  block: int       # block length used (points)
+  block: int  # block length used (points)
   n_boot: int
 
 
@@ -245,8 +261,15 @@ def decorrelation_length(residuals) -> int:
   return len(e)
 
 
-def bootstrap_exponent(ts, ys, n_boot: int = 400, level: float = 0.95, block: int | None = None,
-                       seed: int = 0, bounds=P_BOUNDS) -> ExponentCI:
+def bootstrap_exponent(
+    ts,
+    ys,
+    n_boot: int = 400,
+    level: float = 0.95,
+    block: int | None = None,
+    seed: int = 0,
+    bounds=P_BOUNDS,
+) -> ExponentCI:
   """Exponent p of ``a t^p + b`` with a moving-block bootstrap confidence interval.
 
   The residuals of a growth curve are strongly autocorrelated (the curve wiggles slowly about
@@ -269,7 +292,7 @@ def bootstrap_exponent(ts, ys, n_boot: int = 400, level: float = 0.95, block: in
   pairs = [_clean(t, y, positive=False, params=3) for t, y in zip(ts, ys)]
   ts, ys = [t for t, _ in pairs], [y for _, y in pairs]
   fit = fit_offset_power(ts, ys, bounds)
-  fitted = [a * t ** fit.p + b for t, a, b in zip(ts, fit.a, fit.b)]
+  fitted = [a * t**fit.p + b for t, a, b in zip(ts, fit.a, fit.b)]
   resid = [y - f for y, f in zip(ys, fitted)]
   block = _block_length(resid, block)
   rng = np.random.default_rng(seed)
@@ -302,9 +325,15 @@ def _percentiles(values, level: float) -> tuple[float, float]:
   return float(lo), float(hi)
 
 
-def bootstrap_exponent_runs(ts, ys, n_boot: int = 400, level: float = 0.95,
-                            block: int | None = None, seed: int = 0,
-                            bounds=P_BOUNDS) -> ExponentCI:
+def bootstrap_exponent_runs(
+    ts,
+    ys,
+    n_boot: int = 400,
+    level: float = 0.95,
+    block: int | None = None,
+    seed: int = 0,
+    bounds=P_BOUNDS,
+) -> ExponentCI:
   """The pooled exponent p of ``a_s t^p + b_s`` with a run-level (two-stage) bootstrap.
 
   :func:`bootstrap_exponent` on several series resamples only each series' residuals about
@@ -338,7 +367,7 @@ def bootstrap_exponent_runs(ts, ys, n_boot: int = 400, level: float = 0.95,
   pairs = [_clean(t, y, positive=False, params=3) for t, y in zip(ts, ys)]
   ts, ys = [t for t, _ in pairs], [y for _, y in pairs]
   own = [fit_offset_power(t, y, bounds) for t, y in zip(ts, ys)]
-  fitted = [f.a[0] * t ** f.p + f.b[0] for t, f in zip(ts, own)]
+  fitted = [f.a[0] * t**f.p + f.b[0] for t, f in zip(ts, own)]
   resid = [y - f for y, f in zip(ys, fitted)]
   block = _block_length(resid, block)
   rng = np.random.default_rng(seed)
@@ -359,12 +388,13 @@ class LocalExponent(NamedTuple):
   ``t_centre`` is exp(mean log t) over the window's points: the regression's centre, where a
   smoothly curving log-log trajectory has (to first order) the fitted slope.
   """
+
   p: float
   lo: float
   hi: float
   t_centre: float
-  n: int           # points in the window
-  block: int       # block length used (points)
+  n: int  # points in the window
+  block: int  # block length used (points)
   n_boot: int
 
 
@@ -373,13 +403,23 @@ def _loglog(t, y, t_min, t_max):
   t, y = _clean(t, y, positive=True)
   keep = (t > (t_min or 0.0)) & (t <= (np.inf if t_max is None else t_max))
   if keep.sum() < 3:
-    raise ValueError(f"Need at least 3 points with {t_min or 0} < t <= {t_max} for a local "
-                     f"exponent, got {int(keep.sum())}.")
+    raise ValueError(
+        f"Need at least 3 points with {t_min or 0} < t <= {t_max} for a local "
+        f"exponent, got {int(keep.sum())}."
+    )
   return np.log(t[keep]), np.log(y[keep])
 
 
-def local_exponent(t, y, t_min=None, t_max=None, n_boot: int = 400, level: float = 0.95,
-                   block: int | None = None, seed: int = 0) -> LocalExponent:
+def local_exponent(
+    t,
+    y,
+    t_min=None,
+    t_max=None,
+    n_boot: int = 400,
+    level: float = 0.95,
+    block: int | None = None,
+    seed: int = 0,
+) -> LocalExponent:
   """The slope of log y on log t over the points with ``t_min < t <= t_max`` (OLS).
 
   For y = c t^p it is p exactly; for a curving trajectory it is the local exponent
@@ -419,18 +459,24 @@ def local_exponent(t, y, t_min=None, t_max=None, n_boot: int = 400, level: float
   resid = ly - ly.mean() - p * xc
   block = _block_length([resid], block)
   rng = np.random.default_rng(seed)
-  chunk = max(1, 2 ** 22 // lt.size)   # replicates per vectorised pass (bounded memory)
-  ps = np.concatenate([p + resid[_block_index(rng, lt.size, block, (min(chunk, n_boot - i),))]
-                       @ xc / sxx for i in range(0, n_boot, chunk)])
-  return LocalExponent(p, *_percentiles(ps, level), float(np.exp(lt.mean())), int(lt.size),
-                       block, n_boot)
+  chunk = max(1, 2**22 // lt.size)  # replicates per vectorised pass (bounded memory)
+  ps = np.concatenate(
+      [
+          p + resid[_block_index(rng, lt.size, block, (min(chunk, n_boot - i),))] @ xc / sxx
+          for i in range(0, n_boot, chunk)
+      ]
+  )
+  return LocalExponent(
+      p, *_percentiles(ps, level), float(np.exp(lt.mean())), int(lt.size), block, n_boot
+  )
 
 
 class LocalExponentCurve(NamedTuple):
   """The local exponent in sliding log-spaced windows (NaN where a window has < 3 points)."""
-  t_centre: np.ndarray   # [points] exp(mean log t) of each window's points
-  p: np.ndarray          # [points]
-  n: np.ndarray          # [points] points per window
+
+  t_centre: np.ndarray  # [points] exp(mean log t) of each window's points
+  p: np.ndarray  # [points]
+  n: np.ndarray  # [points] points per window
 
 
 def local_exponent_curve(t, y, points: int = 16, width: float = 2.0) -> LocalExponentCurve:

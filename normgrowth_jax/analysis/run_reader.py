@@ -79,6 +79,7 @@ class Trajectory:
   (cos(theta_b - theta_a, theta_a)), ``layer_cos`` {g: [m - 1]}. ``grid_source`` says where
   they come from.
   """
+
   label: str
   source: str
   step: np.ndarray
@@ -91,7 +92,7 @@ class Trajectory:
   layers0: dict
   grid: dict
   grid_source: str
-  every_step: bool          # rows at every step (sums over steps are exact)
+  every_step: bool  # rows at every step (sums over steps are exact)
   warmup_steps: Optional[int] = None
 
   @property
@@ -109,7 +110,7 @@ class Trajectory:
 
 
 def _layer_names(columns: Sequence[str]) -> list[str]:
-  names = [c[len("param_norm/"):] for c in columns if c.startswith(LAYER_PREFIX)]
+  names = [c[len("param_norm/") :] for c in columns if c.startswith(LAYER_PREFIX)]
   return sorted(names, key=lambda g: int(g.rsplit("_", 1)[1]))
 
 
@@ -117,6 +118,7 @@ def read_rows(model_dir) -> tuple[dict, str]:
   """Per-step rows of a run: the embedded trainer's norms.jsonl, else what
   :func:`normgrowth_jax.analysis.read_trajectory` finds (T5X: checkpoint trace, TensorBoard)."""
   from normgrowth_jax.analysis import trajectory  # pylint: disable=g-import-not-at-top
+
   path = os.path.join(model_dir, "norms.jsonl")
   if os.path.isfile(path):
     return trajectory.read_jsonl_trajectory(path), "norms.jsonl (every recorded step)"
@@ -124,8 +126,12 @@ def read_rows(model_dir) -> tuple[dict, str]:
   return rows, "the run's recorded trajectory (checkpoint trace or TensorBoard)"
 
 
-def read_learning_rate(model_dir, steps: np.ndarray, rows: Optional[dict] = None,
-                       rsqrt_warmup_steps: Optional[int] = None) -> Optional[np.ndarray]:
+def read_learning_rate(
+    model_dir,
+    steps: np.ndarray,
+    rows: Optional[dict] = None,
+    rsqrt_warmup_steps: Optional[int] = None,
+) -> Optional[np.ndarray]:
   """The learning rate the updates of ``steps`` applied (float64), from the first source the
   run has; None if it has none.
 
@@ -179,6 +185,7 @@ def _logged_learning_rate(model_dir, steps) -> Optional[np.ndarray]:
   or a TensorBoard scalar named ``*learning_rate``); None if nothing."""
   from normgrowth_jax import sinks  # pylint: disable=g-import-not-at-top
   from normgrowth_jax.analysis import trajectory  # pylint: disable=g-import-not-at-top
+
   s = lr = None
   path = os.path.join(model_dir, "metrics.jsonl")
   if os.path.isfile(path):
@@ -204,8 +211,7 @@ def _logged_learning_rate(model_dir, steps) -> Optional[np.ndarray]:
 def _log_interp(s, lr, steps) -> np.ndarray:
   """``lr`` given at the increasing steps ``s``, at ``steps``: log lr interpolated in log step
   (rsqrt is smooth past warm-up and constant before)."""
-  return np.exp(np.interp(np.log(np.maximum(steps, 1.0)), np.log(np.maximum(s, 1.0)),
-                          np.log(lr)))
+  return np.exp(np.interp(np.log(np.maximum(steps, 1.0)), np.log(np.maximum(s, 1.0)), np.log(lr)))
 
 
 def _grid_from_anchor(rows: dict, layers: list, norm0, layers0: dict) -> Optional[dict]:
@@ -221,7 +227,7 @@ def _grid_from_anchor(rows: dict, layers: list, norm0, layers0: dict) -> Optiona
   for i in ends:
     a = int(a_step[i])
     if a != g_step[-1]:
-      return None   # a gap: the anchor interval is not a multiple of the recording period
+      return None  # a gap: the anchor interval is not a multiple of the recording period
     g_step.append(int(step[i]))
     norm.append(rows["param_norm"][i])
     angle.append(rows["anchor_angle"][i])
@@ -231,16 +237,22 @@ def _grid_from_anchor(rows: dict, layers: list, norm0, layers0: dict) -> Optiona
   norm = np.asarray(norm, np.float64)
   angle = np.asarray(angle, np.float64)
   _, d, cos = pair_from_norms(norm[:-1], norm[1:], angle)
-  grid = {"step": np.asarray(g_step, np.int64), "param_norm": norm,
-          "layers": {g: np.asarray(v, np.float64) for g, v in lay.items()},
-          "direction_angle": angle, "direction_cos": np.cos(angle), "update_norm": d,
-          "alignment": cos,
-          "layer_cos": {g: np.cos(np.asarray(v, np.float64)) for g, v in lay_angle.items()}}
+  grid = {
+      "step": np.asarray(g_step, np.int64),
+      "param_norm": norm,
+      "layers": {g: np.asarray(v, np.float64) for g, v in lay.items()},
+      "direction_angle": angle,
+      "direction_cos": np.cos(angle),
+      "update_norm": d,
+      "alignment": cos,
+      "layer_cos": {g: np.cos(np.asarray(v, np.float64)) for g, v in lay_angle.items()},
+  }
   return grid
 
 
 def _grid_from_checkpoints(model_dir, layers: list) -> Optional[dict]:
   from normgrowth_jax.analysis import checkpoints  # pylint: disable=g-import-not-at-top
+
   try:
     refs = checkpoints.list_checkpoints(str(model_dir))
   except FileNotFoundError:
@@ -250,11 +262,16 @@ def _grid_from_checkpoints(model_dir, layers: list) -> Optional[dict]:
   ct = checkpoints.checkpoint_trajectory(str(model_dir), "paper", "layers")
   n = len(ct["step"])
   nan = np.full(n - 1, np.nan)
-  return {"step": ct["step"], "param_norm": ct["param_norm"],
-          "layers": {g: ct.get(f"param_norm/{g}", np.full(n, np.nan)) for g in layers},
-          "direction_angle": ct["direction_angle"], "direction_cos": ct["direction_cos"],
-          "update_norm": ct["update_norm"], "alignment": ct["alignment"],
-          "layer_cos": {g: ct.get(f"direction_cos/{g}", nan) for g in layers}}
+  return {
+      "step": ct["step"],
+      "param_norm": ct["param_norm"],
+      "layers": {g: ct.get(f"param_norm/{g}", np.full(n, np.nan)) for g in layers},
+      "direction_angle": ct["direction_angle"],
+      "direction_cos": ct["direction_cos"],
+      "update_norm": ct["update_norm"],
+      "alignment": ct["alignment"],
+      "layer_cos": {g: ct.get(f"direction_cos/{g}", nan) for g in layers},
+  }
 
 
 def _grid_from_rows(rows: dict, layers: list, norm0, layers0: dict, points: int) -> dict:
@@ -269,13 +286,21 @@ def _grid_from_rows(rows: dict, layers: list, norm0, layers0: dict, points: int)
     norm = np.concatenate([[norm0], norm])
     lay = {g: np.concatenate([[layers0.get(g, np.nan)], v]) for g, v in lay.items()}
   nan = np.full(len(g_step) - 1, np.nan)
-  return {"step": np.asarray(g_step, np.int64), "param_norm": norm, "layers": lay,
-          "direction_angle": nan, "direction_cos": nan, "update_norm": nan, "alignment": nan,
-          "layer_cos": {g: nan for g in layers}}
+  return {
+      "step": np.asarray(g_step, np.int64),
+      "param_norm": norm,
+      "layers": lay,
+      "direction_angle": nan,
+      "direction_cos": nan,
+      "update_norm": nan,
+      "alignment": nan,
+      "layer_cos": {g: nan for g in layers},
+  }
 
 
-def _grid(model_dir, rows: dict, layers: list, norm0, layers0: dict,
-          points: int) -> tuple[dict, str]:
+def _grid(
+    model_dir, rows: dict, layers: list, norm0, layers0: dict, points: int
+) -> tuple[dict, str]:
   """``(grid, where it comes from)``: the anchor rows, else the checkpoints, else the norms."""
   grid = _grid_from_anchor(rows, layers, norm0, layers0)
   if grid is not None:
@@ -283,9 +308,11 @@ def _grid(model_dir, rows: dict, layers: list, norm0, layers0: dict,
   grid = _grid_from_checkpoints(model_dir, layers)
   if grid is not None:
     return grid, "the run's saved checkpoints (analysis.checkpoint_trajectory)"
-  return (_grid_from_rows(rows, layers, norm0, layers0, points),
-          "recorded norms only (no anchor rows, fewer than two checkpoints): "
-          "no checkpoint-to-checkpoint angles")
+  return (
+      _grid_from_rows(rows, layers, norm0, layers0, points),
+      "recorded norms only (no anchor rows, fewer than two checkpoints): "
+      "no checkpoint-to-checkpoint angles",
+  )
 
 
 def rsqrt_learning_rate(steps, warmup_steps: int, base: float = 1.0) -> np.ndarray:
@@ -295,9 +322,14 @@ def rsqrt_learning_rate(steps, warmup_steps: int, base: float = 1.0) -> np.ndarr
   return base / np.sqrt(np.maximum(s - 1, warmup_steps))
 
 
-def load(model_dir, label: Optional[str] = None, init_norms: Optional[dict] = None,
-         warmup_steps: Optional[int] = None, grid_points: int = 104,
-         exact_rsqrt: bool = False) -> Trajectory:
+def load(
+    model_dir,
+    label: Optional[str] = None,
+    init_norms: Optional[dict] = None,
+    warmup_steps: Optional[int] = None,
+    grid_points: int = 104,
+    exact_rsqrt: bool = False,
+) -> Trajectory:
   """Reads a run directory (embedded trainer or T5X) into a :class:`Trajectory`.
 
   Args:
@@ -326,31 +358,44 @@ def load(model_dir, label: Optional[str] = None, init_norms: Optional[dict] = No
     norm0 = float(init_norms["param_norm"])
   elif rows["step"][0] == 1 and np.isfinite(rows["update_norm"][0]):
     norm0 = theta0_norm(rows["param_norm"][0], rows["update_norm"][0], rows["alignment"][0])
-  layers0 = {g: float(init_norms[f"param_norm/{g}"]) for g in layers
-             if init_norms and f"param_norm/{g}" in init_norms}
+  layers0 = {
+      g: float(init_norms[f"param_norm/{g}"])
+      for g in layers
+      if init_norms and f"param_norm/{g}" in init_norms
+  }
   grid, grid_source = _grid(model_dir, rows, layers, norm0, layers0, grid_points)
   step = rows["step"].astype(np.int64)
   return Trajectory(
-      label=label or os.path.basename(os.path.normpath(model_dir)), source=source, step=step,
+      label=label or os.path.basename(os.path.normpath(model_dir)),
+      source=source,
+      step=step,
       param_norm=rows["param_norm"].astype(np.float64),
       update_norm=rows["update_norm"].astype(np.float64),
       alignment=rows["alignment"].astype(np.float64),
-      learning_rate=read_learning_rate(model_dir, step.astype(np.float64), rows,
-                                       warmup_steps if exact_rsqrt else None),
+      learning_rate=read_learning_rate(
+          model_dir, step.astype(np.float64), rows, warmup_steps if exact_rsqrt else None
+      ),
       layers={g: rows[f"param_norm/{g}"].astype(np.float64) for g in layers},
-      norm0=norm0, layers0=layers0, grid=grid, grid_source=grid_source,
-      every_step=bool(np.all(np.diff(step) == 1)), warmup_steps=warmup_steps)
+      norm0=norm0,
+      layers0=layers0,
+      grid=grid,
+      grid_source=grid_source,
+      every_step=bool(np.all(np.diff(step) == 1)),
+      warmup_steps=warmup_steps,
+  )
 
 
 def warmup_from_config(model_dir) -> Optional[int]:
   """WARMUP_STEPS (or T5X's rsqrt warmup) from the run's gin config, if it says."""
   import re  # pylint: disable=g-import-not-at-top
+
   for name in ("config.gin", "figure_config.gin", *glob.glob(os.path.join(model_dir, "*.gin"))):
     path = os.path.join(model_dir, name)
     if os.path.isfile(path):
       text = Path(path).read_text()
-      m = (re.search(r"^WARMUP_STEPS\s*=\s*(\d+)", text, re.M)
-           or re.search(r"warmup_steps\s*=\s*(\d+)", text))
+      m = re.search(r"^WARMUP_STEPS\s*=\s*(\d+)", text, re.M) or re.search(
+          r"warmup_steps\s*=\s*(\d+)", text
+      )
       if m:
         return int(m.group(1))
   return None

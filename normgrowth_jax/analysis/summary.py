@@ -26,12 +26,13 @@ GROUP_PREFIX = "param_norm/"
 
 class RunSummary(NamedTuple):
   """What `summarize` extracts from a trajectory (all float64)."""
-  steps: np.ndarray        # [T] recorded steps
-  param_norm: np.ndarray   # [T]
-  fit: SqrtFit             # a * sqrt(t) + b over steps >= fit_from
+
+  steps: np.ndarray  # [T] recorded steps
+  param_norm: np.ndarray  # [T]
+  fit: SqrtFit  # a * sqrt(t) + b over steps >= fit_from
   fit_from: int
-  layer_growth: dict       # group -> (first, last) norm
-  alignment_mean: float    # mean cos(delta, theta) over steps >= fit_from
+  layer_growth: dict  # group -> (first, last) norm
+  alignment_mean: float  # mean cos(delta, theta) over steps >= fit_from
   update_norm_mean: float  # mean ||delta|| over steps >= fit_from
 
 
@@ -39,19 +40,27 @@ def summarize(trajectory: Mapping[str, np.ndarray], fit_from: Optional[int] = No
   """Fits ||theta_t|| = a sqrt(t) + b from ``fit_from`` (default: a tenth into the run) on."""
   steps = np.asarray(trajectory["step"], np.float64)
   if steps.size < 3:
-    raise ValueError(f"The trajectory has {steps.size} rows; a sqrt(t) fit needs at least 3. "
-                     "Train longer or record more often (track_norms(every=...)).")
+    raise ValueError(
+        f"The trajectory has {steps.size} rows; a sqrt(t) fit needs at least 3. "
+        "Train longer or record more often (track_norms(every=...))."
+    )
   if fit_from is None:
     fit_from = int(steps[0] + (steps[-1] - steps[0]) // 10)
   late = steps >= fit_from
   norm = np.asarray(trajectory["param_norm"], np.float64)
   groups = sorted(k for k in trajectory if k.startswith(GROUP_PREFIX))
   return RunSummary(
-      steps=steps, param_norm=norm, fit=fit_sqrt(steps[late], norm[late]), fit_from=fit_from,
-      layer_growth={k[len(GROUP_PREFIX):]: (float(trajectory[k][0]), float(trajectory[k][-1]))
-                    for k in groups},
+      steps=steps,
+      param_norm=norm,
+      fit=fit_sqrt(steps[late], norm[late]),
+      fit_from=fit_from,
+      layer_growth={
+          k[len(GROUP_PREFIX) :]: (float(trajectory[k][0]), float(trajectory[k][-1]))
+          for k in groups
+      },
       alignment_mean=float(np.nanmean(np.asarray(trajectory["alignment"])[late])),
-      update_norm_mean=float(np.nanmean(np.asarray(trajectory["update_norm"])[late])))
+      update_norm_mean=float(np.nanmean(np.asarray(trajectory["update_norm"])[late])),
+  )
 
 
 def format_summary(s: RunSummary) -> str:
@@ -69,18 +78,24 @@ def format_summary(s: RunSummary) -> str:
   return "\n".join(lines)
 
 
-def plot_summary(s: RunSummary, trajectory: Mapping[str, np.ndarray], path: str,
-                 title: str = "") -> str:
+def plot_summary(
+    s: RunSummary, trajectory: Mapping[str, np.ndarray], path: str, title: str = ""
+) -> str:
   """Writes a three-panel PNG: norm with its fit, per-layer norms, alignment; returns ``path``."""
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
   fig, ax = plt.subplots(1, 3, figsize=(14, 4))
   late = s.steps >= s.fit_from
   ax[0].plot(s.steps, s.param_norm, label="||theta_t||")
-  ax[0].plot(s.steps[late], s.fit.a * np.sqrt(s.steps[late]) + s.fit.b, "--",
-             label=f"{s.fit.a:.3g} sqrt(t) + {s.fit.b:.3g}, r^2 = {s.fit.r2:.3f}")
+  ax[0].plot(
+      s.steps[late],
+      s.fit.a * np.sqrt(s.steps[late]) + s.fit.b,
+      "--",
+      label=f"{s.fit.a:.3g} sqrt(t) + {s.fit.b:.3g}, r^2 = {s.fit.r2:.3f}",
+  )
   ax[0].set(xlabel="step", ylabel="parameter norm", title="norm growth")
   ax[0].legend(fontsize=8)
   for g in s.layer_growth:

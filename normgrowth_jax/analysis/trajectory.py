@@ -43,11 +43,12 @@ import numpy as np
 from normgrowth_jax import sinks, tracking
 from normgrowth_jax.analysis import checkpoints as ckpts
 
-
 # ----------------------------------------------------------------------------- checkpoints
 
-def read_checkpoint_trace(model_dir: str, step: Optional[int] = None,
-                          which: Optional[str] = None) -> dict[str, np.ndarray]:
+
+def read_checkpoint_trace(
+    model_dir: str, step: Optional[int] = None, which: Optional[str] = None
+) -> dict[str, np.ndarray]:
   """The ``NormTrace`` rows stored in a checkpoint's optimizer state.
 
   Args:
@@ -69,11 +70,14 @@ def read_checkpoint_trace(model_dir: str, step: Optional[int] = None,
   try:
     return tracking.read_trace(tree, which=which)
   except ValueError as e:
-    raise ValueError(f"{e} (checkpoint {ref.path}; was the run trained with "
-                     "norm_tracking.gin or an optax chain ending in track_norms?)") from e
+    raise ValueError(
+        f"{e} (checkpoint {ref.path}; was the run trained with "
+        "norm_tracking.gin or an optax chain ending in track_norms?)"
+    ) from e
 
 
 # ----------------------------------------------------------------------------- tensorboard
+
 
 def _records(path: str) -> Iterator[bytes]:
   """TFRecord payloads (length u64, crc u32, data, crc u32); stops at a torn tail."""
@@ -91,8 +95,14 @@ def _records(path: str) -> Iterator[bytes]:
 
 def _tensor_scalar(t) -> Optional[float]:
   """A float from a scalar TensorProto (float/double/half/int fields or tensor_content)."""
-  dtypes = {1: np.float32, 2: np.float64, 3: np.int32, 9: np.int64, 19: np.float16,
-            14: None}  # 14 = bfloat16
+  dtypes = {
+      1: np.float32,
+      2: np.float64,
+      3: np.int32,
+      9: np.int64,
+      19: np.float16,
+      14: None,
+  }  # 14 = bfloat16
   for field in ("float_val", "double_val", "int_val", "int64_val"):
     vals = getattr(t, field)
     if len(vals):
@@ -111,6 +121,7 @@ def _tensor_scalar(t) -> Optional[float]:
 
 def _first_wall_time(path: str) -> float:
   from tensorboardX.proto import event_pb2
+
   for rec in _records(path):
     ev = event_pb2.Event()
     ev.ParseFromString(rec)
@@ -121,12 +132,12 @@ def _first_wall_time(path: str) -> float:
 def _event_files(logdir: str) -> list[str]:
   """Event files per directory in the order they were started (first event's wall time)."""
   files = glob.glob(os.path.join(logdir, "**", "*tfevents*"), recursive=True)
-  return sorted(files, key=lambda p: (os.path.dirname(p), _first_wall_time(p),
-                                      os.path.basename(p)))
+  return sorted(files, key=lambda p: (os.path.dirname(p), _first_wall_time(p), os.path.basename(p)))
 
 
-def read_tensorboard(logdir: str, prefix: str = "norms/",
-                     subdir: Optional[str] = None) -> dict[str, np.ndarray]:
+def read_tensorboard(
+    logdir: str, prefix: str = "norms/", subdir: Optional[str] = None
+) -> dict[str, np.ndarray]:
   """Scalars whose tag starts with ``prefix`` from every event file below ``logdir``.
 
   Args:
@@ -140,6 +151,7 @@ def read_tensorboard(logdir: str, prefix: str = "norms/",
     column has no value at a step).
   """
   from tensorboardX.proto import event_pb2
+
   root = os.path.join(logdir, subdir) if subdir else logdir
   if subdir is None and os.path.isdir(os.path.join(logdir, "train")):
     root = os.path.join(logdir, "train")
@@ -159,7 +171,7 @@ def read_tensorboard(logdir: str, prefix: str = "norms/",
       if not ev.HasField("summary"):
         continue
       for v in ev.summary.value:
-        if not v.tag.startswith(prefix) or v.tag[len(prefix):] == "step":
+        if not v.tag.startswith(prefix) or v.tag[len(prefix) :] == "step":
           continue
         kind = v.WhichOneof("value")
         if kind == "simple_value":
@@ -170,7 +182,7 @@ def read_tensorboard(logdir: str, prefix: str = "norms/",
             continue
         else:
           continue
-        series.setdefault(v.tag[len(prefix):], {})[int(ev.step)] = x
+        series.setdefault(v.tag[len(prefix) :], {})[int(ev.step)] = x
   if not series:
     raise ValueError(f"No scalars with tag prefix {prefix!r} in {root}.")
   steps = sorted(set().union(*[s.keys() for s in series.values()]))
@@ -182,6 +194,7 @@ def read_tensorboard(logdir: str, prefix: str = "norms/",
 
 
 # ----------------------------------------------------------------------------- jsonl
+
 
 def read_jsonl_trajectory(path: str) -> dict[str, np.ndarray]:
   """Columns of a ``sinks.JsonlSink`` file (None -> NaN; a torn last line is skipped)."""
@@ -205,6 +218,7 @@ def read_jsonl_trajectory(path: str) -> dict[str, np.ndarray]:
 
 # ----------------------------------------------------------------------------- any source
 
+
 def read_trajectory(model_dir: str, source: str = "auto") -> dict[str, np.ndarray]:
   """The per-step trajectory of a run from ``source`` in "checkpoint", "tensorboard", "jsonl".
 
@@ -220,8 +234,10 @@ def read_trajectory(model_dir: str, source: str = "auto") -> dict[str, np.ndarra
       if src == "tensorboard":
         return read_tensorboard(model_dir)
       if src == "jsonl":
-        files = sorted(glob.glob(os.path.join(model_dir, "**", "*.jsonl"), recursive=True),
-                       key=lambda f: (os.path.basename(f) != "norms.jsonl", f))  # the trainer's
+        files = sorted(
+            glob.glob(os.path.join(model_dir, "**", "*.jsonl"), recursive=True),
+            key=lambda f: (os.path.basename(f) != "norms.jsonl", f),
+        )  # the trainer's
         if not files:
           raise FileNotFoundError(f"No .jsonl file below {model_dir}.")
         return read_jsonl_trajectory(files[0])

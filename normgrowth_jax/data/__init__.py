@@ -24,8 +24,17 @@ Example:
 
 import importlib
 
-_SUBMODULES = ("corpora", "vocab", "segments", "span_corruption", "lm_objectives", "tasks", "pipeline",
-               "word_lm", "numpy_pipeline")
+_SUBMODULES = (
+    "corpora",
+    "vocab",
+    "segments",
+    "span_corruption",
+    "lm_objectives",
+    "tasks",
+    "pipeline",
+    "word_lm",
+    "numpy_pipeline",
+)
 
 
 def __getattr__(name):

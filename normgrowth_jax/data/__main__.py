@@ -28,8 +28,11 @@ def _summary(manifest: dict) -> str:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m normgrowth_jax.data", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+      prog="python -m normgrowth_jax.data",
+      description=__doc__,
+      formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   sub = parser.add_subparsers(dest="command", required=True)
   prep = sub.add_parser("prepare", help="fetch a corpus and write train/validation splits (once)")
   which = prep.add_mutually_exclusive_group(required=True)
@@ -40,12 +43,17 @@ def main(argv=None) -> int:
   prep.add_argument("--name", help="corpus name for --text (lowercase letters/digits)")
   prep.add_argument("--validation-fraction", type=float, default=corpora.VALIDATION_FRACTION)
   voc = sub.add_parser("vocab", help="train a SentencePiece model on a prepared corpus (once)")
-  voc.add_argument("--corpus", default="offline",
-                   help="'offline' (the 4 built-in corpora, used by their spm tasks) or a prepared corpus")
+  voc.add_argument(
+      "--corpus",
+      default="offline",
+      help="'offline' (the 4 built-in corpora, used by their spm tasks) or a prepared corpus",
+  )
   voc.add_argument("--size", type=int, default=32_000)
   sub.add_parser("list", help="list prepared corpora")
   for p in (prep, voc, sub.choices["list"]):
-    p.add_argument("--cache", help="cache directory (default $NORMGROWTH_DATA or ~/.cache/normgrowth_jax)")
+    p.add_argument(
+        "--cache", help="cache directory (default $NORMGROWTH_DATA or ~/.cache/normgrowth_jax)"
+    )
     p.add_argument("--force", action="store_true", help="redo even if already present")
   args = parser.parse_args(argv)
   root = args.cache
@@ -64,15 +72,25 @@ def main(argv=None) -> int:
       names = corpora.BUILTIN_CORPORA if args.corpus == "all" else (args.corpus,)
       for name in names:
         skipped = not args.force and corpora.is_prepared(name, root)
-        manifest = corpora.prepare(name, root, force=args.force,
-                                   validation_fraction=args.validation_fraction)
+        manifest = corpora.prepare(
+            name, root, force=args.force, validation_fraction=args.validation_fraction
+        )
         print(("already prepared: " if skipped else "prepared: ") + _summary(manifest))
       print(f"cache: {corpora.data_root(root)}")
     elif args.text:
       if not args.name:
         parser.error("--text needs --name NAME")
-      print(_summary(corpora.prepare_text(args.text, args.name, root, force=args.force,
-                                          validation_fraction=args.validation_fraction)))
+      print(
+          _summary(
+              corpora.prepare_text(
+                  args.text,
+                  args.name,
+                  root,
+                  force=args.force,
+                  validation_fraction=args.validation_fraction,
+              )
+          )
+      )
     elif args.wikitext2:
       print(_summary(corpora.prepare_wikitext2(args.wikitext2, root, force=args.force)))
     else:

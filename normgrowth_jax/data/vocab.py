@@ -96,7 +96,10 @@ def train_sentencepiece(
         model_prefix=str(prefix),
         vocab_size=vocab_size,
         model_type="unigram",
-        pad_id=0, eos_id=1, unk_id=2, bos_id=-1,  # T5's ids
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,  # T5's ids
         character_coverage=0.9995,
         input_sentence_size=input_sentence_size,
         shuffle_input_sentence=True,

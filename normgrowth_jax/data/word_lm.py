@@ -65,9 +65,46 @@ FORMAT_VERSION = 1
 TOKENIZED_CORPORA = {"ptb": "lines", "wikitext2": "tokens"}  # sentence rule of each
 
 _ABBREVIATIONS = {
-    "mr", "mrs", "ms", "dr", "st", "prof", "gen", "gov", "sen", "rep", "jr", "sr", "co", "corp",
-    "inc", "ltd", "no", "vs", "etc", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep",
-    "sept", "oct", "nov", "dec", "mt", "ft", "lt", "col", "capt", "sgt", "rev", "fig", "approx",
+    "mr",
+    "mrs",
+    "ms",
+    "dr",
+    "st",
+    "prof",
+    "gen",
+    "gov",
+    "sen",
+    "rep",
+    "jr",
+    "sr",
+    "co",
+    "corp",
+    "inc",
+    "ltd",
+    "no",
+    "vs",
+    "etc",
+    "jan",
+    "feb",
+    "mar",
+    "apr",
+    "jun",
+    "jul",
+    "aug",
+    "sep",
+    "sept",
+    "oct",
+    "nov",
+    "dec",
+    "mt",
+    "ft",
+    "lt",
+    "col",
+    "capt",
+    "sgt",
+    "rev",
+    "fig",
+    "approx",
 }
 _SENTENCE_END = re.compile(r"([.!?][\"')\]]*)\s+(?=[\"'(\[]?[A-Z0-9])")
 _CLITIC = re.compile(r"(?<=[a-z])(n't|'s|'re|'ve|'ll|'d|'m)\b")
@@ -75,6 +112,7 @@ _TOKEN = re.compile(r"n't|'(?:s|re|ve|ll|d|m)\b|\$|&|[a-z0-9]+(?:[-.&'/][a-z0-9]
 
 
 # ----------------------------------------------------------------------------- text -> words
+
 
 def split_raw_sentences(text: str) -> list[str]:
   """Sentences of raw English text: cut after . ! ? + space + capital/digit/quote.
@@ -84,11 +122,11 @@ def split_raw_sentences(text: str) -> list[str]:
   """
   out, start = [], 0
   for m in _SENTENCE_END.finditer(text):
-    before = text[start:m.start()].split()
+    before = text[start : m.start()].split()
     last = before[-1].lower().strip("\"'([") if before else ""
     if m.group(1).startswith(".") and (last in _ABBREVIATIONS or re.fullmatch(r"[a-z]", last)):
       continue
-    out.append(text[start:m.end(1)].strip())
+    out.append(text[start : m.end(1)].strip())
     start = m.end()
   tail = text[start:].strip()
   if tail:
@@ -152,6 +190,7 @@ def corpus_sentences(corpus: str, lines: Iterable[str]) -> Iterator[list[str]]:
 
 # ----------------------------------------------------------------------------- the dataset
 
+
 def num_ids(vocab_words: int = DEFAULT_VOCAB_WORDS) -> int:
   """The model's vocabulary size for ``vocab_words`` words: the 3 specials + the words."""
   return vocab_words + len(SPECIALS)
@@ -172,6 +211,7 @@ class WordLMData:
     splits: ``{split: int32 [n_sentences, max_len]}``, padding 0.
     stats: per split: sentences kept, dropped as too long, tokens, ``<unk>`` rate.
   """
+
   corpus: str
   vocab: tuple
   max_len: int
@@ -215,8 +255,9 @@ def build_vocab(sentences: Iterable[Sequence[str]], vocab_words: int) -> tuple:
   return SPECIALS + tuple(w for w, _ in ranked)
 
 
-def encode_sentences(sentences: Iterable[Sequence[str]], vocab: Sequence[str],
-                     max_len: int) -> tuple[np.ndarray, dict]:
+def encode_sentences(
+    sentences: Iterable[Sequence[str]], vocab: Sequence[str], max_len: int
+) -> tuple[np.ndarray, dict]:
   """Padded rows [n, max_len] and the counts of kept/dropped sentences and <unk> tokens."""
   index = {w: i for i, w in enumerate(vocab)}
   index.setdefault("<unk>", UNK_ID)
@@ -232,9 +273,13 @@ def encode_sentences(sentences: Iterable[Sequence[str]], vocab: Sequence[str],
     unks += sum(i == UNK_ID for i in ids)
     rows.append(ids + [PAD_ID] * (max_len - len(ids)))
   arr = np.asarray(rows, np.int32).reshape(-1, max_len)
-  return arr, {"sentences": int(arr.shape[0]), "dropped_too_long": dropped_long,
-               "words": tokens, "unk_rate": unks / max(tokens, 1),
-               "mean_length": (tokens + arr.shape[0]) / max(arr.shape[0], 1)}
+  return arr, {
+      "sentences": int(arr.shape[0]),
+      "dropped_too_long": dropped_long,
+      "words": tokens,
+      "unk_rate": unks / max(tokens, 1),
+      "mean_length": (tokens + arr.shape[0]) / max(arr.shape[0], 1),
+  }
 
 
 def cache_path(corpus: str, vocab_words: int, max_len: int, root=None) -> Path:
@@ -246,8 +291,13 @@ def _corpus_key(corpus: str, root) -> dict:
   return {s: v.get("sha256") for s, v in sorted(manifest["splits"].items())}
 
 
-def load(corpus: str, vocab_words: int = DEFAULT_VOCAB_WORDS, max_len: int = DEFAULT_MAX_LEN,
-         root=None, rebuild: bool = False) -> WordLMData:
+def load(
+    corpus: str,
+    vocab_words: int = DEFAULT_VOCAB_WORDS,
+    max_len: int = DEFAULT_MAX_LEN,
+    root=None,
+    rebuild: bool = False,
+) -> WordLMData:
   """The word-level sentence dataset of a prepared corpus (built once, then cached).
 
   Args:
@@ -261,15 +311,26 @@ def load(corpus: str, vocab_words: int = DEFAULT_VOCAB_WORDS, max_len: int = DEF
     corpora.CorpusNotPreparedError: naming the command that prepares the corpus.
   """
   corpora.split_path(corpus, "train", root)  # raises with the prepare command if missing
-  key = {"format": FORMAT_VERSION, "corpus": corpus, "vocab_words": vocab_words,
-         "max_len": max_len, "splits": _corpus_key(corpus, root)}
+  key = {
+      "format": FORMAT_VERSION,
+      "corpus": corpus,
+      "vocab_words": vocab_words,
+      "max_len": max_len,
+      "splits": _corpus_key(corpus, root),
+  }
   path = cache_path(corpus, vocab_words, max_len, root)
   if path.is_file() and not rebuild:
     with np.load(path, allow_pickle=False) as z:
       meta = json.loads(str(z["meta"]))
       if meta["key"] == key:
-        return WordLMData(corpus, tuple(str(w) for w in z["vocab"]), max_len, vocab_words,
-                          {s: z[f"split_{s}"] for s in meta["stats"]}, meta["stats"])
+        return WordLMData(
+            corpus,
+            tuple(str(w) for w in z["vocab"]),
+            max_len,
+            vocab_words,
+            {s: z[f"split_{s}"] for s in meta["stats"]},
+            meta["stats"],
+        )
   manifest = corpora.read_manifest(corpus, root)
   split_sentences = {}
   for split in manifest["splits"]:
@@ -282,28 +343,41 @@ def load(corpus: str, vocab_words: int = DEFAULT_VOCAB_WORDS, max_len: int = DEF
   stats["vocab_words_found"] = len(vocab) - len(SPECIALS)
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.with_name(path.stem + ".tmp.npz")
-  np.savez(tmp, vocab=np.asarray(vocab), meta=np.asarray(json.dumps({"key": key, "stats": {
-      s: stats[s] for s in splits}, "vocab_words_found": stats["vocab_words_found"]})),
-           **{f"split_{s}": a for s, a in splits.items()})
+  np.savez(
+      tmp,
+      vocab=np.asarray(vocab),
+      meta=np.asarray(
+          json.dumps(
+              {
+                  "key": key,
+                  "stats": {s: stats[s] for s in splits},
+                  "vocab_words_found": stats["vocab_words_found"],
+              }
+          )
+      ),
+      **{f"split_{s}": a for s, a in splits.items()},
+  )
   os.replace(tmp, path)
-  return WordLMData(corpus, vocab, max_len, vocab_words, splits,
-                    {s: stats[s] for s in splits})
+  return WordLMData(corpus, vocab, max_len, vocab_words, splits, {s: stats[s] for s in splits})
 
 
 def corpus_of_task(task_name: str) -> str:
   """``"ng_word_lm_bbc"`` -> ``"bbc"``; raises ValueError for other names."""
   if not task_name.startswith(TASK_PREFIX) or len(task_name) == len(TASK_PREFIX):
-    raise ValueError(f"Task {task_name!r} is not a word-LM task: name it "
-                     f"'{TASK_PREFIX}<corpus>', e.g. '{TASK_PREFIX}bbc' or '{TASK_PREFIX}ptb'.")
-  return task_name[len(TASK_PREFIX):]
+    raise ValueError(
+        f"Task {task_name!r} is not a word-LM task: name it "
+        f"'{TASK_PREFIX}<corpus>', e.g. '{TASK_PREFIX}bbc' or '{TASK_PREFIX}ptb'."
+    )
+  return task_name[len(TASK_PREFIX) :]
 
 
 def task_name(corpus: str) -> str:
   return TASK_PREFIX + corpus
 
 
-def unigram_loss(data: WordLMData, split: str = "validation",
-                 max_sentences: int | None = None) -> float:
+def unigram_loss(
+    data: WordLMData, split: str = "validation", max_sentences: int | None = None
+) -> float:
   """Cross-entropy (nats/token) on ``split`` of the train split's unigram distribution.
 
   Over the predicted tokens (every real token but a sentence's first word) of the first
@@ -311,6 +385,7 @@ def unigram_loss(data: WordLMData, split: str = "validation",
   model reaches by learning unigram statistics only (the original's post-norm runs stopped
   there).
   """
+
   def targets(rows):
     t = rows[:, 1:]
     return t[t != PAD_ID]
@@ -321,6 +396,7 @@ def unigram_loss(data: WordLMData, split: str = "validation",
 
 
 # ----------------------------------------------------------------------------- batches
+
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
   """The order of the ``n`` training sentences in ``epoch`` (deterministic)."""
@@ -336,7 +412,7 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
 def epoch_batches(tokens: np.ndarray, batch_size: int, seed: int, epoch: int) -> np.ndarray:
   """All full batches of one epoch, [steps_per_epoch, batch_size, max_len]."""
   steps = steps_per_epoch(len(tokens), batch_size)
-  order = epoch_permutation(len(tokens), seed, epoch)[:steps * batch_size]
+  order = epoch_permutation(len(tokens), seed, epoch)[: steps * batch_size]
   return tokens[order].reshape(steps, batch_size, tokens.shape[1])
 
 
@@ -358,30 +434,44 @@ class EpochIterator(Iterator[dict]):
     epoch, i = divmod(self.position, self.steps_per_epoch)
     if epoch != self._epoch:
       self._epoch, self._order = epoch, epoch_permutation(len(self.tokens), self.seed, epoch)
-    idx = self._order[i * self.batch_size:(i + 1) * self.batch_size]
+    idx = self._order[i * self.batch_size : (i + 1) * self.batch_size]
     self.position += 1
     return {"decoder_target_tokens": self.tokens[idx]}
 
 
 @gin.configurable(module="word_lm")
-def batch_iterator(task_name: str, split: str, feature_lengths: Mapping[str, int],
-                   batch_size: int, seed: int, start_batch: int = 0,
-                   vocab_words: int = DEFAULT_VOCAB_WORDS, root=None) -> Iterator[dict]:
+def batch_iterator(
+    task_name: str,
+    split: str,
+    feature_lengths: Mapping[str, int],
+    batch_size: int,
+    seed: int,
+    start_batch: int = 0,
+    vocab_words: int = DEFAULT_VOCAB_WORDS,
+    root=None,
+) -> Iterator[dict]:
   """The trainer's ``data_fn`` for ``ng_word_lm_<corpus>``: repeating epochs of ``split``.
 
   ``feature_lengths["targets"]`` is the padded length (``max_len``).
   """
   if set(feature_lengths) != {"targets"}:
-    raise ValueError(f"A word-LM task takes TASK_FEATURE_LENGTHS = {{'targets': L}} "
-                     f"(L = the padded sentence length, 83 for PTB), got {dict(feature_lengths)}.")
+    raise ValueError(
+        f"A word-LM task takes TASK_FEATURE_LENGTHS = {{'targets': L}} "
+        f"(L = the padded sentence length, 83 for PTB), got {dict(feature_lengths)}."
+    )
   data = load(corpus_of_task(task_name), vocab_words, int(feature_lengths["targets"]), root)
   return EpochIterator(data.split(split), batch_size, seed, start_batch)
 
 
 @gin.configurable(module="word_lm")
-def epochs_to_steps(task_name: str = gin.REQUIRED, epochs: float = 5.0,
-                    batch_size: int = 16, max_len: int = DEFAULT_MAX_LEN,
-                    vocab_words: int = DEFAULT_VOCAB_WORDS, root=None) -> int:
+def epochs_to_steps(
+    task_name: str = gin.REQUIRED,
+    epochs: float = 5.0,
+    batch_size: int = 16,
+    max_len: int = DEFAULT_MAX_LEN,
+    vocab_words: int = DEFAULT_VOCAB_WORDS,
+    root=None,
+) -> int:
   """Training steps of ``epochs`` epochs (``TRAIN_STEPS = @word_lm.epochs_to_steps()``)."""
   data = load(corpus_of_task(task_name), vocab_words, max_len, root)
   return int(round(epochs * steps_per_epoch(len(data.split("train")), batch_size)))

@@ -43,6 +43,7 @@ class FigureOptions:
     model_dir: a trainer run directory Figs. 1 and 5 draw instead of our own T5 runs.
     hf_model_dirs: Hugging Face model directories Fig. 2 measures beside its subjects.
   """
+
   model_dir: Optional[str] = None
   hf_model_dirs: tuple[str, ...] = ()
 
@@ -63,6 +64,7 @@ class FigureContext:
     reused: run directory -> the wall time its training took, for every cached run reused by
       this call (so the report can say what a call without the cache would take).
   """
+
   profile: str
   out_dir: Path
   runs_root: Path
@@ -87,15 +89,19 @@ class FigureContext:
 class FigureModule(Protocol):
   """The contract of a figure module (see the module docstring); a module satisfies it by its
   module-level names."""
+
   NAME: str
   TITLE: str
   CONFIGS: dict
 
-  def work(self, config) -> int: ...
+  def work(self, config) -> int:
+    ...
 
-  def run_specs(self, ctx: FigureContext, config) -> list: ...
+  def run_specs(self, ctx: FigureContext, config) -> list:
+    ...
 
-  def make(self, ctx: FigureContext, config) -> FigureResult: ...
+  def make(self, ctx: FigureContext, config) -> FigureResult:
+    ...
 
 
 def no_runs(ctx: FigureContext, cfg) -> list:
@@ -123,6 +129,7 @@ class Row:
 
   ``ours`` is a mean over ``n`` seeds with ``spread`` (their standard deviation) when n > 1.
   """
+
   quantity: str
   paper: Any
   ours: Any
@@ -148,12 +155,13 @@ class Row:
 @dataclasses.dataclass
 class FigureResult:
   """What a figure hands to the report."""
+
   name: str
   title: str
   files: list
   rows: list
   criteria: list
-  setup: list            # how our setup differs from the paper's (model, data, steps)
+  setup: list  # how our setup differs from the paper's (model, data, steps)
   notes: list = dataclasses.field(default_factory=list)
   wall_s: float = 0.0
   cached_train_s: float = 0.0  # training time of the cached runs this figure was first to reuse
@@ -165,17 +173,31 @@ class FigureResult:
   @classmethod
   def from_json(cls, d: dict) -> "FigureResult":
     """Reads back :meth:`to_json` (the report of an earlier call)."""
-    return cls(d["name"], d["title"], d["files"], [Row(**r) for r in d["rows"]],
-               [verdict_lib.Criterion(**c) for c in d["criteria"]], d["setup"], d["notes"],
-               d["wall_s"], d.get("cached_train_s", 0.0))
+    return cls(
+        d["name"],
+        d["title"],
+        d["files"],
+        [Row(**r) for r in d["rows"]],
+        [verdict_lib.Criterion(**c) for c in d["criteria"]],
+        d["setup"],
+        d["notes"],
+        d["wall_s"],
+        d.get("cached_train_s", 0.0),
+    )
 
   def to_json(self) -> dict:
-    return {"name": self.name, "title": self.title, "verdict": self.verdict,
-            "wall_s": self.wall_s, "cached_train_s": self.cached_train_s,
-            "files": [str(f) for f in self.files],
-            "rows": [dataclasses.asdict(r) for r in self.rows],
-            "criteria": [c.to_json() for c in self.criteria],
-            "setup": self.setup, "notes": self.notes}
+    return {
+        "name": self.name,
+        "title": self.title,
+        "verdict": self.verdict,
+        "wall_s": self.wall_s,
+        "cached_train_s": self.cached_train_s,
+        "files": [str(f) for f in self.files],
+        "rows": [dataclasses.asdict(r) for r in self.rows],
+        "criteria": [c.to_json() for c in self.criteria],
+        "setup": self.setup,
+        "notes": self.notes,
+    }
 
 
 def mean_spread(values: Sequence[float]) -> tuple[float, Optional[float], int]:
@@ -222,8 +244,10 @@ def write_numbers(ctx: FigureContext, name: str, numbers: dict) -> Path:
   plain = _to_plain(numbers)
   bad = nonfinite_paths(plain)
   if bad:
-    raise ValueError(f"{name}: non-finite numbers at {bad[:5]}; a figure must not plot them "
-                     "(write None where a value is missing).")
+    raise ValueError(
+        f"{name}: non-finite numbers at {bad[:5]}; a figure must not plot them "
+        "(write None where a value is missing)."
+    )
   path = ctx.path(f"{name}.json")
   tmp = path.with_suffix(".json.tmp")
   tmp.write_text(json.dumps(plain, indent=1))

@@ -58,11 +58,12 @@ class Fig1Config:
     mechanism_tolerance, mechanism_share: the mechanism holds when the late local exponent is
       within ``mechanism_tolerance`` of r^2 / 2 for at least ``mechanism_share`` of the runs.
   """
+
   run: t5_runs.T5RunConfig
   clipped: Optional[t5_runs.T5RunConfig] = None
   n_boot: int = 400
-  r2_threshold: float = 0.995        # "r^2 = 1.00" to two decimals
-  cos_threshold: float = 0.99        # late checkpoint-to-checkpoint cosine
+  r2_threshold: float = 0.995  # "r^2 = 1.00" to two decimals
+  cos_threshold: float = 0.99  # late checkpoint-to-checkpoint cosine
   ratio_threshold: float = 0.9
   clipped_r2_threshold: float = 0.99  # where clipping binds: a sqrt(t) + b from t = 0
   mechanism_tolerance: float = 0.1
@@ -77,8 +78,12 @@ class Fig1Config:
 # (the device check's sweep: batch, not width, moves r to 1). Measured on the CPU, seed 0: late
 # r = 0.97, reached by t = 4 W (emb 64 at the same batch: r = 0.96, but only from t = 8 W).
 QUICK_CLIPPED = dataclasses.replace(
-    t5_runs.PROFILES["quick"], num_encoder_layers=2, num_decoder_layers=2, batch_size=64,
-    warmup_steps=100)
+    t5_runs.PROFILES["quick"],
+    num_encoder_layers=2,
+    num_decoder_layers=2,
+    batch_size=64,
+    warmup_steps=100,
+)
 
 
 SMOKE_CLIPPED = dataclasses.replace(t5_runs.PROFILES["smoke"], batch_size=8)
@@ -97,39 +102,92 @@ def work(cfg: Fig1Config) -> int:
 
 
 def _rows(m, trs):
-  src = m["per_run"][0]["source"].split(" (")[0]
+  return _law_rows(m) + _mechanism_rows(m) + _growth_rows(m, trs)
+
+
+def _law_rows(m) -> list:
+  """The growth laws' r² and the free exponent, per run and with its interval."""
   if m["exponent"] is None:
-    rows = [core.Row("a√t + b from t = 0, r²; growth laws; exponent p", paper.FIG1["sqrt_fit_r2"],
-                     f"not comparable: {m['fit_note']}")]
-  else:
-    p, lo, hi = m["exponent"]
-    rows = [core.Row(f"a√t + b from t = 0 ({src}), r²", paper.FIG1["sqrt_fit_r2"],
-                     *core.mean_spread(m["sqrt_r2_runs"]))]
-    for law in fits.LAWS:
-      rows.append(core.Row(f"{fits.LAW_LABELS[law]} past warm-up ({src}), r²",
-                           1.00 if law == "sqrt" else None,
-                           *core.mean_spread([g["laws"][law].r2 for g in m["per_run"]])))
-    rows.append(core.Row(f"free exponent p (a t^p + b) per run ({src}); ± = seed spread", 0.5,
-                         *core.mean_spread([g["exponent"].p for g in m["per_run"]])))
-    rows.append(core.Row("free exponent p, 95% interval " + (
-        "(pooled; seeds and blocks resampled: covers seed-to-seed variation)" if m["pooled"]
-        else "(one run; blocks of its residuals: covers its noise, not other seeds)"),
-                         "0.5 (implied)", f"{p:.3f} [{lo:.3f}, {hi:.3f}]"))
+    return [
+        core.Row(
+            "a√t + b from t = 0, r²; growth laws; exponent p",
+            paper.FIG1["sqrt_fit_r2"],
+            f"not comparable: {m['fit_note']}",
+        )
+    ]
+  src = m["per_run"][0]["source"].split(" (")[0]
+  p, lo, hi = m["exponent"]
+  rows = [
+      core.Row.of(f"a√t + b from t = 0 ({src}), r²", paper.FIG1["sqrt_fit_r2"], m["sqrt_r2_runs"])
+  ]
+  rows += [
+      core.Row.of(
+          f"{fits.LAW_LABELS[law]} past warm-up ({src}), r²",
+          1.00 if law == "sqrt" else None,
+          [g["laws"][law].r2 for g in m["per_run"]],
+      )
+      for law in fits.LAWS
+  ]
+  interval = (
+      "(pooled; seeds and blocks resampled: covers seed-to-seed variation)"
+      if m["pooled"]
+      else "(one run; blocks of its residuals: covers its noise, not other seeds)"
+  )
+  return rows + [
+      core.Row.of(
+          f"free exponent p (a t^p + b) per run ({src}); ± = seed spread",
+          0.5,
+          [g["exponent"].p for g in m["per_run"]],
+      ),
+      core.Row(
+          f"free exponent p, 95% interval {interval}",
+          "0.5 (implied)",
+          f"{p:.3f} [{lo:.3f}, {hi:.3f}]",
+      ),
+  ]
+
+
+def _mechanism_rows(m) -> list:
+  """The late ratio r and the late local exponent, the mechanism's two sides."""
+  rows = []
   if m["ratio_late"] is not None:
-    rows.append(core.Row("Adafactor ratio r past 4W (RMS); predicted p = r²/2", None,
-                         f"r = {m['ratio_late']:.3f}, r²/2 = {m['ratio_late'] ** 2 / 2:.3f}"))
+    rows.append(
+        core.Row(
+            "Adafactor ratio r past 4W (RMS); predicted p = r²/2",
+            None,
+            f"r = {m['ratio_late']:.3f}, r²/2 = {m['ratio_late'] ** 2 / 2:.3f}",
+        )
+    )
   if m["local_late_mean"] is not None:
-    rows.append(core.Row("local exponent d log‖θ‖ / d log t past 4W (log-log slope) per run; "
-                         "predicted r²/2; ± = seed spread", None,
-                         *core.mean_spread([e.p for e in m["local_late"]])))
-  rows.append(core.Row("‖θ‖ at t = 0 → T", None,
-                       f"{np.mean([tr.grid['param_norm'][0] for tr in trs]):.2f} → "
-                       f"{np.mean([tr.grid['param_norm'][-1] for tr in trs]):.2f}"))
-  for g, f in zip(m["layer_names"], m["layer_factors"]):
-    rows.append(core.Row(f"growth factor, encoder layer {t5_runs.layer_index(g) + 1}",
-                         "later layers faster" if g == m["layer_names"][-1] else None,
-                         *core.mean_spread([r[m["layer_names"].index(g)]
-                                            for r in m["layer_factors_runs"]])))
+    rows.append(
+        core.Row.of(
+            "local exponent d log‖θ‖ / d log t past 4W (log-log slope) per run; "
+            "predicted r²/2; ± = seed spread",
+            None,
+            [e.p for e in m["local_late"]],
+        )
+    )
+  return rows
+
+
+def _growth_rows(m, trs) -> list:
+  """‖θ‖ from start to end, growth per encoder layer, the direction's convergence."""
+  rows = [
+      core.Row(
+          "‖θ‖ at t = 0 → T",
+          None,
+          f"{np.mean([tr.grid['param_norm'][0] for tr in trs]):.2f} → "
+          f"{np.mean([tr.grid['param_norm'][-1] for tr in trs]):.2f}",
+      )
+  ]
+  for i, g in enumerate(m["layer_names"]):
+    rows.append(
+        core.Row.of(
+            f"growth factor, encoder layer {t5_runs.layer_index(g) + 1}",
+            "later layers faster" if g == m["layer_names"][-1] else None,
+            [r[i] for r in m["layer_factors_runs"]],
+        )
+    )
   if m["cos_late"] is not None:
     rows.append(core.Row("cos between checkpoints, first quarter", None, m["cos_early"]))
     rows.append(core.Row("cos between checkpoints, last quarter", "→ 1", m["cos_late"]))
@@ -139,8 +197,9 @@ def _rows(m, trs):
 @dataclasses.dataclass
 class Part:
   """One configuration's runs and numbers: ``label`` names it in legends, rows and criteria."""
+
   label: str
-  run: Optional[t5_runs.T5RunConfig]   # None for a run read from --model_dir
+  run: Optional[t5_runs.T5RunConfig]  # None for a run read from --model_dir
   trs: list
   m: dict
 
@@ -150,25 +209,38 @@ def _numbers(trs, m) -> dict:
   return {
       "runs": [t5_runs.to_json(tr) for tr in trs],
       "sqrt_fit_r2": m["sqrt_r2_runs"],
-      "fit_source": {tr.label: {"source": g["source"], "points": g["n_all"],
-                                "points_past_warmup": g["n_fit"]}
-                     for tr, g in zip(trs, m["per_run"])},
+      "fit_source": {
+          tr.label: {"source": g["source"], "points": g["n_all"], "points_past_warmup": g["n_fit"]}
+          for tr, g in zip(trs, m["per_run"])
+      },
       "fit_not_comparable": m["fit_note"],
-      "law_r2": {tr.label: {k: f.r2 for k, f in (g["laws"] or {}).items()}
-                 for tr, g in zip(trs, m["per_run"])},
-      "law_fits": {tr.label: {k: f._asdict() for k, f in (g["laws"] or {}).items()}
-                   for tr, g in zip(trs, m["per_run"])},
-      "exponent": {tr.label: g["exponent"] and g["exponent"]._asdict()
-                   for tr, g in zip(trs, m["per_run"])},
+      "law_r2": {
+          tr.label: {k: f.r2 for k, f in (g["laws"] or {}).items()}
+          for tr, g in zip(trs, m["per_run"])
+      },
+      "law_fits": {
+          tr.label: {k: f._asdict() for k, f in (g["laws"] or {}).items()}
+          for tr, g in zip(trs, m["per_run"])
+      },
+      "exponent": {
+          tr.label: g["exponent"] and g["exponent"]._asdict() for tr, g in zip(trs, m["per_run"])
+      },
       "exponent_pooled": m["pooled"]._asdict() if m["pooled"] else None,
       "fit_from_step": m["per_run"][0]["fit_from"],
       "ratio_late_rms": m["ratio_late"],
       "ratio_late_runs": dict(zip([tr.label for tr in trs], m["ratio_late_runs"])),
       "local_exponent_late": {tr.label: e and e._asdict() for tr, e in zip(trs, m["local_late"])},
       "local_exponent_late_mean": m["local_late_mean"],
-      "ratio_binned": {tr.label: dict(zip(("step", "mean", "p10", "p90"), t5_runs.smooth(
-          tr.step, t5_runs.assumption1_ratio(tr)))) for tr in trs
-                       if t5_runs.assumption1_ratio(tr) is not None},
+      "ratio_binned": {
+          tr.label: dict(
+              zip(
+                  ("step", "mean", "p10", "p90"),
+                  t5_runs.smooth(tr.step, t5_runs.assumption1_ratio(tr)),
+              )
+          )
+          for tr in trs
+          if t5_runs.assumption1_ratio(tr) is not None
+      },
       "layer_growth": dict(zip(m["layer_names"], m["layer_factors"])),
       "layer_spearman": m["layer_spearman"],
   }
@@ -204,7 +276,7 @@ def make(ctx: core.FigureContext, cfg: Fig1Config) -> core.FigureResult:
   parts = load_parts(ctx, cfg)
   several = len(parts) > 1
   files = fig1_plot.plot(ctx.path(NAME), cfg, parts)
-  numbers = _numbers(parts[-1].trs, parts[-1].m)   # the profile's run (Figs. 2 and 5's)
+  numbers = _numbers(parts[-1].trs, parts[-1].m)  # the profile's run (Figs. 2 and 5's)
   numbers["configuration"] = parts[-1].label
   numbers["beside"] = {p.label: _numbers(p.trs, p.m) for p in parts[:-1]}
   numbers["mechanism_runs"] = fig1_growth.mechanism_runs(parts)
@@ -215,16 +287,21 @@ def make(ctx: core.FigureContext, cfg: Fig1Config) -> core.FigureResult:
     own = fig1_growth.criteria(part.m, cfg)
     rows += _labelled(_rows(part.m, part.trs), "quantity", part.label, several)
     if several:
-      rows.append(core.Row(f"[{part.label}] verdict of this configuration's criteria", None,
-                           verdict_of(own)))
+      rows.append(
+          core.Row(
+              f"[{part.label}] verdict of this configuration's criteria", None, verdict_of(own)
+          )
+      )
     crit += _labelled(own, "text", part.label, several)
   crit += fig1_growth.mechanism_criteria(parts, cfg)
   return core.FigureResult(NAME, TITLE, files, rows, crit, _setup(cfg, parts), _NOTES)
 
 
-_NOTES = ["r_t is the global ||delta_t|| / (lr_t ||theta_t||): for T5's Adafactor "
-          "(parameter scale, clipping 1.0) it is min(RMS(u), 1) per parameter, averaged; "
-          "misaligned updates then give ||theta|| ~ t^(r^2/2)."]
+_NOTES = [
+    "r_t is the global ||delta_t|| / (lr_t ||theta_t||): for T5's Adafactor "
+    "(parameter scale, clipping 1.0) it is min(RMS(u), 1) per parameter, averaged; "
+    "misaligned updates then give ||theta|| ~ t^(r^2/2)."
+]
 
 
 def _setup(cfg: Fig1Config, parts) -> list[str]:
@@ -247,11 +324,13 @@ def _setup(cfg: Fig1Config, parts) -> list[str]:
         f"seeds {', '.join(str(list(p.run.seeds)) for p in parts)}",
     ]
     if len(parts) > 1:
-      setup.append(f"two configurations: {parts[0].label}, chosen because Adafactor's update "
-                   f"clipping binds there (late r near 1, the paper's condition for sqrt(t)), "
-                   f"and {parts[-1].label}, the profile's run (also Figs. 2 and 5), where it "
-                   "does not; every criterion is computed per configuration, and the mechanism "
-                   "across all their runs")
+      setup.append(
+          f"two configurations: {parts[0].label}, chosen because Adafactor's update "
+          f"clipping binds there (late r near 1, the paper's condition for sqrt(t)), "
+          f"and {parts[-1].label}, the profile's run (also Figs. 2 and 5), where it "
+          "does not; every criterion is computed per configuration, and the mechanism "
+          "across all their runs"
+      )
   g0 = parts[0].m["per_run"][0]
   block = g0["exponent"].block if g0["exponent"] else "-"
   setup += [

@@ -26,15 +26,16 @@ from normgrowth_jax.figures.verdict import check
 if TYPE_CHECKING:
   from normgrowth_jax.figures.fig1 import Fig1Config
 
+
 def best_law(r2: dict) -> str:
   """The law with the highest r^2."""
   return max(r2, key=r2.get)
 
 
-MIN_POINTS = 20          # fewer points than this: a fit's r^2 or exponent is not comparable
+MIN_POINTS = 20  # fewer points than this: a fit's r^2 or exponent is not comparable
 
 
-EXPONENT_POINTS = 2000   # the exponent (and its bootstrap) refits at most this many points
+EXPONENT_POINTS = 2000  # the exponent (and its bootstrap) refits at most this many points
 
 
 def norm_series(tr: run_reader.Trajectory) -> tuple[np.ndarray, np.ndarray, str]:
@@ -50,8 +51,11 @@ def norm_series(tr: run_reader.Trajectory) -> tuple[np.ndarray, np.ndarray, str]
     if tr.norm0 is not None and tr.step[0] > 0:
       t, y = np.concatenate([[0.0], t]), np.concatenate([[tr.norm0], y])
     return t, y, f"per step ({tr.source})"
-  return (tr.grid["step"].astype(np.float64), tr.grid["param_norm"],
-          f"checkpoint grid ({tr.grid_source})")
+  return (
+      tr.grid["step"].astype(np.float64),
+      tr.grid["param_norm"],
+      f"checkpoint grid ({tr.grid_source})",
+  )
 
 
 def fit_window(t: np.ndarray, tr: run_reader.Trajectory) -> np.ndarray:
@@ -72,14 +76,23 @@ def growth_law(tr: run_reader.Trajectory, n_boot: int, seed: int = 0) -> dict:
   ok = np.isfinite(y)
   t, y = t[ok], y[ok]
   w = fit_window(t, tr)
-  out = {"source": source, "n_all": int(t.size), "n_fit": int(w.sum()),
-         "fit_from": int(t[w][0]) if w.any() else None, "sqrt_all": None, "laws": None,
-         "exponent": None, "note": None}
+  out = {
+      "source": source,
+      "n_all": int(t.size),
+      "n_fit": int(w.sum()),
+      "fit_from": int(t[w][0]) if w.any() else None,
+      "sqrt_all": None,
+      "laws": None,
+      "exponent": None,
+      "note": None,
+  }
   if t.size < MIN_POINTS or w.sum() < MIN_POINTS:
-    out["note"] = (f"{tr.label}: {int(w.sum())} points past warm-up ({t.size} in all) from the "
-                   f"{source}; at least {MIN_POINTS} needed for a growth-law fit")
+    out["note"] = (
+        f"{tr.label}: {int(w.sum())} points past warm-up ({t.size} in all) from the "
+        f"{source}; at least {MIN_POINTS} needed for a growth-law fit"
+    )
     return out
-  out["sqrt_all"] = fits.fit_sqrt(t, y)            # the paper's fit: every point from t = 0
+  out["sqrt_all"] = fits.fit_sqrt(t, y)  # the paper's fit: every point from t = 0
   out["laws"] = {k: fits.fit_law(t[w], y[w], k) for k in fits.LAWS}
   out["exponent"] = fits.bootstrap_exponent(*_thin(t[w], y[w]), n_boot=n_boot, seed=seed)
   return out
@@ -114,11 +127,12 @@ def late_ratio(tr: run_reader.Trajectory) -> Optional[float]:
   if r is None:
     return None
   v = r[(tr.step > late_start(tr)) & np.isfinite(r)]
-  return float(np.sqrt(np.mean(v ** 2))) if v.size else None
+  return float(np.sqrt(np.mean(v**2))) if v.size else None
 
 
-def late_exponent(tr: run_reader.Trajectory, n_boot: int,
-                  seed: int = 0) -> Optional[fits.LocalExponent]:
+def late_exponent(
+    tr: run_reader.Trajectory, n_boot: int, seed: int = 0
+) -> Optional[fits.LocalExponent]:
   """The local exponent d log||theta|| / d log t past 4 W (:func:`fits.local_exponent`: the
   log-log slope with a block-bootstrap interval of this run's residuals), on the points of
   :func:`norm_series`; None with fewer than MIN_POINTS of them. The mechanism's prediction
@@ -151,42 +165,69 @@ def quarter_means(values: np.ndarray) -> tuple[float, float]:
 
 def criteria(m: dict, cfg: Fig1Config) -> list:
   """Fig. 1's verdict criteria from the measured numbers ``m`` (see :func:`measure`)."""
-  laws = [f"a sqrt(t) + b from t = 0: r^2 rounds to 1.00 (>= {cfg.r2_threshold})",
-          "sqrt(t) fits better than linear, t^(1/4) and log t past warm-up (highest r^2)",
-          "free exponent of a t^p + b: 0.5 inside the 95% interval"]
+  laws = [
+      f"a sqrt(t) + b from t = 0: r^2 rounds to 1.00 (>= {cfg.r2_threshold})",
+      "sqrt(t) fits better than linear, t^(1/4) and log t past warm-up (highest r^2)",
+      "free exponent of a t^p + b: 0.5 inside the 95% interval",
+  ]
   if m["exponent"] is None:
     out = [check(text, None, ours=f"not comparable: {m['fit_note']}") for text in laws]
   else:
     p, lo, hi = m["exponent"]
-    out = [check(laws[0], m["sqrt_r2"] >= cfg.r2_threshold, ours=m["sqrt_r2"],
-                 paper=paper.FIG1["sqrt_fit_r2"]),
-           check(laws[1], m["best_law"] == "sqrt", ours=f"best: {m['best_law']}",
-                 paper="sqrt (r^2 = 1.00)"),
-           check(laws[2], lo <= 0.5 <= hi, ours=f"{p:.3f} [{lo:.3f}, {hi:.3f}]",
-                 paper="0.5 (sqrt)")]
-  if m["layer_factors"]:
-    f = m["layer_factors"]
-    passed = m["layer_spearman"] > 0 and f[-1] > f[0]
-    out.append(check("later layers grow faster (growth factor rises with depth: Spearman > 0 "
-                     "and last > first)", passed,
-                     ours=f"rho {m['layer_spearman']:.2f}; x{f[0]:.3f} -> x{f[-1]:.3f}",
-                     paper="later layers faster"))
-  else:
-    out.append(check("later layers grow faster", None, ours="no per-layer norms"))
+    out = [
+        check(
+            laws[0],
+            m["sqrt_r2"] >= cfg.r2_threshold,
+            ours=m["sqrt_r2"],
+            paper=paper.FIG1["sqrt_fit_r2"],
+        ),
+        check(
+            laws[1],
+            m["best_law"] == "sqrt",
+            ours=f"best: {m['best_law']}",
+            paper="sqrt (r^2 = 1.00)",
+        ),
+        check(laws[2], lo <= 0.5 <= hi, ours=f"{p:.3f} [{lo:.3f}, {hi:.3f}]", paper="0.5 (sqrt)"),
+    ]
+  return out + [_layer_criterion(m), _direction_criterion(m, cfg)]
+
+
+def _layer_criterion(m: dict):
+  """Later layers grow faster (the paper's per-layer observation)."""
+  if not m["layer_factors"]:
+    return check("later layers grow faster", None, ours="no per-layer norms")
+  f = m["layer_factors"]
+  return check(
+      "later layers grow faster (growth factor rises with depth: Spearman > 0 and last > first)",
+      m["layer_spearman"] > 0 and f[-1] > f[0],
+      ours=f"rho {m['layer_spearman']:.2f}; x{f[0]:.3f} -> x{f[-1]:.3f}",
+      paper="later layers faster",
+  )
+
+
+def _direction_criterion(m: dict, cfg: Fig1Config):
+  """The direction converges: late checkpoint-to-checkpoint cosines near 1, every layer's
+  too, and the angle shrinking."""
   if m["cos_late"] is None:
-    out.append(check("cos(theta_t, theta_t+1) between checkpoints -> 1", None,
-                     ours="no checkpoint-to-checkpoint angles in this run"))
-  else:
-    passed = (m["cos_late"] >= cfg.cos_threshold and m["angle_late"] < m["angle_early"]
-              and (m["layer_cos_late_min"] is None
-                   or m["layer_cos_late_min"] >= cfg.cos_threshold))
-    out.append(check(f"cos(theta_t, theta_t+1) between checkpoints -> 1 (last quarter >= "
-                     f"{cfg.cos_threshold}, every layer too, and rising)", passed,
-                     ours=(f"{m['cos_early']:.4f} -> {m['cos_late']:.5f}"
-                           + (f" (layers >= {m['layer_cos_late_min']:.5f})"
-                              if m["layer_cos_late_min"] is not None else "")),
-                     paper="-> 1"))
-  return out
+    return check(
+        "cos(theta_t, theta_t+1) between checkpoints -> 1",
+        None,
+        ours="no checkpoint-to-checkpoint angles in this run",
+    )
+  layers = m["layer_cos_late_min"]
+  passed = (
+      m["cos_late"] >= cfg.cos_threshold
+      and m["angle_late"] < m["angle_early"]
+      and (layers is None or layers >= cfg.cos_threshold)
+  )
+  return check(
+      f"cos(theta_t, theta_t+1) between checkpoints -> 1 (last quarter >= "
+      f"{cfg.cos_threshold}, every layer too, and rising)",
+      passed,
+      ours=f"{m['cos_early']:.4f} -> {m['cos_late']:.5f}"
+      + (f" (layers >= {layers:.5f})" if layers is not None else ""),
+      paper="-> 1",
+  )
 
 
 def measure(trs, cfg: Fig1Config) -> dict:
@@ -194,8 +235,9 @@ def measure(trs, cfg: Fig1Config) -> dict:
   per = [growth_law(tr, cfg.n_boot, seed=i) for i, tr in enumerate(trs)]
   fitted = all(g["laws"] is not None for g in per)
   pooled = pooled_exponent(trs, cfg.n_boot)
-  law_r2 = ({k: float(np.mean([g["laws"][k].r2 for g in per])) for k in fits.LAWS}
-            if fitted else None)
+  law_r2 = (
+      {k: float(np.mean([g["laws"][k].r2 for g in per])) for k in fits.LAWS} if fitted else None
+  )
   exp = (pooled or per[0]["exponent"]) if fitted else None
   factors = [t5_runs.growth_factors(tr) for tr in trs]
   names = sorted(factors[0], key=t5_runs.layer_index) if factors[0] else []
@@ -212,15 +254,20 @@ def measure(trs, cfg: Fig1Config) -> dict:
   ratios = [r for r in ratio_runs if r is not None]
   local = [late_exponent(tr, cfg.n_boot, seed=i) for i, tr in enumerate(trs)]
   return {
-      "per_run": per, "pooled": pooled, "local_late": local,
-      "local_late_mean": (float(np.mean([e.p for e in local]))
-                          if all(e is not None for e in local) else None),
+      "per_run": per,
+      "pooled": pooled,
+      "local_late": local,
+      "local_late_mean": (
+          float(np.mean([e.p for e in local])) if all(e is not None for e in local) else None
+      ),
       "fit_note": "; ".join(g["note"] for g in per if g["note"]) or None,
       "sqrt_r2": float(np.mean([g["sqrt_all"].r2 for g in per])) if fitted else None,
       "sqrt_r2_runs": [g["sqrt_all"].r2 for g in per] if fitted else None,
-      "law_r2": law_r2, "best_law": best_law(law_r2) if fitted else None,
+      "law_r2": law_r2,
+      "best_law": best_law(law_r2) if fitted else None,
       "exponent": (exp.p, exp.lo, exp.hi) if fitted else None,
-      "layer_names": names, "layer_factors": mean_f,
+      "layer_names": names,
+      "layer_factors": mean_f,
       "layer_factors_runs": [[f[g] for g in names] for f in factors],
       "layer_spearman": spearman(np.arange(len(mean_f)), mean_f) if mean_f else 0.0,
       "cos_early": quarter_means(cos)[0] if has_cos else None,
@@ -240,9 +287,16 @@ def mechanism_runs(parts) -> list[dict]:
   for part in parts:
     for tr, r, e in zip(part.trs, part.m["ratio_late_runs"], part.m["local_late"]):
       if r is not None and e is not None:
-        out.append({"configuration": part.label, "run": tr.label, "ratio_late": r,
-                    "predicted": r * r / 2, "local_exponent": e.p,
-                    "local_exponent_ci": [e.lo, e.hi]})
+        out.append(
+            {
+                "configuration": part.label,
+                "run": tr.label,
+                "ratio_late": r,
+                "predicted": r * r / 2,
+                "local_exponent": e.p,
+                "local_exponent_ci": [e.lo, e.hi],
+            }
+        )
   return out
 
 
@@ -250,34 +304,59 @@ def mechanism_criteria(parts, cfg: Fig1Config) -> list:
   """The paper's mechanism as two falsifiable checks across configurations: where clipping
   binds (late r >= ``ratio_threshold``) the norm follows sqrt(t); and in every run the late
   local exponent is r^2 / 2 (within ``mechanism_tolerance``, for ``mechanism_share`` of runs)."""
-  text = (f"where clipping binds (late r >= {cfg.ratio_threshold}): a√t + b from t = 0 r² >= "
-          f"{cfg.clipped_r2_threshold} and 0.5 inside the exponent's 95% interval")
+  text = (
+      f"where clipping binds (late r >= {cfg.ratio_threshold}): a√t + b from t = 0 r² >= "
+      f"{cfg.clipped_r2_threshold} and 0.5 inside the exponent's 95% interval"
+  )
   measured = [p for p in parts if p.m["ratio_late"] is not None]
   bound = [p for p in measured if p.m["ratio_late"] >= cfg.ratio_threshold]
   if not bound:
     seen = ", ".join(f"{p.label}: r = {p.m['ratio_late']:.2f}" for p in measured)
-    out = [check(text, None, ours=f"no configuration has late r >= {cfg.ratio_threshold}"
-                 + (f" ({seen})" if seen else " (no learning rate recorded)"),
-                 paper="sqrt(t), r^2 = 1.00")]
+    out = [
+        check(
+            text,
+            None,
+            ours=f"no configuration has late r >= {cfg.ratio_threshold}"
+            + (f" ({seen})" if seen else " (no learning rate recorded)"),
+            paper="sqrt(t), r^2 = 1.00",
+        )
+    ]
   else:
+
     def holds(m):
-      return (m["exponent"] is not None and m["sqrt_r2"] >= cfg.clipped_r2_threshold
-              and m["exponent"][1] <= 0.5 <= m["exponent"][2])
+      return (
+          m["exponent"] is not None
+          and m["sqrt_r2"] >= cfg.clipped_r2_threshold
+          and m["exponent"][1] <= 0.5 <= m["exponent"][2]
+      )
+
     ours = "; ".join(
-        f"{p.label}: r = {p.m['ratio_late']:.2f}, " + (
+        f"{p.label}: r = {p.m['ratio_late']:.2f}, "
+        + (
             f"r² = {p.m['sqrt_r2']:.3f}, p = {p.m['exponent'][0]:.2f} "
             f"[{p.m['exponent'][1]:.2f}, {p.m['exponent'][2]:.2f}]"
-            if p.m["exponent"] is not None else "not comparable") for p in bound)
+            if p.m["exponent"] is not None
+            else "not comparable"
+        )
+        for p in bound
+    )
     out = [check(text, all(holds(p.m) for p in bound), ours=ours, paper="sqrt(t), r^2 = 1.00")]
   runs = mechanism_runs(parts)
-  text = (f"mechanism: late local exponent within {cfg.mechanism_tolerance} of r²/2 in >= "
-          f"{cfg.mechanism_share:.0%} of the runs (every configuration's seeds)")
+  text = (
+      f"mechanism: late local exponent within {cfg.mechanism_tolerance} of r²/2 in >= "
+      f"{cfg.mechanism_share:.0%} of the runs (every configuration's seeds)"
+  )
   if not runs:
     out.append(check(text, None, ours="no run with both r and a late exponent"))
   else:
     gaps = np.array([abs(r["local_exponent"] - r["predicted"]) for r in runs])
     within = int((gaps <= cfg.mechanism_tolerance).sum())
-    out.append(check(text, within >= cfg.mechanism_share * len(runs),
-                     ours=f"{within} of {len(runs)} runs (largest gap {gaps.max():.3f})",
-                     paper="p = r²/2 (derivation)"))
+    out.append(
+        check(
+            text,
+            within >= cfg.mechanism_share * len(runs),
+            ours=f"{within} of {len(runs)} runs (largest gap {gaps.max():.3f})",
+            paper="p = r²/2 (derivation)",
+        )
+    )
   return out

@@ -22,6 +22,7 @@ def _paper_steps(tr) -> float:
 
 def _kilo(ax):
   import matplotlib.ticker as mticker  # pylint: disable=g-import-not-at-top
+
   ax.xaxis.set_major_locator(mticker.FixedLocator([0, 1e5, 2e5, 3e5, 4e5, 5e5]))
   ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v / 1e3:.0f}k"))
   ax.set_xlabel("paper-equivalent step t · 2¹⁹ / T")
@@ -44,7 +45,7 @@ def plot(stem, cfg, parts) -> list:
   ax[2].set_ylabel("‖δ_t‖ / (lr_t ‖θ_t‖), binned")
   _legend(ax[2], loc="lower right", fontsize=4.6)
   cos = np.concatenate([np.ravel(tr.grid["direction_cos"]) for p in parts for tr in p.trs])
-  if np.isfinite(cos).any():   # the lowest 5% (the first checkpoints) may fall off the panel
+  if np.isfinite(cos).any():  # the lowest 5% (the first checkpoints) may fall off the panel
     ax[4].set_ylim(max(np.nanpercentile(cos, 5) - 0.002, -1), 1.0005)
   ax[4].set_title("(e) cos(θ_a, θ_b) between grid checkpoints")
   ax[4].set_ylabel("cosine")
@@ -73,19 +74,33 @@ def _plot_part(ax, part, color, several):
   scale = _paper_steps(tr0)
   gs = tr0.grid["step"].astype(np.float64)
   norm0 = [tr.grid["param_norm"][0] for tr in trs]
-  plotting.band(ax[0], gs * scale, [tr.grid["param_norm"] / n0 for tr, n0 in zip(trs, norm0)],
-                color, runs, marker=".", markersize=1.5, linewidth=0.8)
-  if g0["laws"] is not None:   # run 0's fit from t = 0, on the points of norm_series
-    ax[0].plot(gs * scale, g0["sqrt_all"](gs) / norm0[0], color=color, linestyle="--",
-               linewidth=0.8, label=f"a√t + b, {tr0.label}: r² = {g0['sqrt_all'].r2:.4f} "
-               f"(paper 1.00)")
+  plotting.band(
+      ax[0],
+      gs * scale,
+      [tr.grid["param_norm"] / n0 for tr, n0 in zip(trs, norm0)],
+      color,
+      runs,
+      marker=".",
+      markersize=1.5,
+      linewidth=0.8,
+  )
+  if g0["laws"] is not None:  # run 0's fit from t = 0, on the points of norm_series
+    ax[0].plot(
+        gs * scale,
+        g0["sqrt_all"](gs) / norm0[0],
+        color=color,
+        linestyle="--",
+        linewidth=0.8,
+        label=f"a√t + b, {tr0.label}: r² = {g0['sqrt_all'].r2:.4f} " f"(paper 1.00)",
+    )
   # (c): r_t per run
   for tr in trs:
     r = t5_runs.assumption1_ratio(tr)
     if r is not None:
       x, mu, _, _ = t5_runs.smooth(tr.step, r)
-      ax[2].plot(x * scale, mu, color=color, linewidth=0.7, alpha=0.8,
-                 label=runs if tr is tr0 else None)
+      ax[2].plot(
+          x * scale, mu, color=color, linewidth=0.7, alpha=0.8, label=runs if tr is tr0 else None
+      )
   # (e): direction convergence between grid checkpoints
   cos = t5_runs.stack([tr.grid["direction_cos"] for tr in trs])
   if np.isfinite(cos).any():
@@ -105,19 +120,35 @@ def _plot_exponents(ax, parts):
     if fitted:
       y = len(labels) + np.arange(len(fitted))
       ps, los, his = (np.asarray([getattr(e, k) for _, e in fitted]) for k in ("p", "lo", "hi"))
-      ax.errorbar(ps, y, xerr=[ps - los, his - ps], fmt="o", color=color, markersize=3,
-                  capsize=2, linewidth=0.9, label=f"{tag}p per run and pooled")
+      ax.errorbar(
+          ps,
+          y,
+          xerr=[ps - los, his - ps],
+          fmt="o",
+          color=color,
+          markersize=3,
+          capsize=2,
+          linewidth=0.9,
+          label=f"{tag}p per run and pooled",
+      )
       labels += [name for name, _ in fitted]
     if m["ratio_late"] is not None:
-      ax.axvline(m["ratio_late"] ** 2 / 2, color=color, linewidth=0.8, linestyle=":",
-                 label=f"{tag}r²/2 = {m['ratio_late'] ** 2 / 2:.3f} (r past 4W)")
+      ax.axvline(
+          m["ratio_late"] ** 2 / 2,
+          color=color,
+          linewidth=0.8,
+          linestyle=":",
+          label=f"{tag}r²/2 = {m['ratio_late'] ** 2 / 2:.3f} (r past 4W)",
+      )
   ax.axvline(0.5, **plotting.PAPER_STYLE, label="paper: sqrt(t), p = 0.5")
   ax.set_yticks(np.arange(len(labels)))
   ax.set_yticklabels(labels)
   ax.set_ylim(-0.7, len(labels) + 0.4 + 0.6 * (1 + 2 * len(parts)))
   ax.set_xlabel("exponent p (pooled: seeds and blocks resampled)")
-  ax.set_title("(b) p of a·t^p + b (t ≥ W), 95% CI"
-               + ("" if labels else f": not comparable, < {fig1_growth.MIN_POINTS} points"))
+  ax.set_title(
+      "(b) p of a·t^p + b (t ≥ W), 95% CI"
+      + ("" if labels else f": not comparable, < {fig1_growth.MIN_POINTS} points")
+  )
   ax.legend(loc="upper left", fontsize=4.4)
 
 
@@ -127,23 +158,38 @@ def _plot_mechanism(ax, parts, cfg):
   top = max([0.55] + [max(r["predicted"], r["local_exponent_ci"][1]) for r in runs]) * 1.05
   x = np.linspace(0, top, 2)
   ax.plot(x, x, **plotting.PAPER_STYLE, label="p = r²/2 (the paper's derivation)")
-  ax.fill_between(x, x - cfg.mechanism_tolerance, x + cfg.mechanism_tolerance, color="0.85",
-                  linewidth=0, label=f"± {cfg.mechanism_tolerance} (criterion)")
+  ax.fill_between(
+      x,
+      x - cfg.mechanism_tolerance,
+      x + cfg.mechanism_tolerance,
+      color="0.85",
+      linewidth=0,
+      label=f"± {cfg.mechanism_tolerance} (criterion)",
+  )
   for part, color in zip(parts, PART_COLORS):
     mine = [r for r in runs if r["configuration"] == part.label]
     if mine:
       p = np.array([r["local_exponent"] for r in mine])
       ci = np.array([r["local_exponent_ci"] for r in mine])
-      ax.errorbar([r["predicted"] for r in mine], p, yerr=[p - ci[:, 0], ci[:, 1] - p],
-                  fmt="o", color=color, markersize=3, capsize=2, linewidth=0.8,
-                  label=part.label if len(parts) > 1 else "runs")
+      ax.errorbar(
+          [r["predicted"] for r in mine],
+          p,
+          yerr=[p - ci[:, 0], ci[:, 1] - p],
+          fmt="o",
+          color=color,
+          markersize=3,
+          capsize=2,
+          linewidth=0.8,
+          label=part.label if len(parts) > 1 else "runs",
+      )
   ax.set_xlim(0, top)
   ax.set_ylim(min(0, *(r["local_exponent_ci"][0] for r in runs)) if runs else 0, top * 1.35)
   ax.set_xlabel("r²/2, r = late Adafactor ratio (t > 4W)")
   ax.set_ylabel("late d log‖θ‖ / d log t")
-  ax.set_title("(d) mechanism: late exponent vs r²/2"
-               + ("" if runs else ": no learning rate recorded"))
-  ax.legend(loc="upper left", fontsize=4.6)   # above the diagonal's top: room left by ylim
+  ax.set_title(
+      "(d) mechanism: late exponent vs r²/2" + ("" if runs else ": no learning rate recorded")
+  )
+  ax.legend(loc="upper left", fontsize=4.6)  # above the diagonal's top: room left by ylim
   ax.grid(True)
 
 
@@ -157,8 +203,15 @@ def _plot_layers(ax, parts):
     x = np.arange(1, runs_f.shape[1] + 1) + (k - (len(drawn) - 1) / 2) * width
     mean = runs_f.mean(0)
     sd = runs_f.std(0, ddof=1) if len(runs_f) > 1 else np.zeros_like(mean)
-    ax.bar(x, mean - 1, bottom=1, color=color, width=width * 0.9, alpha=0.75,
-           label=f"{part.label}: Spearman ρ = {part.m['layer_spearman']:.2f}")
+    ax.bar(
+        x,
+        mean - 1,
+        bottom=1,
+        color=color,
+        width=width * 0.9,
+        alpha=0.75,
+        label=f"{part.label}: Spearman ρ = {part.m['layer_spearman']:.2f}",
+    )
     if len(runs_f) > 1:
       ax.errorbar(x, mean, yerr=sd, fmt="none", color="black", capsize=1.5, linewidth=0.7)
     lows.append((mean - sd).min())
@@ -167,8 +220,9 @@ def _plot_layers(ax, parts):
     n = max(len(p.m["layer_names"]) for p, _ in drawn)
     ax.set_xticks(np.arange(1, n + 1))
     ax.set_ylim(min(lows) - 0.02, 1 + (max(highs) - 1) * 1.3 + 0.02)
-    ax.legend(loc="upper left", fontsize=4.6, title="paper: later layers grow faster",
-              title_fontsize=4.6)
+    ax.legend(
+        loc="upper left", fontsize=4.6, title="paper: later layers grow faster", title_fontsize=4.6
+    )
   ax.set_xlabel("encoder layer")
   ax.set_ylabel("‖θ_T‖ / ‖θ_0‖ (± seed SD)")
   ax.set_title("(f) growth by layer")
@@ -178,5 +232,8 @@ def _subtitle(parts):
   tr0 = parts[0].trs[0]
   if parts[0].run is None:
     return f"{tr0.label}: per step from {tr0.source}\ncheckpoints from {tr0.grid_source}"
-  return "\n".join(f"{p.run.describe()}; seeds {', '.join(map(str, p.run.seeds))}"
-                   + (" (bands: min-max)" if len(p.run.seeds) > 1 else "") for p in parts)
+  return "\n".join(
+      f"{p.run.describe()}; seeds {', '.join(map(str, p.run.seeds))}"
+      + (" (bands: min-max)" if len(p.run.seeds) > 1 else "")
+      for p in parts
+  )

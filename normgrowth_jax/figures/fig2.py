@@ -31,6 +31,7 @@ TITLE = "Saturation by layer: pretrained vs randomly initialised"
 class Fig2Config:
   """One profile: the sentences, the baselines' seeds, and our trained runs to draw (the
   T5 family's first seed, the small-LM family's correct-mask models; None: not drawn)."""
+
   corpus: str = "bbc"
   num_sentences: int = 100
   max_len: int = 64
@@ -45,8 +46,9 @@ def _ours(profile: str) -> dict:
 
 
 CONFIGS = {
-    "smoke": Fig2Config(corpus="botchan", num_sentences=8, max_len=24, seeds=(0,),
-                        **_ours("smoke")),
+    "smoke": Fig2Config(
+        corpus="botchan", num_sentences=8, max_len=24, seeds=(0,), **_ours("smoke")
+    ),
     "quick": Fig2Config(**_ours("quick")),
     "full": Fig2Config(seeds=(0, 1, 2, 3, 4), **_ours("full")),
 }
@@ -94,8 +96,15 @@ def _plot_paper(ax):
   for model, vals in paper.FIG2.items():
     for kind, style in (("pretrained", "-"), ("random_init", ":")):
       y = vals[kind]
-      ax.plot(np.arange(1, len(y) + 1), y, style, color=colors[model], marker=".", markersize=3,
-              label=f"{model}" if kind == "pretrained" else None)
+      ax.plot(
+          np.arange(1, len(y) + 1),
+          y,
+          style,
+          color=colors[model],
+          marker=".",
+          markersize=3,
+          label=f"{model}" if kind == "pretrained" else None,
+      )
   ax.plot([], [], "k:", label="random init (dotted)")
   ax.set_title("paper (ρ = 1000, Brown corpus, base models)")
 
@@ -103,13 +112,27 @@ def _plot_paper(ax):
 def _plot_subject(ax, subject, res, rho):
   m = res["measured"]
   x = np.arange(1, len(m["rho"]) + 1)
-  ax.plot(x, m["rho"], "-", color="tab:blue", marker=".", markersize=3,
-          label=f"{'trained' if subject.baseline_label == 'own init' else 'pretrained'}, ρ={rho:g}")
+  ax.plot(
+      x,
+      m["rho"],
+      "-",
+      color="tab:blue",
+      marker=".",
+      markersize=3,
+      label=f"{'trained' if subject.baseline_label == 'own init' else 'pretrained'}, ρ={rho:g}",
+  )
   ax.plot(x, m["limit"], "--", color="tab:blue", linewidth=0.8, label="same, exact limit")
   base = np.asarray([b["rho"] for b in res["baselines"]])
-  ax.plot(x, base.mean(0), "-", color="tab:gray", marker=".", markersize=3,
-          label=f"{subject.baseline_label}, ρ={rho:g}"
-          + (f" (band: {len(base)} seeds)" if len(base) > 1 else ""))
+  ax.plot(
+      x,
+      base.mean(0),
+      "-",
+      color="tab:gray",
+      marker=".",
+      markersize=3,
+      label=f"{subject.baseline_label}, ρ={rho:g}"
+      + (f" (band: {len(base)} seeds)" if len(base) > 1 else ""),
+  )
   if len(base) > 1:
     ax.fill_between(x, base.min(0), base.max(0), color="tab:gray", alpha=0.25, linewidth=0)
   if subject.paper_model:
@@ -123,8 +146,9 @@ def _plot(ctx, subjects, results, rho):
   n = 1 + len(subjects)
   cols = min(3, n)
   rows = -(-n // cols)
-  fig, axes = plotting.new_figure(rows, cols, height_per_row=3.0, squeeze=False, sharey=True,
-                                  layout="constrained")
+  fig, axes = plotting.new_figure(
+      rows, cols, height_per_row=3.0, squeeze=False, sharey=True, layout="constrained"
+  )
   axes = axes.ravel()
   _plot_paper(axes[0])
   for ax, s, r in zip(axes[1:], subjects, results):
@@ -135,8 +159,13 @@ def _plot(ctx, subjects, results, rho):
     ax.set_ylim(-0.15, 1.05)
     ax.set_yticks(np.arange(0.0, 1.01, 0.2))
     ax.grid(True)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2 if ax is axes[0] else 1,
-              columnspacing=0.8, handlelength=1.6)
+    ax.legend(
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.2),
+        ncol=2 if ax is axes[0] else 1,
+        columnspacing=0.8,
+        handlelength=1.6,
+    )
   for ax in axes[n:]:
     ax.set_visible(False)
   for r in range(rows):
@@ -151,26 +180,38 @@ def _criteria_and_rows(subject, res):
   pm = paper.FIG2.get(subject.paper_model) if subject.paper_model else None
   p_pre = float(np.mean(pm["pretrained"])) if pm else None
   p_rand = float(np.mean(pm["random_init"])) if pm else None
-  p_layers = (f"{sum(a > b for a, b in zip(pm['pretrained'], pm['random_init']))} of "
-              f"{len(pm['pretrained'])}") if pm else None
+  p_layers = (
+      (
+          f"{sum(a > b for a, b in zip(pm['pretrained'], pm['random_init']))} of "
+          f"{len(pm['pretrained'])}"
+      )
+      if pm
+      else None
+  )
   above = int(np.sum(meas > base_mean))
   label = subject.label
   vs = f" (paper: {subject.paper_model})" if pm else ""
   rows = [
       core.Row(f"{label}: mean over layers{vs}", p_pre, float(meas.mean())),
-      core.Row.of(f"{label}: {subject.baseline_label}, mean over layers{vs}", p_rand,
-                  base.mean(1)),
-      core.Row(f"{label}: last layer{vs}", pm["pretrained"][-1] if pm else None,
-               float(meas[-1])),
-      core.Row(f"{label}: layers above {subject.baseline_label}{vs}", p_layers,
-               f"{above} of {len(meas)}"),
+      core.Row.of(f"{label}: {subject.baseline_label}, mean over layers{vs}", p_rand, base.mean(1)),
+      core.Row(f"{label}: last layer{vs}", pm["pretrained"][-1] if pm else None, float(meas[-1])),
+      core.Row(
+          f"{label}: layers above {subject.baseline_label}{vs}", p_layers, f"{above} of {len(meas)}"
+      ),
   ]
   criteria = [
-      check(f"{label} above its {subject.baseline_label} in the mean over layers",
-            meas.mean() > base_mean.mean(), ours=f"{meas.mean():.3f} vs {base_mean.mean():.3f}",
-            paper=f"{p_pre:.3f} vs {p_rand:.3f}" if pm else None),
-      check(f"{label} above its {subject.baseline_label} in at least half of the layers",
-            2 * above >= len(meas), ours=f"{above} of {len(meas)}", paper=p_layers),
+      check(
+          f"{label} above its {subject.baseline_label} in the mean over layers",
+          meas.mean() > base_mean.mean(),
+          ours=f"{meas.mean():.3f} vs {base_mean.mean():.3f}",
+          paper=f"{p_pre:.3f} vs {p_rand:.3f}" if pm else None,
+      ),
+      check(
+          f"{label} above its {subject.baseline_label} in at least half of the layers",
+          2 * above >= len(meas),
+          ours=f"{above} of {len(meas)}",
+          paper=p_layers,
+      ),
   ]
   return rows, criteria
 
@@ -189,22 +230,31 @@ def level_criteria(subjects, results) -> list:
   out = []
   for model, layer, stack in LEVEL_CLAIMS:
     want = paper.FIG2[model]["pretrained"][layer]
-    text = (f"pretrained {model} within {LEVEL_TOLERANCE} of the paper's "
-            f"{'last' if layer == -1 else 'penultimate'} layer")
-    found = [(s, r) for s, r in zip(subjects, results)
-             if s.paper_model == model and s.baseline_label == "random init"
-             and s.label.endswith(stack)]
+    text = (
+        f"pretrained {model} within {LEVEL_TOLERANCE} of the paper's "
+        f"{'last' if layer == -1 else 'penultimate'} layer"
+    )
+    found = [
+        (s, r)
+        for s, r in zip(subjects, results)
+        if s.paper_model == model and s.baseline_label == "random init" and s.label.endswith(stack)
+    ]
     if not found:
-      out.append(check(text, None, ours=f"not comparable: no {model}-size checkpoint "
-                       "(--hf_model_dir of width 768, 12 layers)",
-                       paper=want))
+      out.append(
+          check(
+              text,
+              None,
+              ours=f"not comparable: no {model}-size checkpoint "
+              "(--hf_model_dir of width 768, 12 layers)",
+              paper=want,
+          )
+      )
     for s, r in found:
       got = float(r["measured"]["rho"][layer])
-      out.append(check(f"{text} ({s.label})", abs(got - want) <= LEVEL_TOLERANCE, ours=got,
-                       paper=want))
+      out.append(
+          check(f"{text} ({s.label})", abs(got - want) <= LEVEL_TOLERANCE, ours=got, paper=want)
+      )
   return out
-
-
 
 
 def make(ctx: core.FigureContext, cfg: Fig2Config) -> core.FigureResult:
@@ -212,11 +262,16 @@ def make(ctx: core.FigureContext, cfg: Fig2Config) -> core.FigureResult:
   subjects = gather_subjects(ctx, cfg, sentences)
   results = [measure(ctx, cfg, s) for s in subjects]
   files = _plot(ctx, subjects, results, cfg.rho)
-  numbers = {"rho": cfg.rho, "corpus": cfg.corpus, "sentences": sentences,
-             "subjects": {s.label: {"note": s.note, "baseline": s.baseline_label,
-                                    "paper_model": s.paper_model, **r}
-                          for s, r in zip(subjects, results)},
-             "paper": paper.FIG2}
+  numbers = {
+      "rho": cfg.rho,
+      "corpus": cfg.corpus,
+      "sentences": sentences,
+      "subjects": {
+          s.label: {"note": s.note, "baseline": s.baseline_label, "paper_model": s.paper_model, **r}
+          for s, r in zip(subjects, results)
+      },
+      "paper": paper.FIG2,
+  }
   files.append(core.write_numbers(ctx, NAME, numbers))
   rows, criteria = [], []
   for s, r in zip(subjects, results):
@@ -224,8 +279,7 @@ def make(ctx: core.FigureContext, cfg: Fig2Config) -> core.FigureResult:
     rows += rw
     criteria += cr
   criteria += level_criteria(subjects, results)
-  gap = max(float(np.max(np.abs(r["measured"]["rho"] - r["measured"]["limit"])))
-            for r in results)
+  gap = max(float(np.max(np.abs(r["measured"]["rho"] - r["measured"]["limit"]))) for r in results)
   setup = [
       f"text: the first {cfg.num_sentences} sentences (5-40 words) of the {cfg.corpus!r} "
       "corpus's validation split (the paper: 100 Brown-corpus sentences, not available offline)",

@@ -28,7 +28,7 @@ from normgrowth_jax import sinks
 from normgrowth_jax.data import word_lm
 from normgrowth_jax.figures import runs, small_lm_runs
 
-ARGMAX_MAX = 1.5     # a head attending < 1.5 positions on average is an argmax head
+ARGMAX_MAX = 1.5  # a head attending < 1.5 positions on average is an argmax head
 SPLIT_LOW, SPLIT_HIGH = 0.01, 0.9
 
 
@@ -65,15 +65,18 @@ def head_statistics(weights: jax.Array, tokens: np.ndarray) -> dict:
   of the padded batch (the original's). Plus ``future_weight`` (weight on later positions).
   """
   real = jnp.asarray(tokens) != word_lm.PAD_ID
-  out = {"real": sat.attention_stats(weights, mask=real),
-         "padded": sat.attention_stats(weights, mask=None)}
+  out = {
+      "real": sat.attention_stats(weights, mask=real),
+      "padded": sat.attention_stats(weights, mask=None),
+  }
   out = {conv: {k: np.asarray(v) for k, v in s.items()} for conv, s in out.items()}
   out["future_weight"] = np.asarray(_future_weight(weights, real))
   return out
 
 
-def analyse_run(run: small_lm_runs.RunConfig, norm: str, mask: str, run_dir: Path,
-                tokens: np.ndarray) -> dict:
+def analyse_run(
+    run: small_lm_runs.RunConfig, norm: str, mask: str, run_dir: Path, tokens: np.ndarray
+) -> dict:
   """Curves (eval, norms) and the best checkpoint's saturated head statistics of one run."""
   eval_rows = sinks.read_jsonl(str(Path(run_dir) / "eval.jsonl"))
   norm_rows = sinks.read_jsonl(str(Path(run_dir) / "norms.jsonl"))
@@ -86,13 +89,25 @@ def analyse_run(run: small_lm_runs.RunConfig, norm: str, mask: str, run_dir: Pat
   heads = {"rho": head_statistics(w_rho, tokens), "limit": head_statistics(w_lim, tokens)}
   pick = lambda key: [r.get(key) for r in eval_rows]  # noqa: E731
   return {
-      "run_dir": str(run_dir), "best_step": step,
-      "eval": {k: pick(k) for k in ("step", "param_norm", "loss", "perplexity", "accuracy",
-                                    "saturation_rho", "saturation_limit")},
+      "run_dir": str(run_dir),
+      "best_step": step,
+      "eval": {
+          k: pick(k)
+          for k in (
+              "step",
+              "param_norm",
+              "loss",
+              "perplexity",
+              "accuracy",
+              "saturation_rho",
+              "saturation_limit",
+          )
+      },
       # The hook's trace starts after the first update; the evaluator's step-0 norm leads it.
-      "norm": {"step": [0] + [r["step"] for r in norm_rows],
-               "param_norm": [eval_rows[0]["param_norm"]] + [r.get("param_norm")
-                                                             for r in norm_rows]},
+      "norm": {
+          "step": [0] + [r["step"] for r in norm_rows],
+          "param_norm": [eval_rows[0]["param_norm"]] + [r.get("param_norm") for r in norm_rows],
+      },
       "heads": heads,
       "best": next(r for r in eval_rows if r["step"] == step),
       "init": next(r for r in eval_rows if r["step"] == 0),
@@ -110,11 +125,13 @@ def head_fractions(stats: dict, padded_length: int) -> dict:
   n = np.ravel(stats["num_attended"])
   s = np.ravel(stats["split_fraction"])
   half = (padded_length - 1) / 2
-  return {"argmax": float(np.mean(n < ARGMAX_MAX)),
-          "half": float(np.mean(np.abs(n - half) <= 1.0)),
-          "split_low": float(np.mean(s < SPLIT_LOW)),
-          "split_high": float(np.mean(s > SPLIT_HIGH)),
-          "heads": int(n.size)}
+  return {
+      "argmax": float(np.mean(n < ARGMAX_MAX)),
+      "half": float(np.mean(np.abs(n - half) <= 1.0)),
+      "split_low": float(np.mean(s < SPLIT_LOW)),
+      "split_high": float(np.mean(s > SPLIT_HIGH)),
+      "heads": int(n.size),
+  }
 
 
 def pooled(results: dict, norm: str, mask: str, kind: str = "rho") -> dict:

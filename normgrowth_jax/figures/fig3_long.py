@@ -34,38 +34,63 @@ import scipy.stats
 from normgrowth_jax import attention_logits as al
 from normgrowth_jax import sinks
 from normgrowth_jax.data import word_lm
-from normgrowth_jax.figures import core, paper, plotting, small_lm_runs
+from normgrowth_jax.figures import core, fig3_long_plot, paper, small_lm_runs
 from normgrowth_jax.figures.verdict import check
 from normgrowth_jax.models.small_lm import causal_attention_mask
 
 NAME = "fig3_long"
 TITLE = "Small LMs at the paper's 5 epochs: saturation against the parameter and logit norms"
 FOLLOWS = 0.8  # a Spearman correlation at least this high: saturation "follows" the quantity
-COLORS = {("prenorm_paper", "causal"): "C0", ("postnorm", "causal"): "C1",
-          ("prenorm_paper", "original_leaky"): "C2", ("postnorm", "original_leaky"): "C3"}
-TARGETS = {"first": "first position", "previous": "previous position", "self": "itself",
-           "later": "later positions and padding"}
+COLORS = {
+    ("prenorm_paper", "causal"): "C0",
+    ("postnorm", "causal"): "C1",
+    ("prenorm_paper", "original_leaky"): "C2",
+    ("postnorm", "original_leaky"): "C3",
+}
+TARGETS = {
+    "first": "first position",
+    "previous": "previous position",
+    "self": "itself",
+    "later": "later positions and padding",
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class Fig3LongConfig:
   """``run``: the runs (Fig. 3's config: model, data, epochs, evaluations, seeds, variants);
   ``sentences``: the dev sentences the logit scale and attention targets are measured on."""
+
   run: small_lm_runs.RunConfig
   sentences: int = 200
 
 
 CONFIGS = {
-    "smoke": Fig3LongConfig(dataclasses.replace(
-        small_lm_runs.PROFILES["smoke"], steps=24, evals=3, masks=("causal", "original_leaky")), 16),
-    "quick": Fig3LongConfig(dataclasses.replace(
-        small_lm_runs.PROFILES["quick"], steps=None, epochs=5.0, evals=20, seeds=(0, 1), track_every=10)),
-    "full": Fig3LongConfig(dataclasses.replace(small_lm_runs.PROFILES["full"], evals=20, seeds=(0,))),
+    "smoke": Fig3LongConfig(
+        dataclasses.replace(
+            small_lm_runs.PROFILES["smoke"], steps=24, evals=3, masks=("causal", "original_leaky")
+        ),
+        16,
+    ),
+    "quick": Fig3LongConfig(
+        dataclasses.replace(
+            small_lm_runs.PROFILES["quick"],
+            steps=None,
+            epochs=5.0,
+            evals=20,
+            seeds=(0, 1),
+            track_every=10,
+        )
+    ),
+    "full": Fig3LongConfig(
+        dataclasses.replace(small_lm_runs.PROFILES["full"], evals=20, seeds=(0,))
+    ),
 }
 
 
 def work(cfg: Fig3LongConfig) -> int:
-  return len(small_lm_runs.keys(cfg.run))  # one unit per run measured; training counted from run_specs
+  return len(
+      small_lm_runs.keys(cfg.run)
+  )  # one unit per run measured; training counted from run_specs
 
 
 def spearman(x, y) -> float:
@@ -75,6 +100,7 @@ def spearman(x, y) -> float:
 
 # ----------------------------------------------------------------------------- measure
 
+
 @functools.lru_cache(maxsize=None)
 def _scores_fn(run: small_lm_runs.RunConfig, norm: str, mask: str):
   """jitted ``(params, tokens) -> (scores, weights)`` at theta, [layers, b, h, q, k] each."""
@@ -82,8 +108,9 @@ def _scores_fn(run: small_lm_runs.RunConfig, norm: str, mask: str):
 
   @jax.jit
   def apply(params, tokens):
-    out, state = m.apply({"params": params}, tokens, tokens != word_lm.PAD_ID,
-                         mutable=["intermediates"])
+    out, state = m.apply(
+        {"params": params}, tokens, tokens != word_lm.PAD_ID, mutable=["intermediates"]
+    )
     return jnp.stack(al.sown_scores(state["intermediates"])), jnp.stack(out.attention_weights)
 
   return apply
@@ -99,12 +126,18 @@ def attention_targets(weights: jax.Array, real: jax.Array) -> dict:
   """
   length = weights.shape[-1]
   pos = jnp.arange(length)
-  on = {"first": pos[None, :] == 0, "previous": pos[None, :] == pos[:, None] - 1,
-        "self": pos[None, :] == pos[:, None], "later": pos[None, :] > pos[:, None]}
+  on = {
+      "first": pos[None, :] == 0,
+      "previous": pos[None, :] == pos[:, None] - 1,
+      "self": pos[None, :] == pos[:, None],
+      "later": pos[None, :] > pos[:, None],
+  }
   qm = real[None, :, None, :].astype(weights.dtype)  # [1, b, 1, q]
   n = jnp.maximum(jnp.sum(qm) * weights.shape[2], 1.0)
-  return {k: jnp.sum(jnp.sum(jnp.where(m, weights, 0.0), axis=-1) * qm, axis=(1, 2, 3)) / n
-          for k, m in on.items()}
+  return {
+      k: jnp.sum(jnp.sum(jnp.where(m, weights, 0.0), axis=-1) * qm, axis=(1, 2, 3)) / n
+      for k, m in on.items()
+  }
 
 
 def measure_checkpoint(run: small_lm_runs.RunConfig, norm: str, mask: str, params, tokens) -> dict:
@@ -114,30 +147,46 @@ def measure_checkpoint(run: small_lm_runs.RunConfig, norm: str, mask: str, param
   scores, weights = _scores_fn(run, norm, mask)(params, tokens)
   visible = causal_attention_mask(real) if mask == "causal" else None
   stats = al.logit_stats(scores, visible, real)
-  return {"margin": np.asarray(stats["margin"]).mean(axis=1),  # [layers], mean over heads
-          "spread": np.asarray(stats["spread"]).mean(axis=1),
-          "qk_norm": al.qk_norms(params),
-          "targets": {k: np.asarray(v) for k, v in attention_targets(weights, real).items()}}
+  return {
+      "margin": np.asarray(stats["margin"]).mean(axis=1),  # [layers], mean over heads
+      "spread": np.asarray(stats["spread"]).mean(axis=1),
+      "qk_norm": al.qk_norms(params),
+      "targets": {k: np.asarray(v) for k, v in attention_targets(weights, real).items()},
+  }
 
 
-def measure_run(run: small_lm_runs.RunConfig, norm: str, mask: str, seed: int, run_dir: Path,
-                tokens) -> dict:
+def measure_run(
+    run: small_lm_runs.RunConfig, norm: str, mask: str, seed: int, run_dir: Path, tokens
+) -> dict:
   """Every evaluated checkpoint of a run (and its initialisation), as per-step lists."""
   evals = {r["step"]: r for r in sinks.read_jsonl(str(Path(run_dir) / "eval.jsonl"))}
   steps = [0] + [s for s in small_lm_runs.checkpoint_steps(run_dir) if s in evals and s > 0]
   layers = [f"layers_{i}" for i in range(run.arch.num_layers)]
   rows = []
   for s in steps:
-    params = (small_lm_runs.init_params(run, norm, mask, seed) if s == 0
-              else small_lm_runs.restore_params(run_dir, s))
+    params = (
+        small_lm_runs.init_params(run, norm, mask, seed)
+        if s == 0
+        else small_lm_runs.restore_params(run_dir, s)
+    )
     m = measure_checkpoint(run, norm, mask, params, tokens)
     e = evals[s]
-    rows.append({"step": s, "param_norm": e["param_norm"], "loss": e["loss"],
-                 "saturation_rho": [e[f"saturation_rho/{k}"] for k in layers],
-                 "saturation_limit": [e[f"saturation_limit/{k}"] for k in layers], **m})
-  return {"run_dir": str(run_dir), "seed": seed,
-          **{k: [r[k] for r in rows] for k in rows[0] if k != "targets"},
-          "targets": {k: [r["targets"][k] for r in rows] for k in TARGETS}}
+    rows.append(
+        {
+            "step": s,
+            "param_norm": e["param_norm"],
+            "loss": e["loss"],
+            "saturation_rho": [e[f"saturation_rho/{k}"] for k in layers],
+            "saturation_limit": [e[f"saturation_limit/{k}"] for k in layers],
+            **m,
+        }
+    )
+  return {
+      "run_dir": str(run_dir),
+      "seed": seed,
+      **{k: [r[k] for r in rows] for k in rows[0] if k != "targets"},
+      "targets": {k: [r["targets"][k] for r in rows] for k in TARGETS},
+  }
 
 
 def summarise(r: dict) -> dict:
@@ -147,16 +196,25 @@ def summarise(r: dict) -> dict:
   norm = np.asarray(r["param_norm"])
   qk = np.asarray(r["qk_norm"]).mean(axis=1)
   margin = np.asarray(r["margin"])[:, -1]
-  return {"init": float(sat[0]), "peak": float(sat[peak]), "peak_step": r["step"][peak],
-          "end": float(sat[-1]), "end_limit": float(np.asarray(r["saturation_limit"])[-1, -1]),
-          "growth": float(norm[-1] / norm[0]), "loss_end": float(r["loss"][-1]),
-          "rho_norm": spearman(sat, norm), "rho_qk": spearman(sat, qk),
-          "rho_margin": spearman(sat, margin), "rho_loss": spearman(sat[1:], r["loss"][1:]),
-          "margin": (float(margin[0]), float(margin[peak]), float(margin[-1])),
-          "targets_peak": {k: float(np.asarray(v)[peak, -1]) for k, v in r["targets"].items()}}
+  return {
+      "init": float(sat[0]),
+      "peak": float(sat[peak]),
+      "peak_step": r["step"][peak],
+      "end": float(sat[-1]),
+      "end_limit": float(np.asarray(r["saturation_limit"])[-1, -1]),
+      "growth": float(norm[-1] / norm[0]),
+      "loss_end": float(r["loss"][-1]),
+      "rho_norm": spearman(sat, norm),
+      "rho_qk": spearman(sat, qk),
+      "rho_margin": spearman(sat, margin),
+      "rho_loss": spearman(sat[1:], r["loss"][1:]),
+      "margin": (float(margin[0]), float(margin[peak]), float(margin[-1])),
+      "targets_peak": {k: float(np.asarray(v)[peak, -1]) for k, v in r["targets"].items()},
+  }
 
 
 # ----------------------------------------------------------------------------- judge
+
 
 def judge(summary: dict) -> list:
   """The paper's claims at 5 epochs, judged on seed means per variant."""
@@ -168,148 +226,33 @@ def judge(summary: dict) -> list:
   name = lambda k: small_lm_runs.variant_label(*k)  # noqa: E731
   fmt = lambda d: "; ".join(f"{name(k)} {v:.3f}" for k, v in d.items())  # noqa: E731
   return [
-      check("every model grows in norm over 5 epochs (final / initial > 1, seed means)",
-            all(v > 1 for v in growth.values()), fmt(growth), "every model grows"),
-      check(f"every model saturated after 5 epochs: last layer at ρ = 1000 >= {lo} (seed means)",
-            all(v >= lo for v in ends.values()), fmt(ends), f"{lo}-1.00"),
-      check(f"saturation follows the encoder norm: Spearman over the checkpoints >= {FOLLOWS} "
-            "in every variant (seed means)", all(v >= FOLLOWS for v in follows.values()),
-            fmt(follows), "norm growth -> saturation"),
+      check(
+          "every model grows in norm over 5 epochs (final / initial > 1, seed means)",
+          all(v > 1 for v in growth.values()),
+          fmt(growth),
+          "every model grows",
+      ),
+      check(
+          f"every model saturated after 5 epochs: last layer at ρ = 1000 >= {lo} (seed means)",
+          all(v >= lo for v in ends.values()),
+          fmt(ends),
+          f"{lo}-1.00",
+      ),
+      check(
+          f"saturation follows the encoder norm: Spearman over the checkpoints >= {FOLLOWS} "
+          "in every variant (seed means)",
+          all(v >= FOLLOWS for v in follows.values()),
+          fmt(follows),
+          "norm growth -> saturation",
+      ),
   ]
 
 
 # ----------------------------------------------------------------------------- plot
 
-def _epochs(r, steps_per_epoch):
-  return np.asarray(r["step"]) / steps_per_epoch
-
-
-def _lines(ax, results, x_of, y_of, style="-", log_x=False, legend=True):
-  for k, runs in results.items():
-    for i, r in enumerate(runs):
-      ax.plot(x_of(r), y_of(r), style, color=COLORS[k], linewidth=0.9, alpha=1.0 - 0.45 * i,
-              marker="." if style == "-" else None, markersize=2.5,
-              label=small_lm_runs.variant_label(*k) if (i == 0 and legend) else None)
-  if log_x:
-    _log_x(ax)
-  ax.grid(True)
-
-
-def _log_x(ax):
-  """A log x axis where the plotted data span more than a decade (else linear: labels of a
-  narrow log axis overlap); minor ticks unlabelled."""
-  from matplotlib import ticker  # pylint: disable=g-import-not-at-top
-  lo, hi = ax.dataLim.intervalx
-  if lo > 0 and hi / lo > 10:
-    ax.set_xscale("log")
-    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
-
-
-def _last(key):
-  """``r -> r[key]`` of the last layer, per checkpoint."""
-  return lambda r: np.asarray(r[key])[:, -1]
-
-
-def _relative_norm(r):
-  return np.asarray(r["param_norm"]) / r["param_norm"][0]
-
-
-def _saturation_panel(ax, results, ep):
-  """(a) last-layer saturation over training, at rho and in the limit, beside the paper's."""
-  lo, hi = paper.SMALL_LM["saturation_trained"]
-  _lines(ax, results, ep, _last("saturation_rho"))
-  _lines(ax, results, ep, _last("saturation_limit"), ":", legend=False)
-  ax.axhspan(lo, hi, color="0.8", alpha=0.6, label=f"paper, 5 epochs ({lo}-{hi})")
-  ax.set(xlabel="epoch", ylabel="saturation, last layer", ylim=(0, 1.02),
-         title="(a) saturation (ρ = 1000; dotted: limit)")
-
-
-def _norms_panel(ax, results, ep):
-  """(b) the encoder norm and the mean ||W_Q|| ||W_K||, relative to initialisation."""
-  _lines(ax, results, ep, _relative_norm)
-  _lines(ax, results, ep, lambda r: (np.asarray(r["qk_norm"]).mean(1)
-                                     / np.asarray(r["qk_norm"])[0].mean()), "--", legend=False)
-  ax.set(xlabel="epoch", ylabel="relative to initialisation",
-         title="(b) ||θ|| (solid), ||W_Q|| ||W_K|| (dashed)")
-
-
-def _against_norm_panel(ax, results):
-  """(c) saturation against the norm."""
-  _lines(ax, results, _relative_norm, _last("saturation_rho"), legend=False)
-  ax.set(xlabel="||θ_t|| / ||θ_0|| (encoder)", ylabel="saturation, last layer", ylim=(0, 1.02),
-         title="(c) saturation against the norm")
-
-
-def _against_margin_panel(ax, results):
-  """(d) saturation against the last layer's logit margin."""
-  _lines(ax, results, _last("margin"), _last("saturation_rho"), log_x=True, legend=False)
-  ax.set(xlabel="logit margin, last layer (top-1 − top-2 score)",
-         ylabel="saturation, last layer", ylim=(0, 1.02),
-         title="(d) saturation against the logit scale")
-
-
-def _per_layer_panel(ax, results, num_layers):
-  """(e) per layer and checkpoint of seed 0, saturation against the logit margin."""
-  markers = "osd^v<>p"
-  for k, runs in results.items():
-    for r in runs[:1]:
-      m, s = np.asarray(r["margin"]), np.asarray(r["saturation_rho"])
-      for layer in range(m.shape[1]):
-        ax.scatter(m[:, layer], s[:, layer], s=5, color=COLORS[k], marker=markers[layer % 8],
-                   alpha=0.7, linewidths=0)
-  for layer in range(num_layers):  # the legend's markers in grey: shape = layer
-    ax.scatter([], [], s=5, color="0.4", marker=markers[layer % 8], label=f"layer {layer}")
-  _log_x(ax)
-  ax.set(xlabel="logit margin of the layer", ylabel="saturation of the layer",
-         ylim=(0, 1.02), title="(e) per layer and checkpoint, seed 0")
-  ax.grid(True)
-  ax.legend(loc="center", fontsize=5, markerscale=1.5, handletextpad=0.1)
-
-
-def _targets_panel(ax, results, ep):
-  """(f) what the correct-mask models' last layer attends to (seed 0), with each saturation
-  peak marked."""
-  styles = {"first": "-", "previous": "--", "self": ":"}
-  for k, runs in results.items():
-    if k[1] != "causal":
-      continue
-    r = runs[0]
-    for t, st in styles.items():
-      ax.plot(ep(r), np.asarray(r["targets"][t])[:, -1], st, color=COLORS[k], linewidth=0.9,
-              label=TARGETS[t] if k == ("prenorm_paper", "causal") else None)
-    peak = int(np.argmax(_last("saturation_rho")(r)))
-    ax.axvline(ep(r)[peak], color=COLORS[k], linewidth=0.6, alpha=0.5)
-  ax.set(xlabel="epoch", ylabel="attention weight, last layer", ylim=(0, 1),
-         title="(f) heads' targets (correct mask, seed 0)")
-  ax.legend(loc="upper right", fontsize=5.5, title="weight on", title_fontsize=5.5)
-  ax.grid(True)
-
-
-def _plot(ctx, cfg: Fig3LongConfig, results: dict, steps_per_epoch: float):
-  fig, axes = plotting.new_figure(2, 3, height_per_row=2.2)
-  (a, b, c), (d, e, f) = axes
-  ep = lambda r: _epochs(r, steps_per_epoch)  # noqa: E731
-  _saturation_panel(a, results, ep)
-  _norms_panel(b, results, ep)
-  _against_norm_panel(c, results)
-  _against_margin_panel(d, results)
-  _per_layer_panel(e, results, cfg.run.arch.num_layers)
-  _targets_panel(f, results, ep)
-  handles, labels = a.get_legend_handles_labels()
-  fig.legend(handles, labels, loc="upper center", ncol=5, bbox_to_anchor=(0.5, 0.0))
-  run = cfg.run
-  epochs = max(r["step"][-1] for v in results.values() for r in v) / steps_per_epoch
-  seeds = (f"seeds {', '.join(map(str, run.seeds))} (faded: all but seed {run.seeds[0]})"
-           if len(run.seeds) > 1 else f"seed {run.seeds[0]}")
-  fig.suptitle(f"SmallLM {run.arch.num_layers} x {run.arch.d_model} (FF {run.arch.d_ff}, {run.arch.num_heads} heads) "
-               f"on {run.corpus!r} sentences, AdamW lr {run.learning_rate:g} wd "
-               f"{run.weight_decay:g}, {epochs:.2g} epochs\n{seeds}; vertical lines in (f): each "
-               "run's saturation peak", fontsize=7, y=1.02)
-  fig.tight_layout()
-  return plotting.save(fig, ctx.path(NAME))
-
 
 # ----------------------------------------------------------------------------- make
+
 
 def _rows(summary: dict) -> list:
   lo, hi = paper.SMALL_LM["saturation_trained"]
@@ -318,25 +261,37 @@ def _rows(summary: dict) -> list:
     label = small_lm_runs.variant_label(*k)
     seeds = lambda key: [s[key] for s in v]  # noqa: E731
     rows += [
-        core.Row.of(f"{label}: saturation ρ = 1000, last layer, after 5 epochs", f"{lo}-{hi}",
-                    seeds("end")),
+        core.Row.of(
+            f"{label}: saturation ρ = 1000, last layer, after 5 epochs", f"{lo}-{hi}", seeds("end")
+        ),
         core.Row.of(f"{label}: saturation, exact limit, after 5 epochs", None, seeds("end_limit")),
         core.Row.of(f"{label}: saturation at initialisation", None, seeds("init")),
-        core.Row(f"{label}: saturation peak (its step, seed 0)",
-                 None, f"{np.mean([s['peak'] for s in v]):.3f} (step {v[0]['peak_step']})"),
+        core.Row(
+            f"{label}: saturation peak (its step, seed 0)",
+            None,
+            f"{np.mean([s['peak'] for s in v]):.3f} (step {v[0]['peak_step']})",
+        ),
         core.Row.of(f"{label}: encoder norm, final / initial", "grows", seeds("growth")),
         core.Row.of(f"{label}: dev loss after 5 epochs", None, seeds("loss_end")),
         core.Row.of(f"{label}: Spearman(saturation, ||θ||)", None, seeds("rho_norm")),
         core.Row.of(f"{label}: Spearman(saturation, mean ||W_Q|| ||W_K||)", None, seeds("rho_qk")),
-        core.Row.of(f"{label}: Spearman(saturation, last layer's logit margin)", None,
-                    seeds("rho_margin")),
-        core.Row.of(f"{label}: Spearman(saturation, dev loss), trained checkpoints", None,
-                    seeds("rho_loss")),
-        core.Row(f"{label}: last layer's logit margin: init / at the peak / end (seed 0)", None,
-                 " / ".join(f"{m:.3g}" for m in v[0]["margin"])),
-        core.Row(f"{label}: at the saturation peak, last layer's weight on first / previous / "
-                 "itself / later (seed 0)", None,
-                 " / ".join(f"{v[0]['targets_peak'][t]:.2f}" for t in TARGETS)),
+        core.Row.of(
+            f"{label}: Spearman(saturation, last layer's logit margin)", None, seeds("rho_margin")
+        ),
+        core.Row.of(
+            f"{label}: Spearman(saturation, dev loss), trained checkpoints", None, seeds("rho_loss")
+        ),
+        core.Row(
+            f"{label}: last layer's logit margin: init / at the peak / end (seed 0)",
+            None,
+            " / ".join(f"{m:.3g}" for m in v[0]["margin"]),
+        ),
+        core.Row(
+            f"{label}: at the saturation peak, last layer's weight on first / previous / "
+            "itself / later (seed 0)",
+            None,
+            " / ".join(f"{v[0]['targets_peak'][t]:.2f}" for t in TARGETS),
+        ),
     ]
   return rows
 
@@ -352,19 +307,28 @@ def make(ctx: core.FigureContext, cfg: Fig3LongConfig) -> core.FigureResult:
   steps = small_lm_runs.train_steps(run, data)
   per_epoch = word_lm.steps_per_epoch(len(data.split("train")), run.batch_size)
   run_dirs = small_lm_runs.train_all(ctx, run, steps)
-  tokens = data.split("validation")[:cfg.sentences]
+  tokens = data.split("validation")[: cfg.sentences]
   results = {}
   for (norm, mask, seed), d in run_dirs.items():
     ctx.advance(0, f"{NAME}: checkpoints of {small_lm_runs.run_name(norm, mask, seed)}")
     results.setdefault((norm, mask), []).append(measure_run(run, norm, mask, seed, d, tokens))
     ctx.advance(1, None)
   summary = {k: [summarise(r) for r in v] for k, v in results.items()}
-  files = _plot(ctx, cfg, results, per_epoch)
-  files.append(core.write_numbers(ctx, NAME, {
-      "config": dataclasses.asdict(cfg), "steps": steps, "steps_per_epoch": per_epoch,
-      "runs": {f"{n}/{m}": v for (n, m), v in results.items()},
-      "summary": {f"{n}/{m}": v for (n, m), v in summary.items()},
-      "paper": paper.SMALL_LM}))
+  files = fig3_long_plot.plot(ctx.path(NAME), cfg, results, per_epoch, TARGETS)
+  files.append(
+      core.write_numbers(
+          ctx,
+          NAME,
+          {
+              "config": dataclasses.asdict(cfg),
+              "steps": steps,
+              "steps_per_epoch": per_epoch,
+              "runs": {f"{n}/{m}": v for (n, m), v in results.items()},
+              "summary": {f"{n}/{m}": v for (n, m), v in summary.items()},
+              "paper": paper.SMALL_LM,
+          },
+      )
+  )
   setup = [
       f"model: SmallLM {run.arch.num_layers} layers, d_model {run.arch.d_model}, FF {run.arch.d_ff}, "
       f"{run.arch.num_heads} heads; the paper: 12 x 768, FF 512, 12 heads",
@@ -376,8 +340,11 @@ def make(ctx: core.FigureContext, cfg: Fig3LongConfig) -> core.FigureResult:
       f"logit margin and attention targets on the first {cfg.sentences} dev sentences, real "
       "queries; the original mask's softmax sees every key (future and padding included)",
   ]
-  notes = [f"{small_lm_runs.variant_label(*k)}, seed {r['seed']}: saturation peaks at step "
-           f"{s['peak_step']} ({s['peak_step'] / per_epoch:.2f} epoch) at {s['peak']:.3f} and "
-           f"ends at {s['end']:.3f} while ||θ|| grows x{s['growth']:.2f}"
-           for k, v in summary.items() for s, r in zip(v, results[k])]
+  notes = [
+      f"{small_lm_runs.variant_label(*k)}, seed {r['seed']}: saturation peaks at step "
+      f"{s['peak_step']} ({s['peak_step'] / per_epoch:.2f} epoch) at {s['peak']:.3f} and "
+      f"ends at {s['end']:.3f} while ||θ|| grows x{s['growth']:.2f}"
+      for k, v in summary.items()
+      for s, r in zip(v, results[k])
+  ]
   return core.FigureResult(NAME, TITLE, files, _rows(summary), judge(summary), setup, notes)

@@ -24,9 +24,17 @@ def _paper_hist(ax, bins, scale, total, x_scale=1.0):
   first = True
   for lo, hi, n in bins:
     width = max((hi - lo) * x_scale, 0.4 * scale)
-    ax.bar(lo * x_scale, n / total, width=width, align="edge", color="none",
-           edgecolor="0.35", hatch="////", linewidth=0.6,
-           label="paper (PTB, its mask)" if first else None)
+    ax.bar(
+        lo * x_scale,
+        n / total,
+        width=width,
+        align="edge",
+        color="none",
+        edgecolor="0.35",
+        hatch="////",
+        linewidth=0.6,
+        label="paper (PTB, its mask)" if first else None,
+    )
     first = False
 
 
@@ -36,9 +44,10 @@ def plot_heads(stem: Path, cfg, results: dict) -> list[Path]:
   cols = small_lm_runs.variants(run)
   fig, axes = plotting.new_figure(2, len(cols), height_per_row=1.9, squeeze=False)
   length = run.max_len
-  panels = (("num_attended", np.arange(0.5, np.ceil(0.6 * length) + 1.5, 1.0),
-             "# positions attended"),
-            ("split_fraction", np.linspace(0, 1, 21), "split-attention probability"))
+  panels = (
+      ("num_attended", np.arange(0.5, np.ceil(0.6 * length) + 1.5, 1.0), "# positions attended"),
+      ("split_fraction", np.linspace(0, 1, 21), "split-attention probability"),
+  )
   for j, (norm, mask) in enumerate(cols):
     for i, panel in enumerate(panels):
       _heads_panel(axes[i, j], run, results, norm, mask, *panel)
@@ -46,16 +55,24 @@ def plot_heads(stem: Path, cfg, results: dict) -> list[Path]:
         rho = fig3_heads.pooled(results, norm, mask, "rho")[panel[0]]
         axes[i, j].set_title(
             f"{variant_label(norm, mask)}\n{len(rho)} heads, "
-            + ("padded length" if fig3_heads.convention(mask) == "padded" else "real tokens"))
+            + ("padded length" if fig3_heads.convention(mask) == "padded" else "real tokens")
+        )
       if j == 0:
         axes[i, j].set_ylabel("fraction of heads")
   axes[0, -1].legend(loc="upper right")
-  scaled = "" if length == paper.FIG3["padded_length"] else (
-      f"; paper's bins rescaled from length {paper.FIG3['padded_length']} to {length}")
-  fig.suptitle(f"Saturated heads of small LMs ({run.arch.num_layers} layers x "
-               f"{run.arch.num_heads} heads, {len(run.seeds)} seed(s) pooled, best dev "
-               f"checkpoint, {cfg.attention_sentences} dev sentences, padded length "
-               f"{length}{scaled})", fontsize=7.5, y=1.02)
+  scaled = (
+      ""
+      if length == paper.FIG3["padded_length"]
+      else (f"; paper's bins rescaled from length {paper.FIG3['padded_length']} to {length}")
+  )
+  fig.suptitle(
+      f"Saturated heads of small LMs ({run.arch.num_layers} layers x "
+      f"{run.arch.num_heads} heads, {len(run.seeds)} seed(s) pooled, best dev "
+      f"checkpoint, {cfg.attention_sentences} dev sentences, padded length "
+      f"{length}{scaled})",
+      fontsize=7.5,
+      y=1.02,
+  )
   fig.tight_layout()
   return plotting.save(fig, stem)
 
@@ -66,10 +83,23 @@ def _heads_panel(ax, run, results, norm, mask, key, bins, xlabel):
   rho = fig3_heads.pooled(results, norm, mask, "rho")[key]
   lim = fig3_heads.pooled(results, norm, mask, "limit")[key]
   weights = np.full(rho.shape, 1.0 / rho.size)
-  ax.hist(np.clip(rho, bins[0], bins[-1]), bins=bins, weights=weights, color=COLORS[norm],
-          alpha=0.75, label=f"ours, ρ = {run.rho:g}")
-  ax.hist(np.clip(lim, bins[0], bins[-1]), bins=bins, weights=weights, histtype="step",
-          color="k", linewidth=0.8, label="ours, exact limit")
+  ax.hist(
+      np.clip(rho, bins[0], bins[-1]),
+      bins=bins,
+      weights=weights,
+      color=COLORS[norm],
+      alpha=0.75,
+      label=f"ours, ρ = {run.rho:g}",
+  )
+  ax.hist(
+      np.clip(lim, bins[0], bins[-1]),
+      bins=bins,
+      weights=weights,
+      histtype="step",
+      color="k",
+      linewidth=0.8,
+      label="ours, exact limit",
+  )
   if mask == "original_leaky":
     p = paper.FIG3[PAPER_KEY[norm]]
     if key == "num_attended":
@@ -83,8 +113,10 @@ def _heads_panel(ax, run, results, norm, mask, key, bins, xlabel):
 
 def layer_profile(row: dict, kind: str = "limit") -> list:
   """Per-layer saturation (layers 1..L) from an eval row (``saturation_<kind>/layers_<i>``)."""
-  keys = sorted((k for k in row if k.startswith(f"saturation_{kind}/layers_")),
-                key=lambda k: int(k.rsplit("_", 1)[1]))
+  keys = sorted(
+      (k for k in row if k.startswith(f"saturation_{kind}/layers_")),
+      key=lambda k: int(k.rsplit("_", 1)[1]),
+  )
   return [row[k] for k in keys]
 
 
@@ -100,14 +132,32 @@ def plot_training(stem: Path, cfg, results: dict, unigram: float) -> list[Path]:
     ev_steps = np.asarray(runs_[0]["eval"]["step"])
     band(axes[1], ev_steps, [r["eval"]["loss"] for r in runs_])
     band(axes[2], ev_steps, [r["eval"]["saturation_rho"] for r in runs_])
-    axes[2].plot(ev_steps, np.mean([r["eval"]["saturation_limit"] for r in runs_], 0), "x",
-                 color=c, ms=3.5, mew=0.8)
+    axes[2].plot(
+        ev_steps,
+        np.mean([r["eval"]["saturation_limit"] for r in runs_], 0),
+        "x",
+        color=c,
+        ms=3.5,
+        mew=0.8,
+    )
     band(axes[3], layers, [layer_profile(r["best"]) for r in runs_])
-    axes[3].plot(layers, np.mean([layer_profile(r["init"]) for r in runs_], 0), s, color=c,
-                 linewidth=0.7, alpha=0.6, marker=".", ms=2.5)
+    axes[3].plot(
+        layers,
+        np.mean([layer_profile(r["init"]) for r in runs_], 0),
+        s,
+        color=c,
+        linewidth=0.7,
+        alpha=0.6,
+        marker=".",
+        ms=2.5,
+    )
   _training_references(axes, unigram)
-  titles = ("encoder norm ||θ|| (paper filter)", "dev loss (nats / token)",
-            f"saturation, last layer, ρ = {run.rho:g}", "saturation by layer, best ckpt")
+  titles = (
+      "encoder norm ||θ|| (paper filter)",
+      "dev loss (nats / token)",
+      f"saturation, last layer, ρ = {run.rho:g}",
+      "saturation by layer, best ckpt",
+  )
   xlabels = ("training step",) * 3 + ("layer (exact limit)",)
   for ax, t, xl in zip(axes, titles, xlabels):
     ax.set_title(t)
@@ -117,32 +167,62 @@ def plot_training(stem: Path, cfg, results: dict, unigram: float) -> list[Path]:
   axes[0].set_ylabel("L2 norm")
   axes[2].set_ylabel("cos(f(x; θ), sf(x; θ))")
   fig.legend(*_merged_legend(axes), loc="lower center", ncol=4, bbox_to_anchor=(0.5, -0.17))
-  fig.suptitle(f"Small LMs on {run.corpus!r} sentences: {run.arch.num_layers} layers, d_model "
-               f"{run.arch.d_model}, AdamW lr {run.learning_rate:g} wd {run.weight_decay:g}; "
-               f"lines: mean over {len(run.seeds)} seed(s), bands: min-max", fontsize=7.5,
-               y=1.04)
+  fig.suptitle(
+      f"Small LMs on {run.corpus!r} sentences: {run.arch.num_layers} layers, d_model "
+      f"{run.arch.d_model}, AdamW lr {run.learning_rate:g} wd {run.weight_decay:g}; "
+      f"lines: mean over {len(run.seeds)} seed(s), bands: min-max",
+      fontsize=7.5,
+      y=1.04,
+  )
   fig.tight_layout()
   return plotting.save(fig, stem)
 
 
 def _training_references(axes, unigram: float) -> None:
   """The unigram loss, the paper's saturation (trained band, init marks), legend keys."""
-  axes[1].axhline(unigram, color="0.3", linestyle=":", linewidth=0.9,
-                  label=f"unigram model ({unigram:.2f})")
+  axes[1].axhline(
+      unigram, color="0.3", linestyle=":", linewidth=0.9, label=f"unigram model ({unigram:.2f})"
+  )
   axes[2].plot([], [], "x", color="0.3", ms=3.5, label="exact limit (x)")
-  axes[3].plot([], [], "-", color="0.3", linewidth=0.7, alpha=0.6, marker=".", ms=2.5,
-               label="at initialisation (thin)")
+  axes[3].plot(
+      [],
+      [],
+      "-",
+      color="0.3",
+      linewidth=0.7,
+      alpha=0.6,
+      marker=".",
+      ms=2.5,
+      label="at initialisation (thin)",
+  )
   lo, hi = paper.SMALL_LM["saturation_trained"]
   for ax in axes[2:]:
-    ax.axhspan(lo, hi, color="0.6", alpha=0.35, linewidth=0,
-               label="paper, trained (PTB)" if ax is axes[2] else None)
+    ax.axhspan(
+        lo,
+        hi,
+        color="0.6",
+        alpha=0.35,
+        linewidth=0,
+        label="paper, trained (PTB)" if ax is axes[2] else None,
+    )
     ax.set_ylim(-0.05, 1.05)
-  for key, color in (("saturation_init_prenorm", COLORS["prenorm_paper"]),
-                     ("saturation_init_postnorm", COLORS["postnorm"])):
+  for key, color in (
+      ("saturation_init_prenorm", COLORS["prenorm_paper"]),
+      ("saturation_init_postnorm", COLORS["postnorm"]),
+  ):
     ilo, ihi = paper.SMALL_LM[key]
-    axes[2].errorbar([0], [(ilo + ihi) / 2], yerr=[[(ihi - ilo) / 2 + 0.005]], fmt="s", ms=3,
-                     color=color, mfc="white", capsize=2, linewidth=0.8,
-                     label=f"paper, init ({'pre' if 'pre' in key else 'post'}-norm)")
+    axes[2].errorbar(
+        [0],
+        [(ilo + ihi) / 2],
+        yerr=[[(ihi - ilo) / 2 + 0.005]],
+        fmt="s",
+        ms=3,
+        color=color,
+        mfc="white",
+        capsize=2,
+        linewidth=0.8,
+        label=f"paper, init ({'pre' if 'pre' in key else 'post'}-norm)",
+    )
 
 
 def _merged_legend(axes) -> tuple[list, list]:

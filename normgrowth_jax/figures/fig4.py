@@ -50,10 +50,14 @@ class Variant(NamedTuple):
     return out + (", original's leaky mask" if self.attention_mask != "causal" else "")
 
 
-VARIANTS = (Variant("prenorm_paper", True), Variant("prenorm_paper", False),
-            Variant("postnorm", True), Variant("postnorm", False),
-            Variant("prenorm_paper", True, "original_leaky"),
-            Variant("postnorm", True, "original_leaky"))
+VARIANTS = (
+    Variant("prenorm_paper", True),
+    Variant("prenorm_paper", False),
+    Variant("postnorm", True),
+    Variant("postnorm", False),
+    Variant("prenorm_paper", True, "original_leaky"),
+    Variant("postnorm", True, "original_leaky"),
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,8 +73,9 @@ class Fig4Config:
 
 
 CONFIGS = {
-    "smoke": Fig4Config(small_lm_runs.Architecture(num_layers=2, d_model=32, d_ff=32,
-                                                   num_heads=4), seeds=(0, 1)),
+    "smoke": Fig4Config(
+        small_lm_runs.Architecture(num_layers=2, d_model=32, d_ff=32, num_heads=4), seeds=(0, 1)
+    ),
     "quick": Fig4Config(),
     "full": Fig4Config(seeds=tuple(range(10))),
 }
@@ -86,8 +91,9 @@ def cs(cfg: Fig4Config) -> np.ndarray:
 
 def inputs(cfg: Fig4Config) -> jax.Array:
   """The paper's inputs: random sequences over a small vocabulary, [num_sequences, seq_len]."""
-  return jax.random.randint(jax.random.key(cfg.data_seed), (cfg.num_sequences, cfg.seq_len),
-                            0, cfg.vocab_size)
+  return jax.random.randint(
+      jax.random.key(cfg.data_seed), (cfg.num_sequences, cfg.seq_len), 0, cfg.vocab_size
+  )
 
 
 @functools.lru_cache(maxsize=None)
@@ -99,8 +105,14 @@ def _functions(cfg: Fig4Config, variant: Variant):
   returns the same for the exact sf and for f at rho, so one ``homogeneity_curve`` call gives
   all four curves: leaves (exact per token, exact flattened, rho per token, rho flattened).
   """
-  model = small_lm_runs.model(cfg.arch, cfg.vocab_size, cfg.seq_len, norm=variant.norm,
-                              use_bias=variant.use_bias, attention_mask=variant.attention_mask)
+  model = small_lm_runs.model(
+      cfg.arch,
+      cfg.vocab_size,
+      cfg.seq_len,
+      norm=variant.norm,
+      use_bias=variant.use_bias,
+      attention_mask=variant.attention_mask,
+  )
   tokens = inputs(cfg)
   mask = jnp.ones(tokens.shape, bool)  # every token is real (id 0 is a word here, not padding)
 
@@ -150,16 +162,27 @@ def _plot(ctx, cfg, results):
         ax.plot(x, runs.mean(0), color=c, label=f"ours, {v.label.split(', ', 1)[1]} (exact sf)")
         ax.fill_between(x, runs.min(0), runs.max(0), color=c, alpha=0.2, linewidth=0)
         rho = np.asarray(results[v]["rho"])[..., TOKEN].mean(0)
-        ax.plot(x[::2], rho[::2], "x", color=c, markersize=3,
-                label=f"same, sf ≈ f at ρ={cfg.rho:g}")
+        ax.plot(
+            x[::2], rho[::2], "x", color=c, markersize=3, label=f"same, sf ≈ f at ρ={cfg.rho:g}"
+        )
       else:  # the original's protocol: leaky mask, flattened cosine, rho
         orig = np.asarray(results[v]["rho"])[..., FLAT]
-        ax.plot(x, orig.mean(0), color="tab:green", label="original's protocol (leaky mask, "
-                "flattened cos, ρ=1000)")
+        ax.plot(
+            x,
+            orig.mean(0),
+            color="tab:green",
+            label="original's protocol (leaky mask, " "flattened cos, ρ=1000)",
+        )
         ax.fill_between(x, orig.min(0), orig.max(0), color="tab:green", alpha=0.2, linewidth=0)
     for bias, marker in ((False, "o"), (True, "^")):
-      ax.plot(paper.FIG4_C, paper.FIG4[_paper_key(norm, bias)], marker=marker, markersize=2.2,
-              **plotting.PAPER_STYLE, label=f"paper (classifier bias {'on' if bias else 'off'})")
+      ax.plot(
+          paper.FIG4_C,
+          paper.FIG4[_paper_key(norm, bias)],
+          marker=marker,
+          markersize=2.2,
+          **plotting.PAPER_STYLE,
+          label=f"paper (classifier bias {'on' if bias else 'off'})",
+      )
     ax.set_title(NORM_FORMULAS[norm])
     ax.set_xlabel("scale c of the parameters")
     ax.set_ylim(-0.05, 1.02)
@@ -167,8 +190,12 @@ def _plot(ctx, cfg, results):
   axes[0].set_ylabel("cos(f(x; cθ), sf(x; θ))")
   handles, labels = axes[0].get_legend_handles_labels()
   fig.legend(handles, labels, loc="upper center", ncol=3, bbox_to_anchor=(0.5, -0.05))
-  fig.suptitle(f"Random init, {cfg.arch.num_layers} layers, d_model {cfg.arch.d_model}; "
-               f"bands: min-max over {len(cfg.seeds)} seeds", fontsize=7.5, y=1.04)
+  fig.suptitle(
+      f"Random init, {cfg.arch.num_layers} layers, d_model {cfg.arch.d_model}; "
+      f"bands: min-max over {len(cfg.seeds)} seeds",
+      fontsize=7.5,
+      y=1.04,
+  )
   return plotting.save(fig, ctx.path(NAME))
 
 
@@ -190,21 +217,47 @@ def judge(means: dict, original_c1: dict) -> list:
   end = {f"{NORMS[n]}, {'all biases' if b else 'no biases'}": v[1] for (n, b), v in means.items()}
   p_pre1, p_post1 = _paper_c1("prenorm_paper"), _paper_c1("postnorm")
   out = [
-      check("pre-norm above post-norm at c = 1 (all biases)", pre1 > post1,
-            ours=f"{pre1:.3f} vs {post1:.3f}", paper=f"{p_pre1:.3f} vs {p_post1:.3f}"),
-      check("pre-norm above post-norm at c = 1 (no biases)", pre1_nb > post1_nb,
-            ours=f"{pre1_nb:.3f} vs {post1_nb:.3f}", paper="not run"),
-      check("every curve above 0.9 at c = 10 (exact sf)", min(end.values()) > 0.9,
-            ours=f"min {min(end.values()):.3f} ({min(end, key=end.get)})", paper="≥ 0.964"),
-      check("pre-norm at c = 1 within 0.1 of the paper (all biases)",
-            abs(pre1 - p_pre1) <= 0.1, ours=pre1, paper=p_pre1),
-      check("post-norm at c = 1 within 0.1 of the paper (all biases)",
-            abs(post1 - p_post1) <= 0.1, ours=post1, paper=p_post1),
+      check(
+          "pre-norm above post-norm at c = 1 (all biases)",
+          pre1 > post1,
+          ours=f"{pre1:.3f} vs {post1:.3f}",
+          paper=f"{p_pre1:.3f} vs {p_post1:.3f}",
+      ),
+      check(
+          "pre-norm above post-norm at c = 1 (no biases)",
+          pre1_nb > post1_nb,
+          ours=f"{pre1_nb:.3f} vs {post1_nb:.3f}",
+          paper="not run",
+      ),
+      check(
+          "every curve above 0.9 at c = 10 (exact sf)",
+          min(end.values()) > 0.9,
+          ours=f"min {min(end.values()):.3f} ({min(end, key=end.get)})",
+          paper="≥ 0.964",
+      ),
+      check(
+          "pre-norm at c = 1 within 0.1 of the paper (all biases)",
+          abs(pre1 - p_pre1) <= 0.1,
+          ours=pre1,
+          paper=p_pre1,
+      ),
+      check(
+          "post-norm at c = 1 within 0.1 of the paper (all biases)",
+          abs(post1 - p_post1) <= 0.1,
+          ours=post1,
+          paper=p_post1,
+      ),
   ]
   for norm, value in original_c1.items():
     want = _paper_c1(norm)
-    out.append(check(f"{NORMS[norm]} at c = 1 within 0.1 of the paper under the original's "
-                     "protocol", abs(value - want) <= 0.1, ours=value, paper=want))
+    out.append(
+        check(
+            f"{NORMS[norm]} at c = 1 within 0.1 of the paper under the original's " "protocol",
+            abs(value - want) <= 0.1,
+            ours=value,
+            paper=want,
+        )
+    )
   return out
 
 
@@ -217,12 +270,23 @@ def _rows(cfg: Fig4Config, results: dict) -> list:
   rows = []
   for v in VARIANTS:
     for i, c_label in ((0, "c = 1"), (-1, "c = 10")):
-      p = (f"{paper.FIG4[_paper_key(v.norm, False)][i]:.3f} / "
-           f"{paper.FIG4[_paper_key(v.norm, True)][i]:.3f}") if v.use_bias else None
+      p = (
+          (
+              f"{paper.FIG4[_paper_key(v.norm, False)][i]:.3f} / "
+              f"{paper.FIG4[_paper_key(v.norm, True)][i]:.3f}"
+          )
+          if v.use_bias
+          else None
+      )
       if v.attention_mask != "causal":
-        rows.append(core.Row.of(f"{NORMS[v.norm]}, original's protocol (leaky mask, flattened "
-                                f"cosine, ρ = {cfg.rho:g}), {c_label}", p,
-                                _seeds(results, v, i, "rho", FLAT)))
+        rows.append(
+            core.Row.of(
+                f"{NORMS[v.norm]}, original's protocol (leaky mask, flattened "
+                f"cosine, ρ = {cfg.rho:g}), {c_label}",
+                p,
+                _seeds(results, v, i, "rho", FLAT),
+            )
+        )
       else:
         rows.append(core.Row.of(f"{v.label}, {c_label}", p, _seeds(results, v, i)))
   return rows
@@ -241,41 +305,55 @@ def make(ctx: core.FigureContext, cfg: Fig4Config) -> core.FigureResult:
         results[v][k].append(out[k])
       ctx.advance(1, None)
   files = _plot(ctx, cfg, results)
-  numbers = {"c": cs(cfg), "seeds": list(cfg.seeds), "rho": cfg.rho,
-             "measures": ["per-token cosine, averaged", "cosine of the flattened outputs"],
-             "curves": {v.label: {f"{sf}, {measure}": np.asarray(results[v][sf])[..., m]
-                                  for sf in ("exact", "rho")
-                                  for m, measure in ((TOKEN, "per token"), (FLAT, "flattened"))}
-                        for v in VARIANTS},
-             "paper": {"c": paper.FIG4_C, **paper.FIG4}}
+  numbers = {
+      "c": cs(cfg),
+      "seeds": list(cfg.seeds),
+      "rho": cfg.rho,
+      "measures": ["per-token cosine, averaged", "cosine of the flattened outputs"],
+      "curves": {
+          v.label: {
+              f"{sf}, {measure}": np.asarray(results[v][sf])[..., m]
+              for sf in ("exact", "rho")
+              for m, measure in ((TOKEN, "per token"), (FLAT, "flattened"))
+          }
+          for v in VARIANTS
+      },
+      "paper": {"c": paper.FIG4_C, **paper.FIG4},
+  }
   files.append(core.write_numbers(ctx, NAME, numbers))
 
   def at(v, i, sf="exact", m=TOKEN) -> float:
     return float(_seeds(results, v, i, sf, m).mean())
 
-  means = {(v.norm, v.use_bias): (at(v, 0), at(v, -1))
-           for v in VARIANTS if v.attention_mask == "causal"}
-  original_c1 = {v.norm: at(v, 0, "rho", FLAT) for v in VARIANTS
-                 if v.attention_mask != "causal"}
+  means = {
+      (v.norm, v.use_bias): (at(v, 0), at(v, -1)) for v in VARIANTS if v.attention_mask == "causal"
+  }
+  original_c1 = {v.norm: at(v, 0, "rho", FLAT) for v in VARIANTS if v.attention_mask != "causal"}
   criteria = judge(means, original_c1)
-  gap = max(float(np.max(np.abs(np.asarray(r["exact"]) - np.asarray(r["rho"]))))
-            for r in results.values())
+  gap = max(
+      float(np.max(np.abs(np.asarray(r["exact"]) - np.asarray(r["rho"])))) for r in results.values()
+  )
   notes = []
   for norm in NORMS:
     causal, leaky = Variant(norm, True), Variant(norm, True, "original_leaky")
     notes.append(
         f"{NORMS[norm]} at c = 1, what the original's protocol changes: our protocol "
         f"{at(causal, 0):.3f}; the flattened cosine alone {at(causal, 0, 'rho', FLAT):.3f}; "
-        f"with the leaky mask too {at(leaky, 0, 'rho', FLAT):.3f} (paper {_paper_c1(norm):.3f})")
-  return core.FigureResult(NAME, TITLE, files, _rows(cfg, results), criteria, _setup(cfg, gap),
-                           notes)
+        f"with the leaky mask too {at(leaky, 0, 'rho', FLAT):.3f} (paper {_paper_c1(norm):.3f})"
+    )
+  return core.FigureResult(
+      NAME, TITLE, files, _rows(cfg, results), criteria, _setup(cfg, gap), notes
+  )
 
 
 def _setup(cfg: Fig4Config, gap: float) -> list[str]:
   return [
       f"model: our SmallLM, {cfg.arch.describe()}, PyTorch-style init"
-      + (" (the paper's size)" if cfg.arch.is_paper_size else
-         " (smaller than the paper's 12 x 768)"),
+      + (
+          " (the paper's size)"
+          if cfg.arch.is_paper_size
+          else " (smaller than the paper's 12 x 768)"
+      ),
       f"inputs: {cfg.num_sequences} random sequences of length {cfg.seq_len} over a vocabulary "
       f"of {cfg.vocab_size}, as the paper; f = the final hidden state (the encoder output)",
       f"{len(cfg.seeds)} initialisation seeds per curve (the paper: one)",
@@ -288,4 +366,3 @@ def _setup(cfg: Fig4Config, gap: float) -> list[str]:
       f"sf two ways: the exact limit and f at rho = {cfg.rho:g} (the paper's); they differ by at "
       f"most {gap:.4f} over all c, seeds, variants and measures",
   ]
-

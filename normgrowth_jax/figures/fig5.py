@@ -24,7 +24,7 @@ from typing import Optional
 import numpy as np
 
 from normgrowth_jax.analysis import run_reader
-from normgrowth_jax.figures import core, paper, plotting, t5_runs
+from normgrowth_jax.figures import core, fig5_plot, paper, t5_runs
 from normgrowth_jax.figures.fig1_growth import MIN_POINTS
 from normgrowth_jax.figures.verdict import check
 
@@ -35,8 +35,8 @@ TITLE = "T5 pretraining: alignment and step size between checkpoints"
 @dataclasses.dataclass(frozen=True)
 class Fig5Config:
   run: t5_runs.T5RunConfig
-  peak_range: tuple = (0.075, 0.3)      # within a factor 2 of the paper's ~0.15
-  late_alignment_max: float = 0.05      # "decays to ~0"
+  peak_range: tuple = (0.075, 0.3)  # within a factor 2 of the paper's ~0.15
+  late_alignment_max: float = 0.05  # "decays to ~0"
   step_growth_range: tuple = (1.0, 2.0)  # "grows slightly": grows, less than doubles
 
 
@@ -64,35 +64,23 @@ def step_size_ratio(grid_step, update_norm, warmup: Optional[int]) -> float:
   return float(d[-q:].mean() / d[:q].mean())
 
 
-SMOOTH = 5  # checkpoints in the moving average the alignment profile is read from
-
-
-def moving_average(x, width: int = SMOOTH) -> np.ndarray:
-  """Centred moving average (NaN-aware; the window shrinks at the ends)."""
-  x = np.asarray(x, np.float64)
-  h = width // 2
-  out = np.full(x.shape, np.nan)
-  for i in range(len(x)):
-    v = x[max(0, i - h):i + h + 1]
-    v = v[np.isfinite(v)]
-    if v.size:
-      out[i] = v.mean()
-  return out
-
-
-def alignment_profile(grid_step, alignment, width: int = SMOOTH) -> dict:
+def alignment_profile(grid_step, alignment, width: int = t5_runs.SMOOTH) -> dict:
   """Peak of the checkpoint-to-checkpoint alignment, where it is, and the late level, read
   from its moving average over ``width`` checkpoints (the paper's checkpoints are 5,100 steps
   apart, ours ~100: a raw maximum would be a noise maximum)."""
   ends = np.asarray(grid_step)[1:].astype(np.float64)
-  a = moving_average(alignment, width)
+  a = t5_runs.moving_average(alignment, width)
   if not np.isfinite(a).any():
-    return {"peak": None, "peak_step": None, "peak_frac": None, "late_mean": None,
-            "late_abs": None}
+    return {"peak": None, "peak_step": None, "peak_frac": None, "late_mean": None, "late_abs": None}
   i = int(np.nanargmax(a))
   half = ends > ends[-1] / 2
-  return {"peak": float(a[i]), "peak_step": int(ends[i]), "peak_frac": float(ends[i] / ends[-1]),
-          "late_mean": float(np.nanmean(a[half])), "late_abs": float(np.nanmean(np.abs(a[half])))}
+  return {
+      "peak": float(a[i]),
+      "peak_step": int(ends[i]),
+      "peak_frac": float(ends[i] / ends[-1]),
+      "late_mean": float(np.nanmean(a[half])),
+      "late_abs": float(np.nanmean(np.abs(a[half]))),
+  }
 
 
 def eq2_summary(tr: run_reader.Trajectory) -> Optional[dict]:
@@ -102,11 +90,17 @@ def eq2_summary(tr: run_reader.Trajectory) -> Optional[dict]:
     return None
   n0 = tr.norm0
   meas, mis, ali = float(e["measured"][-1]), float(e["misaligned"][-1]), float(e["aligned"][-1])
-  return {"norm0": n0, "norm_T": float(tr.param_norm[-1]),
-          "norm_misaligned_only": float(np.sqrt(n0 ** 2 + mis)),
-          "misaligned": mis, "aligned": ali, "measured": meas,
-          "closure": (mis + ali - meas) / max(abs(meas), 1e-12),
-          "aligned_share": ali / meas if meas != 0 else None, "exact": tr.every_step}
+  return {
+      "norm0": n0,
+      "norm_T": float(tr.param_norm[-1]),
+      "norm_misaligned_only": float(np.sqrt(n0**2 + mis)),
+      "misaligned": mis,
+      "aligned": ali,
+      "measured": meas,
+      "closure": (mis + ali - meas) / max(abs(meas), 1e-12),
+      "aligned_share": ali / meas if meas != 0 else None,
+      "exact": tr.every_step,
+  }
 
 
 def ratio_stability(tr: run_reader.Trajectory) -> Optional[dict]:
@@ -116,188 +110,94 @@ def ratio_stability(tr: run_reader.Trajectory) -> Optional[dict]:
     return None
   W = tr.warmup_steps or max(1, tr.train_steps // 52)
   out = {}
-  for name, a, b in (("<W", 0, W), ("W-4W", W, 4 * W), ("4W-16W", 4 * W, 16 * W),
-                     (">16W", 16 * W, np.inf)):
+  for name, a, b in (
+      ("<W", 0, W),
+      ("W-4W", W, 4 * W),
+      ("4W-16W", 4 * W, 16 * W),
+      (">16W", 16 * W, np.inf),
+  ):
     v = r[(tr.step > a) & (tr.step <= b) & np.isfinite(r)]
-    out[name] = float(np.sqrt(np.mean(v ** 2))) if v.size else None
+    out[name] = float(np.sqrt(np.mean(v**2))) if v.size else None
   return out
 
 
 def measure(trs) -> dict:
   al = [alignment_profile(tr.grid["step"], tr.grid["alignment"]) for tr in trs]
-  mean_prof = {k: (float(np.mean([a[k] for a in al])) if al[0][k] is not None else None)
-               for k in al[0]}   # per-run profiles averaged (runs peak at different times)
-  ratios = [step_size_ratio(tr.grid["step"], tr.grid["update_norm"], tr.warmup_steps)
-            for tr in trs]
+  mean_prof = {
+      k: (float(np.mean([a[k] for a in al])) if al[0][k] is not None else None) for k in al[0]
+  }  # per-run profiles averaged (runs peak at different times)
+  ratios = [step_size_ratio(tr.grid["step"], tr.grid["update_norm"], tr.warmup_steps) for tr in trs]
   step_ratio_mean = float(np.nanmean(ratios)) if np.isfinite(ratios).any() else None
   pairs = min(int(np.isfinite(tr.grid["alignment"]).sum()) for tr in trs)
   pair_note = None
-  if 0 < pairs < MIN_POINTS:   # e.g. two checkpoints: one pair, a "profile" of one point
-    pair_note = (f"not comparable: {pairs} checkpoint-to-checkpoint pairs "
-                 f"({trs[0].grid_source}); at least {MIN_POINTS} needed")
+  if 0 < pairs < MIN_POINTS:  # e.g. two checkpoints: one pair, a "profile" of one point
+    pair_note = (
+        f"not comparable: {pairs} checkpoint-to-checkpoint pairs "
+        f"({trs[0].grid_source}); at least {MIN_POINTS} needed"
+    )
     mean_prof, step_ratio_mean = dict.fromkeys(mean_prof), None
   step_alignment = [float(np.nanmean(tr.alignment[tr.step > tr.train_steps / 2])) for tr in trs]
-  return {"alignment": al, "mean_profile": mean_prof, "step_ratio": ratios,
-          "step_ratio_mean": step_ratio_mean, "pair_note": pair_note,
-          "step_alignment_late": step_alignment,
-          "eq2": [eq2_summary(tr) for tr in trs], "ratio": [ratio_stability(tr) for tr in trs],
-          "step_size_first_last": [(float(tr.grid["update_norm"][0]),
-                                    float(tr.grid["update_norm"][-1])) for tr in trs]}
+  return {
+      "alignment": al,
+      "mean_profile": mean_prof,
+      "step_ratio": ratios,
+      "step_ratio_mean": step_ratio_mean,
+      "pair_note": pair_note,
+      "step_alignment_late": step_alignment,
+      "eq2": [eq2_summary(tr) for tr in trs],
+      "ratio": [ratio_stability(tr) for tr in trs],
+      "step_size_first_last": [
+          (float(tr.grid["update_norm"][0]), float(tr.grid["update_norm"][-1])) for tr in trs
+      ],
+  }
 
 
 def criteria(m: dict, cfg: Fig5Config) -> list:
   prof = m["mean_profile"]
   if prof["peak"] is None:
-    return [check("alignment between checkpoints rises to ~0.15, then decays to ~0", None,
-                  ours=m.get("pair_note") or "no checkpoint-to-checkpoint quantities in this run",
-                  paper=paper.FIG5["alignment_peak"]),
-            check("step size between checkpoints grows slightly", None, ours="—")]
+    return [
+        check(
+            "alignment between checkpoints rises to ~0.15, then decays to ~0",
+            None,
+            ours=m.get("pair_note") or "no checkpoint-to-checkpoint quantities in this run",
+            paper=paper.FIG5["alignment_peak"],
+        ),
+        check("step size between checkpoints grows slightly", None, ours="—"),
+    ]
   lo, hi = cfg.peak_range
   out = [
-      check(f"alignment between checkpoints peaks at {lo}-{hi} (paper ~0.15) in the first half "
-            f"of the run ({SMOOTH}-checkpoint moving average; per-run peak and place, "
-            "mean over runs)",
-            lo <= prof["peak"] <= hi and prof["peak_frac"] <= 0.5,
-            ours=f"{prof['peak']:.3f} at {prof['peak_frac']:.0%} of T",
-            paper=paper.FIG5["alignment_peak"]),
-      check(f"then decays to ~0: mean |alignment| over the second half < "
-            f"{cfg.late_alignment_max} and below a third of the peak",
-            prof["late_abs"] < cfg.late_alignment_max and prof["late_abs"] < prof["peak"] / 3,
-            ours=f"{prof['late_abs']:.3f} (mean {prof['late_mean']:+.3f})", paper="~0"),
+      check(
+          f"alignment between checkpoints peaks at {lo}-{hi} (paper ~0.15) in the first half "
+          f"of the run ({t5_runs.SMOOTH}-checkpoint moving average; per-run peak and place, "
+          "mean over runs)",
+          lo <= prof["peak"] <= hi and prof["peak_frac"] <= 0.5,
+          ours=f"{prof['peak']:.3f} at {prof['peak_frac']:.0%} of T",
+          paper=paper.FIG5["alignment_peak"],
+      ),
+      check(
+          f"then decays to ~0: mean |alignment| over the second half < "
+          f"{cfg.late_alignment_max} and below a third of the peak",
+          prof["late_abs"] < cfg.late_alignment_max and prof["late_abs"] < prof["peak"] / 3,
+          ours=f"{prof['late_abs']:.3f} (mean {prof['late_mean']:+.3f})",
+          paper="~0",
+      ),
   ]
   r = m["step_ratio_mean"]
   glo, ghi = cfg.step_growth_range
-  out.append(check(f"step size between checkpoints grows slightly: last / first quarter past "
-                   f"warm-up in [{glo}, {ghi}]", r is not None and glo <= r <= ghi,
-                   ours=r, paper=f"grows by < {paper.FIG5['step_size_growth_below']:g} "
-                   "(absolute, 220M parameters)"))
+  out.append(
+      check(
+          f"step size between checkpoints grows slightly: last / first quarter past "
+          f"warm-up in [{glo}, {ghi}]",
+          r is not None and glo <= r <= ghi,
+          ours=r,
+          paper=f"grows by < {paper.FIG5['step_size_growth_below']:g} "
+          "(absolute, 220M parameters)",
+      )
+  )
   return out
 
 
 # ----------------------------------------------------------------------------- plot
-
-
-def _grid_panel(ax, trs, key, color="black"):
-  ends = trs[0].grid["step"][1:].astype(np.float64)
-  v = t5_runs.stack([tr.grid[key] for tr in trs])
-  x = ends[:v.shape[1]]
-  ax.plot(x, t5_runs.nanmean0(v), color=color, marker=".", markersize=2, linewidth=0.9,
-          label=f"ours, between checkpoints ({len(trs)} run{'s' if len(trs) > 1 else ''})")
-  if len(v) > 1:
-    ax.fill_between(x, np.nanmin(v, 0), np.nanmax(v, 0), color=color, alpha=0.2, linewidth=0)
-
-
-def _step_panel(ax, trs, values, label):
-  for tr, c in zip(trs, plotting.colors(len(trs))):
-    v = values(tr)
-    if v is None:
-      continue
-    x, mu, lo, hi = t5_runs.smooth(tr.step, v)
-    ax.plot(x, mu, color=c, linewidth=0.8, label=f"{tr.label}: {label}")
-    ax.fill_between(x, lo, hi, color=c, alpha=0.15, linewidth=0)
-
-
-def _eq2_panel(ax, trs, m):
-  """(f) eq. 2: ||theta_t||^2 - ||theta_0||^2 split into its misaligned and aligned parts."""
-  e0 = t5_runs.eq2_terms(trs[0])
-  if e0 is not None:
-    terms = [t5_runs.eq2_terms(tr) for tr in trs]
-    n = min(len(t["step"]) for t in terms)
-    x = e0["step"][:n]
-    for key, color, label in (("measured", "black", "measured ‖θ_t‖² − ‖θ_0‖²"),
-                              ("misaligned", "tab:blue", "misaligned part Σ‖δ_i‖²"),
-                              ("aligned", "tab:red", "aligned part 2Σ θ_i·δ_i")):
-      v = np.asarray([t[key][:n] for t in terms])
-      ax.plot(x, v.mean(0), color=color, linewidth=1.0, label=label)
-      if len(v) > 1:
-        ax.fill_between(x, v.min(0), v.max(0), color=color, alpha=0.15, linewidth=0)
-    s = m["eq2"][0]
-    ax.set_title("(f) eq. 2: where ‖θ‖² grows from")
-    ax.set_ylabel("cumulative, squared norm units")
-    ax.legend(loc="upper left", fontsize=4.6, title_fontsize=4.8, title=(
-        f"misaligned part alone → ‖θ_T‖ ≈ "
-        f"{np.mean([q['norm_misaligned_only'] for q in m['eq2']]):.1f}; measured "
-        f"{np.mean([q['norm_T'] for q in m['eq2']]):.1f}" + ("" if s["exact"] else " (est.)")))
-    ax.axhline(0.0, color="0.6", linewidth=0.5)
-  else:
-    ax.set_title("(f) eq. 2: ‖θ_0‖ unknown")
-
-
-def _alignment_grid_panel(ax, trs):
-  """(a) alignment between checkpoints, raw and its moving average, against the paper's."""
-  grid = trs[0].grid["step"]
-  interval = int(grid[1] - grid[0]) if len(grid) > 1 else 0
-  if np.isfinite(trs[0].grid["alignment"]).any():
-    _grid_panel(ax, trs, "alignment")
-    sm = t5_runs.stack([moving_average(tr.grid["alignment"]) for tr in trs])
-    ax.plot(grid[1:sm.shape[1] + 1], t5_runs.nanmean0(sm), color="tab:red", linewidth=1.1,
-            label=f"ours, {SMOOTH}-checkpoint moving average")
-  ax.axhline(paper.FIG5["alignment_peak"], **plotting.PAPER_STYLE,
-             label="paper: peak ≈ 0.15, then ≈ 0")
-  ax.axhline(0.0, color="0.6", linewidth=0.5)
-  lo, hi = ax.get_ylim()
-  ax.set_ylim(lo, max(hi, 0.3))
-  ax.legend(loc="upper center", fontsize=4.6)
-  ax.set_title(f"(a) alignment between checkpoints ({interval} steps)")
-  ax.set_ylabel("cos(θ_b − θ_a, θ_a)")
-
-
-def _alignment_step_panel(ax, trs):
-  """(b) alignment per step."""
-  _step_panel(ax, trs, lambda tr: tr.alignment, "binned mean, 10-90%")
-  ax.axhline(0.0, color="0.6", linewidth=0.5)
-  ax.set_title("(b) alignment per step")
-  ax.set_ylabel("cos(δ_t, θ_t)")
-
-
-def _step_size_grid_panel(ax, trs):
-  """(c) step size between checkpoints."""
-  if np.isfinite(trs[0].grid["alignment"]).any():
-    _grid_panel(ax, trs, "update_norm")
-  ax.set_title("(c) step size between checkpoints")
-  ax.set_ylabel("‖θ_b − θ_a‖")
-  ax.plot([], [], " ", label=f"paper: grows by < {paper.FIG5['step_size_growth_below']:g} "
-          "(220M params)")
-
-
-def _step_size_step_panel(ax, trs):
-  """(d) step size per step."""
-  _step_panel(ax, trs, lambda tr: tr.update_norm, "binned mean, 10-90%")
-  ax.set_title("(d) step size per step")
-  ax.set_ylabel("‖δ_t‖")
-
-
-def _assumption1_panel(ax, trs):
-  """(e) Assumption 1: ||delta_t|| / (lr_t ||theta_t||), constant if it holds."""
-  _step_panel(ax, trs, t5_runs.assumption1_ratio, "binned mean, 10-90%")
-  ax.axhline(1.0, **plotting.PAPER_STYLE, label="constant (= 1: clipping active)")
-  ax.set_ylim(0, 1.45)
-  ax.legend(loc="upper center", fontsize=4.6, ncol=2)
-  ax.set_title("(e) Assumption 1: ‖δ_t‖ ∝ lr_t ‖θ_t‖ ?")
-  ax.set_ylabel("‖δ_t‖ / (lr_t ‖θ_t‖)")
-
-
-def _plot(ctx, cfg, trs, m):
-  fig, axes = plotting.new_figure(2, 3, height_per_row=2.3)
-  ax = axes.ravel()
-  for panel, a in zip((_alignment_grid_panel, _alignment_step_panel, _step_size_grid_panel,
-                       _step_size_step_panel, _assumption1_panel), ax):
-    panel(a, trs)
-  _eq2_panel(ax[5], trs, m)
-  tr0 = trs[0]
-  for a in ax:
-    a.set_xlabel("step t")
-    a.grid(True)
-    if a.get_legend_handles_labels()[0] and a.get_legend() is None:
-      a.legend(loc="best", fontsize=4.6)
-    if tr0.warmup_steps:
-      a.axvline(tr0.warmup_steps, color="0.6", linewidth=0.6, linestyle=":")
-  sub = (f"{cfg.run.describe()}\nbands: min-max over {len(trs)} seeds"
-         if tr0.label.startswith("seed") else
-         f"{tr0.label}: checkpoints from {tr0.grid_source}")
-  fig.suptitle(sub + ("; dotted line: t = W" if tr0.warmup_steps else ""), fontsize=6.5, y=1.0)
-  fig.tight_layout()
-  return plotting.save(fig, ctx.path(NAME))
 
 
 # ----------------------------------------------------------------------------- the figure
@@ -312,33 +212,61 @@ def _row(quantity: str, paper_value, values, measured: bool = True) -> core.Row:
 
 def _rows(m: dict) -> list:
   peaked = m["mean_profile"]["peak"] is not None
-  rows = [_row(f"peak alignment between checkpoints ({SMOOTH}-checkpoint average)",
-               paper.FIG5["alignment_peak"], [a["peak"] for a in m["alignment"]], peaked),
-          _row("where it peaks (fraction of T)", None,
-               [a["peak_frac"] for a in m["alignment"]], peaked),
-          _row("mean alignment between checkpoints, second half", "~0",
-               [a["late_mean"] for a in m["alignment"]], peaked),
-          core.Row.of("mean alignment per step, second half", None, m["step_alignment_late"]),
-          _row("step size between checkpoints: last / first quarter past warm-up",
-               "grows slightly", m["step_ratio"], np.isfinite(m["step_ratio"]).all()),
-          core.Row("step size between checkpoints: first → last pair", "growth < 20 (absolute)",
-                   f"{np.mean([a for a, _ in m['step_size_first_last']]):.3g} → "
-                   f"{np.mean([b for _, b in m['step_size_first_last']]):.3g}")]
+  rows = [
+      _row(
+          f"peak alignment between checkpoints ({t5_runs.SMOOTH}-checkpoint average)",
+          paper.FIG5["alignment_peak"],
+          [a["peak"] for a in m["alignment"]],
+          peaked,
+      ),
+      _row(
+          "where it peaks (fraction of T)", None, [a["peak_frac"] for a in m["alignment"]], peaked
+      ),
+      _row(
+          "mean alignment between checkpoints, second half",
+          "~0",
+          [a["late_mean"] for a in m["alignment"]],
+          peaked,
+      ),
+      core.Row.of("mean alignment per step, second half", None, m["step_alignment_late"]),
+      _row(
+          "step size between checkpoints: last / first quarter past warm-up",
+          "grows slightly",
+          m["step_ratio"],
+          np.isfinite(m["step_ratio"]).all(),
+      ),
+      core.Row(
+          "step size between checkpoints: first → last pair",
+          "growth < 20 (absolute)",
+          f"{np.mean([a for a, _ in m['step_size_first_last']]):.3g} → "
+          f"{np.mean([b for _, b in m['step_size_first_last']]):.3g}",
+      ),
+  ]
   for name in ("<W", "W-4W", "4W-16W", ">16W"):
     vals = [r[name] for r in m["ratio"] if r is not None and r[name] is not None]
     if vals:
-      rows.append(core.Row.of(f"Assumption 1 ratio ‖δ‖/(lr‖θ‖), RMS over t in {name}",
-                              "constant (assumed)", vals))
+      rows.append(
+          core.Row.of(
+              f"Assumption 1 ratio ‖δ‖/(lr‖θ‖), RMS over t in {name}", "constant (assumed)", vals
+          )
+      )
   eq = [q for q in m["eq2"] if q is not None]
   if eq:
     rows += [
         core.Row.of("‖θ_T‖ measured", None, [q["norm_T"] for q in eq]),
-        core.Row.of("‖θ_T‖ from the misaligned part alone, √(‖θ_0‖² + Σ‖δ‖²)",
-                    "= measured (assumed)", [q["norm_misaligned_only"] for q in eq]),
-        core.Row.of("aligned part 2Σθ·δ / measured ‖θ_T‖² − ‖θ_0‖²", "0 (assumed)",
-                    [q["aligned_share"] for q in eq]),
-        core.Row.of("eq. 2 closure |mis + ali − measured| / measured", None,
-                    [abs(q["closure"]) for q in eq]),
+        core.Row.of(
+            "‖θ_T‖ from the misaligned part alone, √(‖θ_0‖² + Σ‖δ‖²)",
+            "= measured (assumed)",
+            [q["norm_misaligned_only"] for q in eq],
+        ),
+        core.Row.of(
+            "aligned part 2Σθ·δ / measured ‖θ_T‖² − ‖θ_0‖²",
+            "0 (assumed)",
+            [q["aligned_share"] for q in eq],
+        ),
+        core.Row.of(
+            "eq. 2 closure |mis + ali − measured| / measured", None, [abs(q["closure"]) for q in eq]
+        ),
     ]
   return rows
 
@@ -351,35 +279,47 @@ def run_specs(ctx, cfg: Fig5Config) -> list:
 def make(ctx: core.FigureContext, cfg: Fig5Config) -> core.FigureResult:
   trs = t5_runs.load_runs(ctx, cfg.run)
   m = measure(trs)
-  files = _plot(ctx, cfg, trs, m)
+  files = fig5_plot.plot(ctx.path(NAME), cfg, trs, m)
   binned = {}
   for tr in trs:
     b = {}
-    for key, v in (("alignment", tr.alignment), ("update_norm", tr.update_norm),
-                   ("assumption1_ratio", t5_runs.assumption1_ratio(tr))):
+    for key, v in (
+        ("alignment", tr.alignment),
+        ("update_norm", tr.update_norm),
+        ("assumption1_ratio", t5_runs.assumption1_ratio(tr)),
+    ):
       if v is not None:
         b[key] = dict(zip(("step", "mean", "p10", "p90"), t5_runs.smooth(tr.step, v)))
     e = t5_runs.eq2_terms(tr)
     if e is not None:
       idx = np.unique(np.linspace(0, len(e["step"]) - 1, 200).astype(int))
-      b["eq2"] = {k: np.asarray(e[k])[idx] for k in ("step", "measured", "misaligned",
-                                                      "aligned")}
+      b["eq2"] = {k: np.asarray(e[k])[idx] for k in ("step", "measured", "misaligned", "aligned")}
     binned[tr.label] = b
-  numbers = {"runs": [t5_runs.to_json(tr) for tr in trs], "per_step_binned": binned,
-             "alignment_profile": m["alignment"],
-             "step_size_ratio": [r if np.isfinite(r) else None for r in m["step_ratio"]],
-             "eq2": m["eq2"], "assumption1_ratio_windows": m["ratio"], "paper": paper.FIG5}
+  numbers = {
+      "runs": [t5_runs.to_json(tr) for tr in trs],
+      "per_step_binned": binned,
+      "alignment_profile": m["alignment"],
+      "step_size_ratio": [r if np.isfinite(r) else None for r in m["step_ratio"]],
+      "eq2": m["eq2"],
+      "assumption1_ratio_windows": m["ratio"],
+      "paper": paper.FIG5,
+  }
   files.append(core.write_numbers(ctx, NAME, numbers))
   from_dir = bool(ctx.options.model_dir)
   tr0 = trs[0]
-  setup = ([f"run: {tr0.label} ({tr0.source}); checkpoint grid from {tr0.grid_source}"]
-           if from_dir else [
-               f"the runs of Fig. 1: {cfg.run.describe()}",
-               f"checkpoints {cfg.run.grid_interval} steps apart (the paper: ~5,100), "
-               "quantities from the hook's anchor rows and norms (exact identities)",
-           ])
-  setup.append("the paper's '< 20' is an absolute change over 220M parameters; at our size "
-               "the scale-free check is the ratio of late to early step size")
+  setup = (
+      [f"run: {tr0.label} ({tr0.source}); checkpoint grid from {tr0.grid_source}"]
+      if from_dir
+      else [
+          f"the runs of Fig. 1: {cfg.run.describe()}",
+          f"checkpoints {cfg.run.grid_interval} steps apart (the paper: ~5,100), "
+          "quantities from the hook's anchor rows and norms (exact identities)",
+      ]
+  )
+  setup.append(
+      "the paper's '< 20' is an absolute change over 220M parameters; at our size "
+      "the scale-free check is the ratio of late to early step size"
+  )
   eq = [q for q in m["eq2"] if q is not None]
   notes = []
   if eq:
@@ -388,5 +328,6 @@ def make(ctx: core.FigureContext, cfg: Fig5Config) -> core.FigureResult:
         f"eq. 2 ({tr0.label}): ||theta_T|| = {q['norm_T']:.2f} measured; the misaligned part "
         f"alone predicts {q['norm_misaligned_only']:.2f}; the aligned part 2 sum theta.delta "
         f"= {q['aligned']:.1f} is {q['aligned_share']:+.0%} of ||theta_T||^2 - ||theta_0||^2 "
-        f"= {q['measured']:.1f}" + ("" if q["exact"] else " (estimated from every k-th step)"))
+        f"= {q['measured']:.1f}" + ("" if q["exact"] else " (estimated from every k-th step)")
+    )
   return core.FigureResult(NAME, TITLE, files, _rows(m), criteria(m, cfg), setup, notes)

@@ -74,6 +74,7 @@ class Fig6Config:
     chunk_cells: cells per compiled program (None: all; "auto": as many as fit).
     block_steps: steps per compiled scan block.
   """
+
   n_lr: int = 20
   n_wd: int = 20
   lr_range: tuple = (1e-5, 1e-1)
@@ -107,25 +108,46 @@ def original_setting(cfg: Fig6Config, d_ff: int = 2048) -> Fig6Config:
     >>> (o.norm, o.dropout, o.attention_mask, o.attend_across, o.arch.d_ff, o.original)
     ('postnorm', 0.1, 'none', 'batch', 16, None)
   """
-  return dataclasses.replace(cfg, arch=dataclasses.replace(cfg.arch, d_ff=d_ff), norm="postnorm",
-                             activation="relu", dropout=0.1, attention_mask="none",
-                             attend_across="batch", original=None)
+  return dataclasses.replace(
+      cfg,
+      arch=dataclasses.replace(cfg.arch, d_ff=d_ff),
+      norm="postnorm",
+      activation="relu",
+      dropout=0.1,
+      attention_mask="none",
+      attend_across="batch",
+      original=None,
+  )
 
 
-_QUICK = Fig6Config(n_lr=7, n_wd=7, corpora=("bbc",), steps=256, max_len=40, vocab_words=2000,
-                    arch=small_lm_runs.Architecture(num_layers=2, d_model=64, d_ff=64,
-                                                    num_heads=4),
-                    track_every=4, chunk_cells=None, block_steps=32)
+_QUICK = Fig6Config(
+    n_lr=7,
+    n_wd=7,
+    corpora=("bbc",),
+    steps=256,
+    max_len=40,
+    vocab_words=2000,
+    arch=small_lm_runs.Architecture(num_layers=2, d_model=64, d_ff=64, num_heads=4),
+    track_every=4,
+    chunk_cells=None,
+    block_steps=32,
+)
 
 
 CONFIGS = {
-    "smoke": Fig6Config(n_lr=2, n_wd=2, corpora=("botchan",), steps=8, max_len=24,
-                        vocab_words=500, chunk_cells=None, block_steps=4,
-                        arch=small_lm_runs.Architecture(num_layers=1, d_model=16, d_ff=16,
-                                                        num_heads=2)),
+    "smoke": Fig6Config(
+        n_lr=2,
+        n_wd=2,
+        corpora=("botchan",),
+        steps=8,
+        max_len=24,
+        vocab_words=500,
+        chunk_cells=None,
+        block_steps=4,
+        arch=small_lm_runs.Architecture(num_layers=1, d_model=16, d_ff=16, num_heads=2),
+    ),
     # The original setting at our FF width (PyTorch's 2048 would be 32 x d_model here).
-    "quick": dataclasses.replace(_QUICK,
-                                 original=original_setting(_QUICK, d_ff=_QUICK.arch.d_ff)),
+    "quick": dataclasses.replace(_QUICK, original=original_setting(_QUICK, d_ff=_QUICK.arch.d_ff)),
     "full": Fig6Config(),
 }
 
@@ -141,8 +163,12 @@ def _log_median(values: Sequence[float]) -> float:
   return float(v[(len(v) - 1) // 2])
 
 
-def judge(default_ratio: Optional[float], ths: Sequence[grid.Threshold],
-          wd_values: Sequence[float], paper_range: tuple = paper.FIG6["wd_threshold"]) -> list:
+def judge(
+    default_ratio: Optional[float],
+    ths: Sequence[grid.Threshold],
+    wd_values: Sequence[float],
+    paper_range: tuple = paper.FIG6["wd_threshold"],
+) -> list:
   """The paper's statements as criteria.
 
   Args:
@@ -158,42 +184,79 @@ def judge(default_ratio: Optional[float], ths: Sequence[grid.Threshold],
     thresholds that exist lie within one decade of each other's median (on weight decay, not on
     the learning rate), evaluated only with >= 2 of them.
   """
-  lo, hi = paper_range
-  out = [check("the norm grows at PyTorch's defaults (lr 1e-3, wd 1e-2)",
-               None if default_ratio is None else default_ratio > 1.0,
-               ours=None if default_ratio is None else f"ratio {default_ratio:.4f}",
-               paper="grows")]
   live = [t for t in ths if t.kind != "diverged"]
-  bounds = [t.bound(wd_values) for t in live if t.kind != "inverted"]
-  if bounds:
-    med = _log_median(bounds)
-    shown = f"{med:.2e}" if min(wd_values) <= med <= max(wd_values) else (
-        f"> {max(wd_values):.0e} (grows throughout)" if med > max(wd_values) else
-        f"< {min(wd_values):.0e} (shrinks throughout)")
-    out.append(check(f"median over learning rates of the threshold weight decay in "
-                     f"[{lo:g}, {hi:g}]", lo <= med <= hi, ours=shown,
-                     paper=f"between {lo:g} and {hi:g}"))
-  else:
-    out.append(check(f"median threshold weight decay in [{lo:g}, {hi:g}]", None,
-                     ours="no learning rate without divergence", paper=f"{lo:g}..{hi:g}"))
   crossing = [t for t in live if t.kind == "crossing"]
-  out.append(check("growth depends on weight decay: at >= half of the learning rates the norm "
-                   "grows below a weight decay inside the grid and shrinks above it",
-                   (2 * len(crossing) >= len(live)) if live else None,
-                   ours=f"{len(crossing)} of {len(live)} learning rates",
-                   paper="threshold at every learning rate (the figure)"))
-  if len(crossing) >= 2:
-    logs = np.log10([t.wd for t in crossing])
-    spread = float(np.max(np.abs(logs - np.log10(_log_median([t.wd for t in crossing])))))
-    out.append(check("the threshold is set by weight decay, not by the learning rate: every "
-                     "threshold within one decade of their median", spread <= 1.0,
-                     ours=f"max distance {spread:.2f} decades over {len(crossing)} lrs",
-                     paper="a horizontal boundary"))
+  return [
+      _default_grows(default_ratio),
+      _median_threshold(live, wd_values, paper_range),
+      _depends_on_weight_decay(live, crossing),
+      _set_by_weight_decay(crossing),
+  ]
+
+
+def _default_grows(default_ratio: Optional[float]):
+  return check(
+      "the norm grows at PyTorch's defaults (lr 1e-3, wd 1e-2)",
+      None if default_ratio is None else default_ratio > 1.0,
+      ours=None if default_ratio is None else f"ratio {default_ratio:.4f}",
+      paper="grows",
+  )
+
+
+def _median_threshold(live, wd_values, paper_range):
+  """The median over learning rates of the threshold weight decay, in the paper's interval."""
+  lo, hi = paper_range
+  bounds = [t.bound(wd_values) for t in live if t.kind != "inverted"]
+  if not bounds:
+    return check(
+        f"median threshold weight decay in [{lo:g}, {hi:g}]",
+        None,
+        ours="no learning rate without divergence",
+        paper=f"{lo:g}..{hi:g}",
+    )
+  med = _log_median(bounds)
+  if med > max(wd_values):
+    shown = f"> {max(wd_values):.0e} (grows throughout)"
+  elif med < min(wd_values):
+    shown = f"< {min(wd_values):.0e} (shrinks throughout)"
   else:
-    out.append(check("the threshold is set by weight decay: thresholds within one decade",
-                     None, ours=f"{len(crossing)} threshold(s) inside the grid",
-                     paper="a horizontal boundary"))
-  return out
+    shown = f"{med:.2e}"
+  return check(
+      f"median over learning rates of the threshold weight decay in [{lo:g}, {hi:g}]",
+      lo <= med <= hi,
+      ours=shown,
+      paper=f"between {lo:g} and {hi:g}",
+  )
+
+
+def _depends_on_weight_decay(live, crossing):
+  return check(
+      "growth depends on weight decay: at >= half of the learning rates the norm "
+      "grows below a weight decay inside the grid and shrinks above it",
+      (2 * len(crossing) >= len(live)) if live else None,
+      ours=f"{len(crossing)} of {len(live)} learning rates",
+      paper="threshold at every learning rate (the figure)",
+  )
+
+
+def _set_by_weight_decay(crossing):
+  """Every threshold inside the grid within one decade of their median (>= 2 of them)."""
+  if len(crossing) < 2:
+    return check(
+        "the threshold is set by weight decay: thresholds within one decade",
+        None,
+        ours=f"{len(crossing)} threshold(s) inside the grid",
+        paper="a horizontal boundary",
+    )
+  logs = np.log10([t.wd for t in crossing])
+  spread = float(np.max(np.abs(logs - np.log10(_log_median([t.wd for t in crossing])))))
+  return check(
+      "the threshold is set by weight decay, not by the learning rate: every "
+      "threshold within one decade of their median",
+      spread <= 1.0,
+      ours=f"max distance {spread:.2f} decades over {len(crossing)} lrs",
+      paper="a horizontal boundary",
+  )
 
 
 def _fmt_wd(t: grid.Threshold, wd_values) -> str:
@@ -214,10 +277,18 @@ def _setting(ctx: core.FigureContext, cfg: Fig6Config, label: str) -> dict:
   k = grid.find_cell(result.lr, result.wd, DEFAULT_LR, DEFAULT_WD)
   ratio = None if result.diverged[k] else float(result.ratio[k])
   criteria = judge(ratio, ths, y)
-  return {"label": label, "cfg": cfg, "result": result, "info": info, "ths": ths,
-          "mats": grid_runs.matrices(result, lrs(cfg), y), "default_ratio": ratio,
-          "default_delta": None if result.diverged[k] else float(result.delta_norm[k]),
-          "criteria": criteria, "verdict": verdict_lib.verdict(criteria)}
+  return {
+      "label": label,
+      "cfg": cfg,
+      "result": result,
+      "info": info,
+      "ths": ths,
+      "mats": grid_runs.matrices(result, lrs(cfg), y),
+      "default_ratio": ratio,
+      "default_delta": None if result.diverged[k] else float(result.delta_norm[k]),
+      "criteria": criteria,
+      "verdict": verdict_lib.verdict(criteria),
+  }
 
 
 def _numbers(st: dict) -> dict:
@@ -229,17 +300,30 @@ def _numbers(st: dict) -> dict:
   for b in list(y) + [DEFAULT_WD]:
     c = grid.find_cell(result.lr, result.wd, DEFAULT_LR, b)
     if c is not None and not result.diverged[c]:
-      traj[f"{b:.6g}"] = {"step": result.traces[c]["step"],
-                          "ratio": result.traces[c]["param_norm"] / result.norm_init[c]}
+      traj[f"{b:.6g}"] = {
+          "step": result.traces[c]["step"],
+          "ratio": result.traces[c]["param_norm"] / result.norm_init[c],
+      }
   return {
-      "lr": x, "wd": y, "rows": "weight decay", "columns": "learning rate",
+      "lr": x,
+      "wd": y,
+      "rows": "weight decay",
+      "columns": "learning rate",
       "norm_init": float(result.norm_init[0]),
-      "delta_norm": none_nan(mats["delta"]), "ratio": none_nan(mats["ratio"]),
-      "final_loss": none_nan(mats["loss"]), "diverged": mats["diverged"].tolist(),
-      "default_cell": {"lr": DEFAULT_LR, "wd": DEFAULT_WD, "ratio": st["default_ratio"],
-                       "delta_norm": st["default_delta"]},
-      "thresholds": [{"lr": t.lr, "wd": t.wd, "kind": t.kind, "sign_changes": t.sign_changes}
-                     for t in st["ths"]],
+      "delta_norm": none_nan(mats["delta"]),
+      "ratio": none_nan(mats["ratio"]),
+      "final_loss": none_nan(mats["loss"]),
+      "diverged": mats["diverged"].tolist(),
+      "default_cell": {
+          "lr": DEFAULT_LR,
+          "wd": DEFAULT_WD,
+          "ratio": st["default_ratio"],
+          "delta_norm": st["default_delta"],
+      },
+      "thresholds": [
+          {"lr": t.lr, "wd": t.wd, "kind": t.kind, "sign_changes": t.sign_changes}
+          for t in st["ths"]
+      ],
       "trajectories_at_lr_1e-3": traj,
       "run": {k2: v for k2, v in st["info"].items() if k2 not in ("dir", "train_stats")},
   }
@@ -249,17 +333,32 @@ def _rows(st: dict, prefix: str = "") -> list:
   """The report's rows for one setting (``prefix`` names a setting other than ours)."""
   lo, hi = paper.FIG6["wd_threshold"]
   result = st["result"]
-  rows = [core.Row(f"{prefix}PyTorch defaults (lr 1e-3, wd 1e-2): ||θ_T|| / ||θ_0||",
-                   "> 1 (grows)", st["default_ratio"]),
-          core.Row(f"{prefix}PyTorch defaults: ||θ_T|| − ||θ_0||", "> 0", st["default_delta"])]
+  rows = [
+      core.Row(
+          f"{prefix}PyTorch defaults (lr 1e-3, wd 1e-2): ||θ_T|| / ||θ_0||",
+          "> 1 (grows)",
+          st["default_ratio"],
+      ),
+      core.Row(f"{prefix}PyTorch defaults: ||θ_T|| − ||θ_0||", "> 0", st["default_delta"]),
+  ]
   for t in st["ths"]:
-    rows.append(core.Row(f"{prefix}threshold weight decay at lr {t.lr:.2g}", f"{lo:g}..{hi:g}",
-                         _fmt_wd(t, wds(st["cfg"]))))
+    rows.append(
+        core.Row(
+            f"{prefix}threshold weight decay at lr {t.lr:.2g}",
+            f"{lo:g}..{hi:g}",
+            _fmt_wd(t, wds(st["cfg"])),
+        )
+    )
   finite = ~result.diverged
-  rows.append(core.Row(f"{prefix}cells with growth / shrinkage / diverged", None,
-                       f"{int(np.sum(finite & (result.ratio > 1)))} / "
-                       f"{int(np.sum(finite & (result.ratio <= 1)))} / "
-                       f"{int(np.sum(result.diverged))} of {result.lr.size}"))
+  rows.append(
+      core.Row(
+          f"{prefix}cells with growth / shrinkage / diverged",
+          None,
+          f"{int(np.sum(finite & (result.ratio > 1)))} / "
+          f"{int(np.sum(finite & (result.ratio <= 1)))} / "
+          f"{int(np.sum(result.diverged))} of {result.lr.size}",
+      )
+  )
   return rows
 
 
@@ -268,11 +367,16 @@ def _notes(st: dict, prefix: str = "") -> list:
   notes = [f"{prefix}||θ_0|| = {result.norm_init[0]:.3f} (every cell)"]
   multi = [t for t in ths if t.sign_changes > 1]
   if multi:
-    notes.append(f"{prefix}sign changes more than once along weight decay at lr " +
-                 ", ".join(f"{t.lr:.2g}" for t in multi) + " (the first is reported)")
+    notes.append(
+        f"{prefix}sign changes more than once along weight decay at lr "
+        + ", ".join(f"{t.lr:.2g}" for t in multi)
+        + " (the first is reported)"
+    )
   if np.any(result.diverged):
-    notes.append(f"{prefix}{int(np.sum(result.diverged))} cell(s) diverged (NaN/inf), at lr " +
-                 ", ".join(sorted({f'{a:.2g}' for a in result.lr[result.diverged]})))
+    notes.append(
+        f"{prefix}{int(np.sum(result.diverged))} cell(s) diverged (NaN/inf), at lr "
+        + ", ".join(sorted({f"{a:.2g}" for a in result.lr[result.diverged]}))
+    )
   return notes
 
 
@@ -288,25 +392,38 @@ def make(ctx: core.FigureContext, cfg: Fig6Config) -> core.FigureResult:
     settings.append(_setting(ctx, cfg.original, "original setting"))
   files = fig6_plot.plot(ctx.path(NAME), settings)
   numbers = _numbers(ours)
-  numbers["paper"] = {"wd_threshold": paper.FIG6["wd_threshold"], "default_grows": True,
-                      "grid": paper.FIG6["grid"]}
+  numbers["paper"] = {
+      "wd_threshold": paper.FIG6["wd_threshold"],
+      "default_grows": True,
+      "grid": paper.FIG6["grid"],
+  }
   rows, notes = _rows(ours), _notes(ours)
   if cfg.original:
     orig = settings[1]
     numbers["original_setting"] = {
-        **_numbers(orig), "setting": describe(orig["cfg"]), "verdict": orig["verdict"],
-        "criteria": [c.to_json() for c in orig["criteria"]]}
+        **_numbers(orig),
+        "setting": describe(orig["cfg"]),
+        "verdict": orig["verdict"],
+        "criteria": [c.to_json() for c in orig["criteria"]],
+    }
     rows += _rows(orig, "original setting: ")
     passed = sum(c.passed is True for c in orig["criteria"])
-    rows.append(core.Row("verdict in the original setting (the same criteria)", None,
-                         f"{orig['verdict']} ({passed} of {len(orig['criteria'])} passed)"))
+    rows.append(
+        core.Row(
+            "verdict in the original setting (the same criteria)",
+            None,
+            f"{orig['verdict']} ({passed} of {len(orig['criteria'])} passed)",
+        )
+    )
     notes += _notes(orig, "original setting: ")
-    notes += [f"original setting, criterion: {c.text}: "
-              f"{ {True: 'passed', False: 'failed', None: 'not evaluated'}[c.passed]}"
-              f" ({c.ours})" for c in orig["criteria"]]
+    notes += [
+        f"original setting, criterion: {c.text}: "
+        f"{ {True: 'passed', False: 'failed', None: 'not evaluated'}[c.passed]}"
+        f" ({c.ours})"
+        for c in orig["criteria"]
+    ]
   files.append(core.write_numbers(ctx, NAME, numbers))
-  return core.FigureResult(NAME, TITLE, files, rows, ours["criteria"], _setup(cfg, settings),
-                           notes)
+  return core.FigureResult(NAME, TITLE, files, rows, ours["criteria"], _setup(cfg, settings), notes)
 
 
 def _setup(cfg: Fig6Config, settings: list[dict]) -> list[str]:
@@ -316,15 +433,22 @@ def _setup(cfg: Fig6Config, settings: list[dict]) -> list[str]:
   stats = info.get("train_stats", {})
   setup = [
       f"model: SmallLM {describe(cfg)}, {cfg.arch.num_layers} layers, d_model "
-      f"{cfg.arch.d_model}, {cfg.arch.num_heads} heads" +
-      (" (the paper's size)" if cfg.arch.is_paper_size else
-       " (smaller than the paper's 12 x 768)"),
+      f"{cfg.arch.d_model}, {cfg.arch.num_heads} heads"
+      + (
+          " (the paper's size)"
+          if cfg.arch.is_paper_size
+          else " (smaller than the paper's 12 x 768)"
+      ),
       "post-norm because the original's Fig. 6 script (grid.py) trained PyTorch's "
       "nn.TransformerEncoderLayer (post-norm) by default; that script passed no attention mask "
       "and fed [batch, len, d] to an encoder expecting [len, batch, d] (PyTorch 1.9), and ran "
-      "it in train mode (dropout 0.1): we train a correct causal LM without dropout" +
-      (f"; beside it, the original setting: {describe(cfg.original)}, on the same data, "
-       "grid, batches and init seed" if cfg.original else ""),
+      "it in train mode (dropout 0.1): we train a correct causal LM without dropout"
+      + (
+          f"; beside it, the original setting: {describe(cfg.original)}, on the same data, "
+          "grid, batches and init seed"
+          if cfg.original
+          else ""
+      ),
       f"data: {info['corpus']} word-level sentences (vocabulary {cfg.vocab_words} words, "
       f"padded length {cfg.max_len}, {stats.get('dropped_too_long', 0)} longer sentences "
       f"dropped), batch {cfg.batch_size}; the paper: WikiText-2",
@@ -343,11 +467,15 @@ def _setup(cfg: Fig6Config, settings: list[dict]) -> list[str]:
   for st in settings:
     run = st["info"]
     setup.append(
-        (f"{st['label']}: " if st["label"] else "") +
-        f"trained as one vmapped program ({run.get('chunks', 1)} chunk(s) of "
+        (f"{st['label']}: " if st["label"] else "")
+        + f"trained as one vmapped program ({run.get('chunks', 1)} chunk(s) of "
         f"{run.get('chunk_cells', st['result'].lr.size)} cells, cell axis on "
-        f"{run.get('devices', 1)} device(s)), " +
-        ("loaded from the run cache" if run.get("cached") else
-         f"{run.get('wall_s', 0):.0f} s including {run.get('compile_s', 0):.0f} s for "
-         "compilation and the first block"))
+        f"{run.get('devices', 1)} device(s)), "
+        + (
+            "loaded from the run cache"
+            if run.get("cached")
+            else f"{run.get('wall_s', 0):.0f} s including {run.get('compile_s', 0):.0f} s for "
+            "compilation and the first block"
+        )
+    )
   return setup

@@ -36,8 +36,11 @@ if TYPE_CHECKING:
 
 FORMAT = 1  # bump when the cached grid files change meaning
 DEFAULT_LR, DEFAULT_WD = paper.FIG6["pytorch_default"]["lr"], paper.FIG6["pytorch_default"]["wd"]
-NORM_NAMES = {"postnorm": "post-norm LN(x + F(x))", "prenorm_paper": "pre-norm x + LN(F(x))",
-              "preln": "pre-LN x + F(LN(x))"}
+NORM_NAMES = {
+    "postnorm": "post-norm LN(x + F(x))",
+    "prenorm_paper": "pre-norm x + LN(F(x))",
+    "preln": "pre-LN x + F(LN(x))",
+}
 # Config fields added after FORMAT 1: they enter the cache key only when set, so runs cached
 # before they existed stay valid.
 LATER_FIELDS = ("activation", "dropout", "attention_mask", "attend_across", "original")
@@ -66,7 +69,8 @@ def corpus(cfg: Fig6Config, root=None) -> str:
       continue
   raise corpora.CorpusNotPreparedError(
       f"Fig. 6 needs one of the corpora {list(cfg.corpora)} under {corpora.data_root(root)}; "
-      f"prepare one, e.g. `{corpora.prepare_command(cfg.corpora[-1])}`.")
+      f"prepare one, e.g. `{corpora.prepare_command(cfg.corpora[-1])}`."
+  )
 
 
 def epoch_steps(data: word_lm.WordLMData, cfg: Fig6Config) -> int:
@@ -101,9 +105,17 @@ def training_steps(cfg: Fig6Config) -> int:
 
 def model_for(cfg: Fig6Config, vocab_size: int) -> SmallLM:
   return small_lm_runs.model(
-      cfg.arch, vocab_size, cfg.max_len, norm=cfg.norm, activation=cfg.activation,
-      dropout=cfg.dropout, attention_dropout=cfg.dropout, activation_dropout=cfg.dropout,
-      attention_mask=cfg.attention_mask, attend_across=cfg.attend_across)
+      cfg.arch,
+      vocab_size,
+      cfg.max_len,
+      norm=cfg.norm,
+      activation=cfg.activation,
+      dropout=cfg.dropout,
+      attention_dropout=cfg.dropout,
+      activation_dropout=cfg.dropout,
+      attention_mask=cfg.attention_mask,
+      attend_across=cfg.attend_across,
+  )
 
 
 def describe(cfg: Fig6Config) -> str:
@@ -116,12 +128,20 @@ def describe(cfg: Fig6Config) -> str:
     >>> describe(CONFIGS["quick"].original).split(", ")[3:5]
     ['dropout 0.1', 'no mask']
   """
-  mask = {"causal": "causal mask", "none": "no mask",
-          "original_leaky": "the original's leaky mask"}[cfg.attention_mask]
-  across = ("attention along each sentence" if cfg.attend_across == "sequence" else
-            "attention across the batch (the [batch, len] input read as [len, batch])")
-  return (f"{NORM_NAMES[cfg.norm]}, {cfg.activation}, FF {cfg.arch.d_ff}, dropout {cfg.dropout:g}, "
-          f"{mask}, {across}")
+  mask = {
+      "causal": "causal mask",
+      "none": "no mask",
+      "original_leaky": "the original's leaky mask",
+  }[cfg.attention_mask]
+  across = (
+      "attention along each sentence"
+      if cfg.attend_across == "sequence"
+      else "attention across the batch (the [batch, len] input read as [len, batch])"
+  )
+  return (
+      f"{NORM_NAMES[cfg.norm]}, {cfg.activation}, FF {cfg.arch.d_ff}, dropout {cfg.dropout:g}, "
+      f"{mask}, {across}"
+  )
 
 
 def _run_key(cfg: Fig6Config, name: str, data: word_lm.WordLMData) -> str:
@@ -129,8 +149,13 @@ def _run_key(cfg: Fig6Config, name: str, data: word_lm.WordLMData) -> str:
   fields = dataclasses.asdict(dataclasses.replace(cfg, original=None))
   fields.update(fields.pop("arch"))  # the key of FORMAT 1 had the model's fields at the top
   config = {k: v for k, v in fields.items() if k not in later or v != later[k]}
-  key = {"format": FORMAT, "config": config, "corpus": name,
-         "data": corpora.read_manifest(name).get("splits"), "vocab": len(data.vocab)}
+  key = {
+      "format": FORMAT,
+      "config": config,
+      "corpus": name,
+      "data": corpora.read_manifest(name).get("splits"),
+      "vocab": len(data.vocab),
+  }
   text = json.dumps(key, sort_keys=True, default=str)
   return hashlib.sha256(text.encode()).hexdigest()[:10]
 
@@ -144,12 +169,18 @@ def save_part(path: Path, part: grid.GridResult) -> None:
   step = np.full((len(part.traces), rows), -1, np.int64)
   norm = np.full((len(part.traces), rows), np.nan)
   for i, t in enumerate(part.traces):
-    step[i, :len(t["step"])] = t["step"]
-    norm[i, :len(t["param_norm"])] = t["param_norm"]
+    step[i, : len(t["step"])] = t["step"]
+    norm[i, : len(t["param_norm"])] = t["param_norm"]
   tmp = path.with_name(path.stem + ".tmp.npz")
-  np.savez(tmp, trace_step=step, trace_norm=norm, wall_s=part.wall_s,
-           compile_s=part.compile_s, chunk_cells=part.chunk_cells,
-           **{k: getattr(part, k) for k in _ARRAYS})
+  np.savez(
+      tmp,
+      trace_step=step,
+      trace_norm=norm,
+      wall_s=part.wall_s,
+      compile_s=part.compile_s,
+      chunk_cells=part.chunk_cells,
+      **{k: getattr(part, k) for k in _ARRAYS},
+  )
   os.replace(tmp, path)
 
 
@@ -159,9 +190,13 @@ def load_part(path: Path) -> grid.GridResult:
     for s, v in zip(z["trace_step"], z["trace_norm"]):
       keep = s >= 0
       traces.append({"step": s[keep], "param_norm": v[keep]})
-    return grid.GridResult(**{k: z[k] for k in _ARRAYS}, traces=traces,
-                           wall_s=float(z["wall_s"]), compile_s=float(z["compile_s"]),
-                           chunk_cells=int(z["chunk_cells"]))
+    return grid.GridResult(
+        **{k: z[k] for k in _ARRAYS},
+        traces=traces,
+        wall_s=float(z["wall_s"]),
+        compile_s=float(z["compile_s"]),
+        chunk_cells=int(z["chunk_cells"]),
+    )
 
 
 def train_grid(ctx: core.FigureContext, cfg: Fig6Config) -> tuple[grid.GridResult, dict]:
@@ -176,10 +211,15 @@ def train_grid(ctx: core.FigureContext, cfg: Fig6Config) -> tuple[grid.GridResul
   b = batches(data, cfg)
   lr, wd = grid_cells(cfg)
   directory = ctx.runs_root / ctx.profile / f"fig6-grid-{_run_key(cfg, name, data)}"
-  info = {"corpus": name, "steps": int(len(b)), "epoch_steps": epoch_steps(data, cfg),
-          "tokens": int(np.sum(b[:, :, 1:] != word_lm.PAD_ID)),
-          "train_stats": data.stats.get("train", {}), "cells": int(lr.size),
-          "dir": str(directory)}
+  info = {
+      "corpus": name,
+      "steps": int(len(b)),
+      "epoch_steps": epoch_steps(data, cfg),
+      "tokens": int(np.sum(b[:, :, 1:] != word_lm.PAD_ID)),
+      "train_stats": data.stats.get("train", {}),
+      "cells": int(lr.size),
+      "dir": str(directory),
+  }
   done = runs.cached(ctx, directory, training_steps(cfg), "fig6: grid")
   parts = sorted(directory.glob("chunk_*.npz")) if directory.exists() else []
   if done is not None:
@@ -189,30 +229,45 @@ def train_grid(ctx: core.FigureContext, cfg: Fig6Config) -> tuple[grid.GridResul
   model = model_for(cfg, data.num_ids)
   init_fn, loss_fn = causal_lm.loss_adapter(model)
   params = jax.jit(init_fn)(jax.random.PRNGKey(cfg.init_seed), {causal_lm.TOKENS: b[0]})
-  trainer = grid.GridTrainer(loss_fn, track_every=cfg.track_every,
-                             block_steps=cfg.block_steps)
+  trainer = grid.GridTrainer(loss_fn, track_every=cfg.track_every, block_steps=cfg.block_steps)
   chunk = cfg.chunk_cells
   if chunk == "auto":
-    chunk = trainer.cells_that_fit(params, b[:cfg.block_steps], max_cells=lr.size)
+    chunk = trainer.cells_that_fit(params, b[: cfg.block_steps], max_cells=lr.size)
   size = lr.size if chunk is None else int(chunk)
-  meta = directory / "chunking.json"
-  finished_chunks = {}
-  if meta.is_file() and json.loads(meta.read_text()).get("chunk_cells") == size:
-    finished_chunks = {int(p.stem.split("_")[1]): load_part(p) for p in parts}
-  else:
-    for p in parts:
-      p.unlink()
-    meta.write_text(json.dumps({"chunk_cells": size}))
+  finished_chunks = _finished_chunks(directory, parts, size)
   ctx.advance(0, f"fig6: training {lr.size} cells, {len(b)} steps")
-  result = trainer.run(params, lr, wd, b, chunk_cells=size,
-                       progress=lambda n: ctx.advance(n, None),
-                       on_chunk=lambda c, part: save_part(directory / f"chunk_{c:03d}.npz", part),
-                       done_chunks=finished_chunks)
-  run = {"wall_s": result.wall_s, "compile_s": result.compile_s, "chunk_cells": size,
-         "chunks": math.ceil(lr.size / size), "devices": len(trainer.devices)}
+  result = trainer.run(
+      params,
+      lr,
+      wd,
+      b,
+      chunk_cells=size,
+      progress=lambda n: ctx.advance(n, None),
+      on_chunk=lambda c, part: save_part(directory / f"chunk_{c:03d}.npz", part),
+      done_chunks=finished_chunks,
+  )
+  run = {
+      "wall_s": result.wall_s,
+      "compile_s": result.compile_s,
+      "chunk_cells": size,
+      "chunks": math.ceil(lr.size / size),
+      "devices": len(trainer.devices),
+  }
   runs.mark_finished(ctx, directory, {"name": "fig6-grid", "wall_s": result.wall_s, "run": run})
   info.update(run, cached=False)
   return result, info
+
+
+def _finished_chunks(directory: Path, parts: list[Path], size: int) -> dict:
+  """{chunk index: result} of a killed run's saved chunks when they were cut into chunks of
+  ``size`` cells; otherwise they are deleted (they cannot be reused) and {} returned."""
+  meta = directory / "chunking.json"
+  if meta.is_file() and json.loads(meta.read_text()).get("chunk_cells") == size:
+    return {int(p.stem.split("_")[1]): load_part(p) for p in parts}
+  for p in parts:
+    p.unlink()
+  meta.write_text(json.dumps({"chunk_cells": size}))
+  return {}
 
 
 def matrices(result: grid.GridResult, lr_values, wd_values) -> dict:

@@ -26,6 +26,7 @@ class _Progress:
     self.bar = None
     if enabled:
       from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
+
       self.bar = tqdm(total=total, unit="unit", dynamic_ncols=True)
 
   def __call__(self, units: int = 1, stage: Optional[str] = None):
@@ -51,13 +52,22 @@ def default_train_workers() -> int:
   """Two runs side by side on a CPU with two or more cores (measured on 2 cores: 1.6x the
   steps per second of one after the other), one on an accelerator."""
   import jax  # pylint: disable=g-import-not-at-top
+
   return 2 if jax.default_backend() == "cpu" and (os.cpu_count() or 1) >= 2 else 1
 
 
-def run(names: Sequence[str], profile: str, out_dir, runs_root, *, force: bool = False,
-        options: Optional[core.FigureOptions] = None, progress: bool = True,
-        configs: Optional[dict] = None,
-        train_workers: Optional[int] = None) -> list[core.FigureResult]:
+def run(
+    names: Sequence[str],
+    profile: str,
+    out_dir,
+    runs_root,
+    *,
+    force: bool = False,
+    options: Optional[core.FigureOptions] = None,
+    progress: bool = True,
+    configs: Optional[dict] = None,
+    train_workers: Optional[int] = None,
+) -> list[core.FigureResult]:
   """Makes the figures ``names`` (or ``["all"]``) at ``profile`` into ``out_dir``.
 
   Args:
@@ -78,14 +88,19 @@ def run(names: Sequence[str], profile: str, out_dir, runs_root, *, force: bool =
     One FigureResult per figure, in the paper's order.
   """
   modules, configs = _chosen(names, profile, configs)
-  ctx = core.FigureContext(profile=profile, out_dir=Path(out_dir),
-                           runs_root=Path(runs_root).resolve(), force=force,
-                           options=options or core.FigureOptions(),
-                           train_workers=train_workers or default_train_workers())
+  ctx = core.FigureContext(
+      profile=profile,
+      out_dir=Path(out_dir),
+      runs_root=Path(runs_root).resolve(),
+      force=force,
+      options=options or core.FigureOptions(),
+      train_workers=train_workers or default_train_workers(),
+  )
   declared = [(m.NAME, s) for m, c in zip(modules, configs) for s in m.run_specs(ctx, c)]
   specs = list(dict.fromkeys(s for _, s in declared))
-  bar = ctx.advance = _Progress(sum(s.steps for s in specs)
-                                + sum(m.work(c) for m, c in zip(modules, configs)), progress)
+  bar = ctx.advance = _Progress(
+      sum(s.steps for s in specs) + sum(m.work(c) for m, c in zip(modules, configs)), progress
+  )
   results = []
   try:
     where = dict(zip(specs, runs.train_specs(ctx, specs)))
@@ -117,17 +132,20 @@ def _chosen(names: Sequence[str], profile: str, configs: Optional[dict]) -> tupl
   return modules, [(configs or {}).get(m.NAME, m.CONFIGS[profile]) for m in modules]
 
 
-def _make(ctx: core.FigureContext, module: core.FigureModule, config,
-          own: list[Path]) -> core.FigureResult:
+def _make(
+    ctx: core.FigureContext, module: core.FigureModule, config, own: list[Path]
+) -> core.FigureResult:
   """``module.make``, timed: its wall time plus the training of the runs it owns (``own``: the
   runs it was first to declare) trained in this call, and the training time of the cached runs
   it was first to reuse; its declared files checked."""
   t0, reused_before = time.perf_counter(), set(ctx.reused)
   result = module.make(ctx, config)
-  result.wall_s = time.perf_counter() - t0 + sum(
-      runs.training_s(d) for d in own if d in ctx.trained)
-  result.cached_train_s = sum(s for d, s in ctx.reused.items()
-                              if d not in reused_before or d in own)
+  result.wall_s = (
+      time.perf_counter() - t0 + sum(runs.training_s(d) for d in own if d in ctx.trained)
+  )
+  result.cached_train_s = sum(
+      s for d, s in ctx.reused.items() if d not in reused_before or d in own
+  )
   missing = [str(f) for f in result.files if not Path(f).is_file()]
   if missing:
     raise RuntimeError(f"{module.NAME} declared files it did not write: {missing}")
@@ -144,8 +162,11 @@ def _merge_earlier(out_dir: Path, results, profile: str) -> list:
   if earlier.get("profile") != profile:
     return list(results)
   now = {r.name for r in results}
-  kept = [core.FigureResult.from_json(f) for f in earlier["figures"]
-          if f["name"] not in now and (out_dir / f"{f['name']}.png").is_file()]
+  kept = [
+      core.FigureResult.from_json(f)
+      for f in earlier["figures"]
+      if f["name"] not in now and (out_dir / f"{f['name']}.png").is_file()
+  ]
   order = {n: i for i, n in enumerate(registry.PAPER_FIGURES)}
   return sorted([*results, *kept], key=lambda r: order.get(r.name, len(order)))
 
@@ -156,9 +177,12 @@ def write_report(out_dir: Path, results, profile: str) -> list:
   out_dir.mkdir(parents=True, exist_ok=True)
   results = _merge_earlier(out_dir, results, profile)
   total_s = sum(r.wall_s for r in results)
-  (out_dir / "report.md").write_text(
-      report.render(results, profile, report.environment(), total_s))
-  (out_dir / "results.json").write_text(json.dumps(
-      {"profile": profile, "total_s": total_s, "figures": [r.to_json() for r in results]},
-      indent=1, default=str))
+  (out_dir / "report.md").write_text(report.render(results, profile, report.environment(), total_s))
+  (out_dir / "results.json").write_text(
+      json.dumps(
+          {"profile": profile, "total_s": total_s, "figures": [r.to_json() for r in results]},
+          indent=1,
+          default=str,
+      )
+  )
   return results

@@ -19,21 +19,32 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 
-COLUMN_WIDTH_IN = 3.4   # one column of a two-column paper (EMNLP: 3.3 in)
+COLUMN_WIDTH_IN = 3.4  # one column of a two-column paper (EMNLP: 3.3 in)
 PAGE_WIDTH_IN = 7.0
 PAPER_STYLE = {"linestyle": "--", "color": "0.35", "linewidth": 1.0}  # the paper's curves
 
 _RC = {
-    "font.size": 7, "axes.titlesize": 7.5, "axes.labelsize": 7, "legend.fontsize": 6,
-    "xtick.labelsize": 6.5, "ytick.labelsize": 6.5, "lines.linewidth": 1.1,
-    "axes.spines.top": False, "axes.spines.right": False, "figure.dpi": 100,
-    "savefig.bbox": "tight", "savefig.pad_inches": 0.03, "legend.frameon": False,
-    "grid.alpha": 0.3, "grid.linewidth": 0.5,  # ax.grid(True): a light grid
+    "font.size": 7,
+    "axes.titlesize": 7.5,
+    "axes.labelsize": 7,
+    "legend.fontsize": 6,
+    "xtick.labelsize": 6.5,
+    "ytick.labelsize": 6.5,
+    "lines.linewidth": 1.1,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "figure.dpi": 100,
+    "savefig.bbox": "tight",
+    "savefig.pad_inches": 0.03,
+    "legend.frameon": False,
+    "grid.alpha": 0.3,
+    "grid.linewidth": 0.5,  # ax.grid(True): a light grid
 }
 
 
-def new_figure(rows: int, cols: int, width: float | None = None, height_per_row: float = 1.9,
-               **kwargs):
+def new_figure(
+    rows: int, cols: int, width: float | None = None, height_per_row: float = 1.9, **kwargs
+):
   """(fig, axes) at column width for one column of panels, page width for two or more."""
   plt.rcParams.update(_RC)
   if width is None:
@@ -70,5 +81,4 @@ def band(ax, x, ys, color, label=None, fmt: str = "-", alpha: float = 0.2, **kwa
     warnings.simplefilter("ignore", RuntimeWarning)  # a point missing in every run
     ax.plot(x, np.nanmean(a, 0), fmt, color=color, label=label, **kwargs)
     if len(ys) > 1:
-      ax.fill_between(x, np.nanmin(a, 0), np.nanmax(a, 0), color=color, alpha=alpha,
-                      linewidth=0)
+      ax.fill_between(x, np.nanmin(a, 0), np.nanmax(a, 0), color=color, alpha=alpha, linewidth=0)

@@ -28,8 +28,11 @@ BEYOND_PAPER = ("fig1_ratio", "fig3_long")
 
 def available() -> list[str]:
   """The paper's figures that have a module here, in the paper's order."""
-  return [n for n in PAPER_FIGURES
-          if importlib.util.find_spec(f"normgrowth_jax.figures.{n}") is not None]
+  return [
+      n
+      for n in PAPER_FIGURES
+      if importlib.util.find_spec(f"normgrowth_jax.figures.{n}") is not None
+  ]
 
 
 def resolve(names: Sequence[str]) -> list[str]:
@@ -37,14 +40,16 @@ def resolve(names: Sequence[str]) -> list[str]:
   names = list(names) or ["all"]
   if names == ["all"]:
     return available()
-  have = available() + [n for n in BEYOND_PAPER
-                        if importlib.util.find_spec(f"normgrowth_jax.figures.{n}") is not None]
+  have = available() + [
+      n for n in BEYOND_PAPER if importlib.util.find_spec(f"normgrowth_jax.figures.{n}") is not None
+  ]
   unknown = [n for n in names if n not in have]
   if unknown:
     missing = [n for n in unknown if n in PAPER_FIGURES]
-    hint = (f" ({', '.join(missing)} not built yet)" if missing else "")
-    raise ValueError(f"unknown figure(s) {', '.join(unknown)}{hint}; choose from: all, "
-                     f"{', '.join(have)}.")
+    hint = f" ({', '.join(missing)} not built yet)" if missing else ""
+    raise ValueError(
+        f"unknown figure(s) {', '.join(unknown)}{hint}; choose from: all, " f"{', '.join(have)}."
+    )
   return [n for n in have if n in names]
 
 
@@ -63,8 +68,10 @@ def checked(m: ModuleType) -> core.FigureModule:
   """``m`` if it defines every member of the contract; else a TypeError naming what it lacks."""
   missing = [n for n in members() if not hasattr(m, n)]
   if missing:
-    raise TypeError(f"figure module {m.__name__} lacks {', '.join(missing)} (the contract: "
-                    "normgrowth_jax.figures.core.FigureModule)")
+    raise TypeError(
+        f"figure module {m.__name__} lacks {', '.join(missing)} (the contract: "
+        "normgrowth_jax.figures.core.FigureModule)"
+    )
   return m
 
 

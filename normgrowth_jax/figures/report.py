@@ -27,6 +27,7 @@ def environment() -> dict:
   """Software versions and the device the figures were computed on."""
   import importlib.metadata as md  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
+
   env = {"python": platform.python_version()}
   for pkg in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "matplotlib"):
     try:
@@ -52,8 +53,9 @@ def _cpu_name() -> str:
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
   esc = lambda s: str(s).replace("|", "\\|")
-  return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-          + ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows])
+  return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
+      "| " + " | ".join(esc(c) for c in r) + " |" for r in rows
+  ]
 
 
 def _seconds(s: float) -> str:
@@ -67,11 +69,20 @@ def wall_time(r: FigureResult) -> str:
 
 
 def verdict_table(results: Sequence[FigureResult]) -> list[str]:
-  return _table(["figure", "what", "verdict", "criteria passed", "wall time"],
-                [[r.name, r.title, r.verdict,
-                  f"{sum(c.passed is True for c in r.criteria)} of "
-                  f"{sum(c.passed is not None for c in r.criteria)}", wall_time(r)]
-                 for r in results])
+  return _table(
+      ["figure", "what", "verdict", "criteria passed", "wall time"],
+      [
+          [
+              r.name,
+              r.title,
+              r.verdict,
+              f"{sum(c.passed is True for c in r.criteria)} of "
+              f"{sum(c.passed is not None for c in r.criteria)}",
+              wall_time(r),
+          ]
+          for r in results
+      ],
+  )
 
 
 README_BEGIN = "<!-- figures:begin (written by python -m normgrowth_jax.figures --readme) -->"
@@ -80,12 +91,21 @@ README_END = "<!-- figures:end -->"
 
 def readme_block(results: Sequence[FigureResult], profile: str, figures_dir: str) -> str:
   """The README's summary of a run: the verdict table and every figure's image."""
-  lines = [README_BEGIN, "", f"Verdicts of the `{profile}` profile (from "
-           f"[`{figures_dir}/report.md`]({figures_dir}/report.md)):", ""]
+  lines = [
+      README_BEGIN,
+      "",
+      f"Verdicts of the `{profile}` profile (from "
+      f"[`{figures_dir}/report.md`]({figures_dir}/report.md)):",
+      "",
+  ]
   lines += verdict_table(results)
   for r in results:
-    lines += ["", f"**{r.name}: {r.title}** ({r.verdict})", "",
-              f"![{r.name}]({figures_dir}/{r.name}.png)"]
+    lines += [
+        "",
+        f"**{r.name}: {r.title}** ({r.verdict})",
+        "",
+        f"![{r.name}]({figures_dir}/{r.name}.png)",
+    ]
   return "\n".join(lines + ["", README_END])
 
 
@@ -98,33 +118,59 @@ def splice_readme(text: str, block: str) -> str:
   """
   start, end = text.find(README_BEGIN), text.find(README_END)
   if start < 0 or end < start:
-    raise ValueError(f"README has no '{README_BEGIN}' ... '{README_END}' block; add the two "
-                     "markers where the figures should go.")
-  return text[:start] + block + text[end + len(README_END):]
+    raise ValueError(
+        f"README has no '{README_BEGIN}' ... '{README_END}' block; add the two "
+        "markers where the figures should go."
+    )
+  return text[:start] + block + text[end + len(README_END) :]
 
 
-def render(results: Sequence[FigureResult], profile: str,
-           environment: Optional[dict] = None, total_s: Optional[float] = None) -> str:
+def render(
+    results: Sequence[FigureResult],
+    profile: str,
+    environment: Optional[dict] = None,
+    total_s: Optional[float] = None,
+) -> str:
   """The report as Markdown (image paths relative to the report's folder)."""
-  lines = [f"# Reproduction report ({profile} profile)", "",
-           f"Generated {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} by "
-           f"`python -m normgrowth_jax.figures --profile {profile}`. Verdicts are computed from "
-           "the criteria listed under each figure: `reproduced` when all pass, `partly` when "
-           "some do, `not reproduced` when none does, `not comparable` when none can be "
-           "evaluated.", ""]
+  lines = [
+      f"# Reproduction report ({profile} profile)",
+      "",
+      f"Generated {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} by "
+      f"`python -m normgrowth_jax.figures --profile {profile}`. Verdicts are computed from "
+      "the criteria listed under each figure: `reproduced` when all pass, `partly` when "
+      "some do, `not reproduced` when none does, `not comparable` when none can be "
+      "evaluated.",
+      "",
+  ]
   lines += verdict_table(results)
   if total_s is not None:
     cached = sum(r.cached_train_s for r in results)
-    lines += ["", f"Total wall time: {_seconds(total_s)}" + (
-        f"; with the training of the cached runs it reused, {_seconds(total_s + cached)} "
-        "(what a call with an empty run cache takes)." if cached else ".")]
+    lines += [
+        "",
+        f"Total wall time: {_seconds(total_s)}"
+        + (
+            f"; with the training of the cached runs it reused, {_seconds(total_s + cached)} "
+            "(what a call with an empty run cache takes)."
+            if cached
+            else "."
+        ),
+    ]
   for r in results:
-    lines += ["", f"## {r.name}: {r.title}", "", f"**Verdict: {r.verdict}**", "",
-              f"![{r.name}]({r.name}.png)", ""]
+    lines += [
+        "",
+        f"## {r.name}: {r.title}",
+        "",
+        f"**Verdict: {r.verdict}**",
+        "",
+        f"![{r.name}]({r.name}.png)",
+        "",
+    ]
     lines += _table(["quantity", "paper", "ours"], [row.cells() for row in r.rows])
     lines += ["", "Criteria:", ""]
-    lines += _table(["criterion", "ours", "paper", "result"],
-                    [[c.text, _fmt(c.ours), _fmt(c.paper), _MARK[c.passed]] for c in r.criteria])
+    lines += _table(
+        ["criterion", "ours", "paper", "result"],
+        [[c.text, _fmt(c.ours), _fmt(c.paper), _MARK[c.passed]] for c in r.criteria],
+    )
     lines += ["", "How our setup differs from the paper's:", ""]
     lines += [f"- {s}" for s in r.setup]
     if r.notes:

@@ -62,8 +62,9 @@ def resolved_config(gin_files: Sequence[str], bindings: Sequence[str]) -> str:
   return "\n".join(line for line in text.splitlines() if _PLACEHOLDER_DIR not in line) + "\n"
 
 
-def run_dir(ctx: FigureContext, name: str, gin_files: Sequence[str],
-            bindings: Sequence[str]) -> Path:
+def run_dir(
+    ctx: FigureContext, name: str, gin_files: Sequence[str], bindings: Sequence[str]
+) -> Path:
   """Where the run ``name`` with this config lives (or will live) in the cache."""
   return ctx.runs_root / ctx.profile / f"{name}-{config_hash(resolved_config(gin_files, bindings))}"
 
@@ -76,21 +77,23 @@ def is_finished(directory: Path) -> bool:
 class RunSpec:
   """One cached trainer run: its name in the cache, gin files, ``KEY=VALUE`` overrides (which
   must set ``TRAIN_STEPS`` to ``steps``) and its length, for the progress bar."""
+
   name: str
   gin_files: tuple[str, ...]
   bindings: tuple[str, ...]
   steps: int
 
 
-def train_cached(ctx: FigureContext, name: str, gin_files: Sequence[str],
-                 bindings: Sequence[str], steps: int) -> Path:
+def train_cached(
+    ctx: FigureContext, name: str, gin_files: Sequence[str], bindings: Sequence[str], steps: int
+) -> Path:
   """Trains (or reuses, or resumes) one run in this process; returns its directory."""
-  return train_specs(ctx, [RunSpec(name, tuple(gin_files), tuple(bindings), steps)],
-                     workers=1)[0]
+  return train_specs(ctx, [RunSpec(name, tuple(gin_files), tuple(bindings), steps)], workers=1)[0]
 
 
-def train_specs(ctx: FigureContext, specs: Sequence[RunSpec],
-                workers: Optional[int] = None) -> list[Path]:
+def train_specs(
+    ctx: FigureContext, specs: Sequence[RunSpec], workers: Optional[int] = None
+) -> list[Path]:
   """Trains (or reuses, or resumes) every run; returns their directories in ``specs``' order.
 
   Args:
@@ -169,8 +172,9 @@ def _train_specs(ctx: FigureContext, specs: Sequence[RunSpec], workers: int) -> 
     for directory, spec in todo.items():
       ctx.advance(0, f"training {spec.name}")
       t0 = time.perf_counter()
-      summary = _train(spec.gin_files, spec.bindings, str(directory),
-                       lambda n: ctx.advance(n, None))
+      summary = _train(
+          spec.gin_files, spec.bindings, str(directory), lambda n: ctx.advance(n, None)
+      )
       _write_done(ctx, directory, spec, summary, time.perf_counter() - t0)
   elif todo:
     _train_parallel(ctx, todo, workers)
@@ -190,12 +194,23 @@ def _scalars(summary: dict) -> dict:
   return {k: v for k, v in summary.items() if v is None or isinstance(v, (int, float))}
 
 
-def _write_done(ctx: FigureContext, directory: Path, spec: RunSpec, summary: dict,
-                wall_s: float, cost_s: Optional[float] = None) -> None:
+def _write_done(
+    ctx: FigureContext,
+    directory: Path,
+    spec: RunSpec,
+    summary: dict,
+    wall_s: float,
+    cost_s: Optional[float] = None,
+) -> None:
   """Marks a run finished. ``wall_s`` is its own time; ``cost_s`` its share of a batch trained
   side by side (what the report counts as the run's training time), when that differs."""
-  done = {"name": spec.name, "hash": directory.name.rsplit("-", 1)[1], "steps": spec.steps,
-          "wall_s": wall_s, "summary": _scalars(summary)}
+  done = {
+      "name": spec.name,
+      "hash": directory.name.rsplit("-", 1)[1],
+      "steps": spec.steps,
+      "wall_s": wall_s,
+      "summary": _scalars(summary),
+  }
   if cost_s is not None:
     done["cost_s"] = cost_s
   mark_finished(ctx, directory, done)
@@ -203,8 +218,12 @@ def _write_done(ctx: FigureContext, directory: Path, spec: RunSpec, summary: dic
 
 # Settings a spawned worker takes over from this process (figures set some, e.g. Fig. 3's
 # persistent compilation cache).
-_JAX_SETTINGS = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-                 "jax_enable_x64", "jax_default_matmul_precision")
+_JAX_SETTINGS = (
+    "jax_compilation_cache_dir",
+    "jax_persistent_cache_min_compile_time_secs",
+    "jax_enable_x64",
+    "jax_default_matmul_precision",
+)
 _worker_steps = None  # the worker's queue of finished steps, set by _init_worker
 
 
@@ -232,10 +251,12 @@ def _train_parallel(ctx: FigureContext, todo: dict, workers: int) -> None:
   settings = {k: jax.config.values[k] for k in _JAX_SETTINGS if k in jax.config.values}
   ctx.advance(0, f"training {len(todo)} runs, {workers} at a time")
   t0, walls = time.perf_counter(), {}
-  with concurrent.futures.ProcessPoolExecutor(workers, mp_context=spawn, initializer=_init_worker,
-                                              initargs=(steps_queue, modules, settings)) as pool:
-    futures = {pool.submit(_train_in_worker, s.gin_files, s.bindings, str(d)): d
-               for d, s in todo.items()}
+  with concurrent.futures.ProcessPoolExecutor(
+      workers, mp_context=spawn, initializer=_init_worker, initargs=(steps_queue, modules, settings)
+  ) as pool:
+    futures = {
+        pool.submit(_train_in_worker, s.gin_files, s.bindings, str(d)): d for d, s in todo.items()
+    }
     pending = set(futures)
     while pending:
       finished, pending = concurrent.futures.wait(pending, timeout=0.5)
@@ -246,8 +267,10 @@ def _train_parallel(ctx: FigureContext, todo: dict, workers: int) -> None:
           summary, walls[directory] = f.result()
         except Exception as e:
           pool.shutdown(cancel_futures=True)
-          raise RuntimeError(f"training {todo[directory].name} in {directory} failed ({e}); "
-                             "rerun to resume it from its last checkpoint.") from e
+          raise RuntimeError(
+              f"training {todo[directory].name} in {directory} failed ({e}); "
+              "rerun to resume it from its last checkpoint."
+          ) from e
         _write_done(ctx, directory, todo[directory], summary, walls[directory])
   _drain(ctx, steps_queue)
   elapsed = time.perf_counter() - t0

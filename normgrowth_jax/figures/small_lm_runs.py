@@ -42,14 +42,17 @@ PAPER_KEY = {"prenorm_paper": "prenorm", "postnorm": "postnorm"}  # keys of figu
 @dataclasses.dataclass(frozen=True)
 class Architecture:
   """The small LM's size; the default is the paper's."""
+
   num_layers: int = 12
   d_model: int = 768
   d_ff: int = 512
   num_heads: int = 12
 
   def describe(self) -> str:
-    return (f"{self.num_layers} layers, d_model {self.d_model}, FF {self.d_ff}, "
-            f"{self.num_heads} heads")
+    return (
+        f"{self.num_layers} layers, d_model {self.d_model}, FF {self.d_ff}, "
+        f"{self.num_heads} heads"
+    )
 
   @property
   def is_paper_size(self) -> bool:
@@ -59,9 +62,17 @@ class Architecture:
 def model(arch: Architecture, vocab_size: int, max_len: int, **switches) -> SmallLM:
   """The SmallLM of ``arch``; ``switches`` are the other `SmallLMConfig` fields (norm, mask,
   activation, dropout, ...)."""
-  return SmallLM(SmallLMConfig(vocab_size=vocab_size, num_layers=arch.num_layers,
-                               d_model=arch.d_model, d_ff=arch.d_ff, num_heads=arch.num_heads,
-                               max_len=max_len, **switches))
+  return SmallLM(
+      SmallLMConfig(
+          vocab_size=vocab_size,
+          num_layers=arch.num_layers,
+          d_model=arch.d_model,
+          d_ff=arch.d_ff,
+          num_heads=arch.num_heads,
+          max_len=max_len,
+          **switches,
+      )
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +83,7 @@ class RunConfig:
   corpus's training sentences (batch ``batch_size``). ``evals`` dev evaluations (and
   checkpoints) are spread evenly; ``rho`` is the evaluator's saturation scale.
   """
+
   corpus: str = "bbc"
   vocab_words: int = 10_000
   max_len: int = 83
@@ -91,13 +103,28 @@ class RunConfig:
 
 
 PROFILES = {
-    "smoke": RunConfig(corpus="botchan", vocab_words=300, max_len=24,
-                       arch=Architecture(num_layers=1, d_model=16, d_ff=16, num_heads=2),
-                       steps=16, evals=1, eval_sentences=16, seeds=(0,), track_every=4,
-                       norms=("prenorm_paper",)),
-    "quick": RunConfig(vocab_words=2000, max_len=40,
-                       arch=Architecture(num_layers=4, d_model=64, d_ff=128, num_heads=4),
-                       steps=600, evals=4, eval_sentences=200, seeds=(0, 1, 2), track_every=10),
+    "smoke": RunConfig(
+        corpus="botchan",
+        vocab_words=300,
+        max_len=24,
+        arch=Architecture(num_layers=1, d_model=16, d_ff=16, num_heads=2),
+        steps=16,
+        evals=1,
+        eval_sentences=16,
+        seeds=(0,),
+        track_every=4,
+        norms=("prenorm_paper",),
+    ),
+    "quick": RunConfig(
+        vocab_words=2000,
+        max_len=40,
+        arch=Architecture(num_layers=4, d_model=64, d_ff=128, num_heads=4),
+        steps=600,
+        evals=4,
+        eval_sentences=200,
+        seeds=(0, 1, 2),
+        track_every=10,
+    ),
     "full": RunConfig(),
 }
 
@@ -113,8 +140,7 @@ def train_steps(run: RunConfig, data: Optional[word_lm.WordLMData] = None) -> in
   if run.steps is not None:
     return run.steps
   data = data or load_data(run)
-  return int(round(run.epochs * word_lm.steps_per_epoch(len(data.split("train")),
-                                                         run.batch_size)))
+  return int(round(run.epochs * word_lm.steps_per_epoch(len(data.split("train")), run.batch_size)))
 
 
 def epochs(run: RunConfig, steps: int, data: word_lm.WordLMData) -> float:
@@ -147,20 +173,35 @@ def bindings(run: RunConfig, norm: str, mask: str, seed: int, steps: int) -> lis
   """The gin overrides of one run (on top of ``GIN_FILES``)."""
   every = _eval_every(steps, run)
   a = run.arch
-  return [f"MIXTURE_OR_TASK_NAME='{word_lm.task_name(run.corpus)}'", f"TRAIN_STEPS={steps}",
-          f"NUM_LAYERS={a.num_layers}", f"D_MODEL={a.d_model}", f"D_FF={a.d_ff}",
-          f"NUM_HEADS={a.num_heads}", f"VOCAB_WORDS={run.vocab_words}",
-          f"MAX_LEN={run.max_len}", f"NORM='{norm}'", f"ATTENTION_MASK='{mask}'",
-          f"SEED={seed}", f"BATCH_SIZE={run.batch_size}", f"LEARNING_RATE={run.learning_rate}",
-          f"WEIGHT_DECAY={run.weight_decay}", f"EVAL_EVERY={every}",
-          f"EVAL_SENTENCES={run.eval_sentences}", f"RHO={run.rho}",
-          f"CHECKPOINT_PERIOD={every}", f"KEEP_CHECKPOINTS={run.evals + 2}",
-          f"TRACK_EVERY={run.track_every}", "LOG_EVERY=50"]
+  return [
+      f"MIXTURE_OR_TASK_NAME='{word_lm.task_name(run.corpus)}'",
+      f"TRAIN_STEPS={steps}",
+      f"NUM_LAYERS={a.num_layers}",
+      f"D_MODEL={a.d_model}",
+      f"D_FF={a.d_ff}",
+      f"NUM_HEADS={a.num_heads}",
+      f"VOCAB_WORDS={run.vocab_words}",
+      f"MAX_LEN={run.max_len}",
+      f"NORM='{norm}'",
+      f"ATTENTION_MASK='{mask}'",
+      f"SEED={seed}",
+      f"BATCH_SIZE={run.batch_size}",
+      f"LEARNING_RATE={run.learning_rate}",
+      f"WEIGHT_DECAY={run.weight_decay}",
+      f"EVAL_EVERY={every}",
+      f"EVAL_SENTENCES={run.eval_sentences}",
+      f"RHO={run.rho}",
+      f"CHECKPOINT_PERIOD={every}",
+      f"KEEP_CHECKPOINTS={run.evals + 2}",
+      f"TRACK_EVERY={run.track_every}",
+      "LOG_EVERY=50",
+  ]
 
 
 def spec(run: RunConfig, norm: str, mask: str, seed: int, steps: int) -> runs.RunSpec:
-  return runs.RunSpec(run_name(norm, mask, seed), GIN_FILES,
-                      tuple(bindings(run, norm, mask, seed, steps)), steps)
+  return runs.RunSpec(
+      run_name(norm, mask, seed), GIN_FILES, tuple(bindings(run, norm, mask, seed, steps)), steps
+  )
 
 
 def specs(run: RunConfig, steps: Optional[int] = None) -> list[runs.RunSpec]:
@@ -176,13 +217,15 @@ def train_all(ctx, run: RunConfig, steps: int) -> dict:
 
 def run_model(run: RunConfig, norm: str, mask: str) -> SmallLM:
   """The SmallLM a run trains (what its gin bindings build)."""
-  return model(run.arch, word_lm.num_ids(run.vocab_words), run.max_len, norm=norm,
-               attention_mask=mask)
+  return model(
+      run.arch, word_lm.num_ids(run.vocab_words), run.max_len, norm=norm, attention_mask=mask
+  )
 
 
 def init_params(run: RunConfig, norm: str, mask: str, seed: int):
   """A run's initial parameters, drawn exactly as ``train.train`` draws them."""
   from normgrowth_jax import causal_lm, train  # pylint: disable=g-import-not-at-top
+
   init_fn, _ = causal_lm.loss_adapter(run_model(run, norm, mask))
   init_rng, _ = jax.random.split(jax.random.PRNGKey(seed))
   return jax.jit(init_fn)(init_rng, train.dummy_batch({"targets": run.max_len}, run.batch_size))
@@ -204,8 +247,9 @@ def checkpoint_steps(run_dir: Path) -> list[int]:
 
 def best_step(eval_rows: list[dict], available: list[int]) -> int:
   """The evaluated step > 0 with the lowest dev loss among those with a checkpoint."""
-  cands = [r for r in eval_rows if r["step"] > 0 and r["step"] in available
-           and r.get("loss") is not None]
+  cands = [
+      r for r in eval_rows if r["step"] > 0 and r["step"] in available and r.get("loss") is not None
+  ]
   if not cands:
     raise ValueError(f"no evaluated checkpoint among steps {available}")
   return min(cands, key=lambda r: (r["loss"], r["step"]))["step"]

@@ -42,7 +42,7 @@ import numpy as np
 
 from normgrowth_jax.analysis import run_reader
 
-PAPER_T = 2 ** 19
+PAPER_T = 2**19
 PAPER_W = 10_000
 PAPER_INTERVAL = 5_100
 GIN_FILE = "gin_configs/local/t5_normgrowth_bbc.gin"
@@ -51,6 +51,7 @@ GIN_FILE = "gin_configs/local/t5_normgrowth_bbc.gin"
 @dataclasses.dataclass(frozen=True)
 class T5RunConfig:
   """One profile's T5 runs (every field lands in the gin config, hence in the cache hash)."""
+
   task: str = "ng_span_corruption_bbc_bytes"
   emb_dim: int = 32
   num_heads: int = 4
@@ -63,8 +64,8 @@ class T5RunConfig:
   targets_length: int = 8
   warmup_steps: int = 200
   seeds: tuple = (0, 1, 2)
-  checkpoint_period: int = 0      # trainer checkpoints (resume points); 0: a quarter of the run
-  steps_per_call: int = 32        # trainer steps per compiled call (train.train; 1.5x here)
+  checkpoint_period: int = 0  # trainer checkpoints (resume points); 0: a quarter of the run
+  steps_per_call: int = 32  # trainer steps per compiled call (train.train; 1.5x here)
 
   @property
   def train_steps(self) -> int:
@@ -82,29 +83,55 @@ class T5RunConfig:
 
   def short(self) -> str:
     """A legend label: what sets the run apart (width, depth, batch)."""
-    return (f"emb {self.emb_dim}, {self.num_encoder_layers}+{self.num_decoder_layers} layers, "
-            f"batch {self.batch_size}")
+    return (
+        f"emb {self.emb_dim}, {self.num_encoder_layers}+{self.num_decoder_layers} layers, "
+        f"batch {self.batch_size}"
+    )
 
   def describe(self) -> str:
-    return (f"T5.1.1 emb {self.emb_dim}, {self.num_heads} heads x {self.head_dim}, MLP "
-            f"{self.mlp_dim}, {self.num_encoder_layers}+{self.num_decoder_layers} layers; "
-            f"batch {self.batch_size} x ({self.inputs_length} + {self.targets_length}) byte "
-            f"tokens of {self.corpus}; W = {self.warmup_steps}, T = {self.train_steps}")
+    return (
+        f"T5.1.1 emb {self.emb_dim}, {self.num_heads} heads x {self.head_dim}, MLP "
+        f"{self.mlp_dim}, {self.num_encoder_layers}+{self.num_decoder_layers} layers; "
+        f"batch {self.batch_size} x ({self.inputs_length} + {self.targets_length}) byte "
+        f"tokens of {self.corpus}; W = {self.warmup_steps}, T = {self.train_steps}"
+    )
 
 
 PROFILES = {
     # a toy model on botchan (prepared by the tests' fixture): a few dozen steps
-    "smoke": T5RunConfig(task="ng_span_corruption_botchan_bytes", emb_dim=8, num_heads=2,
-                         head_dim=4, mlp_dim=16, num_encoder_layers=2, num_decoder_layers=1,
-                         batch_size=4, inputs_length=32, targets_length=8, warmup_steps=1,
-                         seeds=(0,), steps_per_call=1),
+    "smoke": T5RunConfig(
+        task="ng_span_corruption_botchan_bytes",
+        emb_dim=8,
+        num_heads=2,
+        head_dim=4,
+        mlp_dim=16,
+        num_encoder_layers=2,
+        num_decoder_layers=1,
+        batch_size=4,
+        inputs_length=32,
+        targets_length=8,
+        warmup_steps=1,
+        seeds=(0,),
+        steps_per_call=1,
+    ),
     "quick": T5RunConfig(),
     # the paper's run: T5.1.1 base, W = 10^4, T = 2^19, batch 128 x (512 + 114)
-    "full": T5RunConfig(task="ng_span_corruption_offline_bytes", emb_dim=768, num_heads=12,
-                        head_dim=64, mlp_dim=2048, num_encoder_layers=12,
-                        num_decoder_layers=12, batch_size=128, inputs_length=512,
-                        targets_length=114, warmup_steps=PAPER_W, seeds=(0,),
-                        checkpoint_period=PAPER_INTERVAL * 10, steps_per_call=1),
+    "full": T5RunConfig(
+        task="ng_span_corruption_offline_bytes",
+        emb_dim=768,
+        num_heads=12,
+        head_dim=64,
+        mlp_dim=2048,
+        num_encoder_layers=12,
+        num_decoder_layers=12,
+        batch_size=128,
+        inputs_length=512,
+        targets_length=114,
+        warmup_steps=PAPER_W,
+        seeds=(0,),
+        checkpoint_period=PAPER_INTERVAL * 10,
+        steps_per_call=1,
+    ),
 }
 
 
@@ -133,9 +160,17 @@ def bindings(cfg: T5RunConfig, seed: int) -> list[str]:
       f"CHECKPOINT_PERIOD = {period}",
       f"SEED = {seed}",
   ]
-  out += [f"network.T5Config.{k} = {getattr(cfg, k)}" for k in (
-      "emb_dim", "num_heads", "head_dim", "mlp_dim", "num_encoder_layers",
-      "num_decoder_layers")]
+  out += [
+      f"network.T5Config.{k} = {getattr(cfg, k)}"
+      for k in (
+          "emb_dim",
+          "num_heads",
+          "head_dim",
+          "mlp_dim",
+          "num_encoder_layers",
+          "num_decoder_layers",
+      )
+  ]
   out.append(f"train.train.steps_per_call = {cfg.steps_per_call}")
   out.append("train.train.tensorboard = False")  # norms.jsonl is what the figures read
   out.append("train.train.evaluator = @train.param_norm_evaluator")  # step-0 norms, eval.jsonl
@@ -146,16 +181,20 @@ def specs(ctx, cfg: T5RunConfig) -> list:
   """The runs a figure draws (one per seed) as ``runs.RunSpec`` s; none when the figure is
   drawn from ``--model_dir``. Prepares the corpora they read."""
   from normgrowth_jax.figures import runs  # pylint: disable=g-import-not-at-top
+
   if ctx.options.model_dir:
     return []
   prepare_corpora(cfg)
-  return [runs.RunSpec(run_name(s), (GIN_FILE,), tuple(bindings(cfg, s)), cfg.train_steps)
-          for s in cfg.seeds]
+  return [
+      runs.RunSpec(run_name(s), (GIN_FILE,), tuple(bindings(cfg, s)), cfg.train_steps)
+      for s in cfg.seeds
+  ]
 
 
 def train_all(ctx, cfg: T5RunConfig) -> list[Path]:
   """Trains (or reuses) one run per seed; returns their directories in seed order."""
   from normgrowth_jax.figures import runs  # pylint: disable=g-import-not-at-top
+
   return runs.train_specs(ctx, specs(ctx, cfg))
 
 
@@ -164,6 +203,7 @@ def prepare_corpora(cfg: T5RunConfig) -> None:
   time)."""
   if cfg.task.endswith("_bytes"):
     from normgrowth_jax.data import corpora  # pylint: disable=g-import-not-at-top
+
     names = corpora.BUILTIN_CORPORA if cfg.corpus == "offline" else (cfg.corpus,)
     for name in names:
       if name in corpora.BUILTIN_CORPORA:
@@ -173,6 +213,7 @@ def prepare_corpora(cfg: T5RunConfig) -> None:
 def finished_runs(ctx, cfg: T5RunConfig) -> list[tuple[int, Path]]:
   """(seed, directory) of the runs already finished in the cache (never trains)."""
   from normgrowth_jax.figures import runs  # pylint: disable=g-import-not-at-top
+
   out = []
   for s in cfg.seeds:
     d = runs.run_dir(ctx, run_name(s), [GIN_FILE], bindings(cfg, s))
@@ -187,11 +228,20 @@ def finished_runs(ctx, cfg: T5RunConfig) -> list[tuple[int, Path]]:
 def model_config(cfg: T5RunConfig):
   """The ``t5.T5Config`` of the runs (what the gin file and :func:`bindings` build)."""
   from normgrowth_jax.models import t5  # pylint: disable=g-import-not-at-top
-  return t5.T5Config(vocab_size=384, dtype="float32", emb_dim=cfg.emb_dim,
-                     num_heads=cfg.num_heads, num_encoder_layers=cfg.num_encoder_layers,
-                     num_decoder_layers=cfg.num_decoder_layers, head_dim=cfg.head_dim,
-                     mlp_dim=cfg.mlp_dim, mlp_activations=("gelu", "linear"),
-                     dropout_rate=0.0, logits_via_embedding=False)
+
+  return t5.T5Config(
+      vocab_size=384,
+      dtype="float32",
+      emb_dim=cfg.emb_dim,
+      num_heads=cfg.num_heads,
+      num_encoder_layers=cfg.num_encoder_layers,
+      num_decoder_layers=cfg.num_decoder_layers,
+      head_dim=cfg.head_dim,
+      mlp_dim=cfg.mlp_dim,
+      mlp_activations=("gelu", "linear"),
+      dropout_rate=0.0,
+      logits_via_embedding=False,
+  )
 
 
 @functools.lru_cache(maxsize=None)
@@ -200,6 +250,7 @@ def _jitted_init(cfg: T5RunConfig):
   import jax  # pylint: disable=g-import-not-at-top
   from normgrowth_jax import train  # pylint: disable=g-import-not-at-top
   from normgrowth_jax.models import t5  # pylint: disable=g-import-not-at-top
+
   init_fn, _ = train.encoder_decoder_loss(t5.Transformer(model_config(cfg)))
   lengths = {"inputs": cfg.inputs_length, "targets": cfg.targets_length}
   batch = train.dummy_batch(lengths, cfg.batch_size)
@@ -219,6 +270,7 @@ def eval_norms(model_dir, step: int = 0) -> Optional[dict]:
   """The norms ``train.param_norm_evaluator`` wrote for ``step`` in ``eval.jsonl`` (None if
   absent)."""
   from normgrowth_jax import sinks  # pylint: disable=g-import-not-at-top
+
   path = os.path.join(model_dir, "eval.jsonl")
   if not os.path.isfile(path):
     return None
@@ -247,6 +299,7 @@ def filtered_norms(params) -> dict[str, float]:
   """``{"param_norm", "param_norm/<layer>"}`` of params under the paper filter (float64): what
   ``train.param_norm_evaluator`` records."""
   from normgrowth_jax.analysis import checkpoints  # pylint: disable=g-import-not-at-top
+
   return checkpoints.filtered_param_norms(params, "paper", "layers")
 
 
@@ -254,6 +307,7 @@ def last_params(model_dir) -> dict:
   """The parameters of a run's latest checkpoint, as the nested tree the model applies."""
   from flax import traverse_util  # pylint: disable=g-import-not-at-top
   from normgrowth_jax.analysis import checkpoints  # pylint: disable=g-import-not-at-top
+
   ref = checkpoints.list_checkpoints(str(model_dir))[-1]
   flat = checkpoints.read_params(ref, "all")
   return traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})
@@ -279,12 +333,18 @@ def _stamp(model_dir) -> tuple:
 
 
 @functools.lru_cache(maxsize=16)
-def _load_cached(model_dir: str, stamp: tuple, label: str, cfg: T5RunConfig,
-                 seed: int) -> run_reader.Trajectory:
+def _load_cached(
+    model_dir: str, stamp: tuple, label: str, cfg: T5RunConfig, seed: int
+) -> run_reader.Trajectory:
   """One of our runs, read once per process (Figs. 1 and 5 share it) while unchanged."""
   del stamp  # part of the cache key only
-  return run_reader.load(model_dir, label=label, init_norms=init_norms(cfg, seed, model_dir),
-              warmup_steps=cfg.warmup_steps, exact_rsqrt=True)
+  return run_reader.load(
+      model_dir,
+      label=label,
+      init_norms=init_norms(cfg, seed, model_dir),
+      warmup_steps=cfg.warmup_steps,
+      exact_rsqrt=True,
+  )
 
 
 # ----------------------------------------------------------------------------- derived
@@ -301,6 +361,22 @@ def nanmean0(a) -> np.ndarray:
   a = np.asarray(a, np.float64)
   n = np.isfinite(a).sum(0)
   return np.where(n > 0, np.where(np.isfinite(a), a, 0).sum(0) / np.maximum(n, 1), np.nan)
+
+
+SMOOTH = 5  # checkpoints in the moving average the alignment profile is read from
+
+
+def moving_average(x, width: int = SMOOTH) -> np.ndarray:
+  """Centred moving average (NaN-aware; the window shrinks at the ends)."""
+  x = np.asarray(x, np.float64)
+  h = width // 2
+  out = np.full(x.shape, np.nan)
+  for i in range(len(x)):
+    v = x[max(0, i - h) : i + h + 1]
+    v = v[np.isfinite(v)]
+    if v.size:
+      out[i] = v.mean()
+  return out
 
 
 def smooth(step: np.ndarray, y: np.ndarray, bins: int = 100, lo_q: float = 10, hi_q: float = 90):
@@ -341,12 +417,16 @@ def eq2_terms(tr: run_reader.Trajectory) -> Optional[dict]:
   before = tr.norm_before()
   w = np.diff(np.concatenate([[0], tr.step])).astype(np.float64)
   if not tr.every_step:
-    before = np.where(np.isfinite(before), before, np.concatenate([[tr.norm0],
-                                                                   tr.param_norm[:-1]]))
-  mis = np.cumsum(w * tr.update_norm ** 2)
+    before = np.where(np.isfinite(before), before, np.concatenate([[tr.norm0], tr.param_norm[:-1]]))
+  mis = np.cumsum(w * tr.update_norm**2)
   ali = np.cumsum(w * 2 * tr.alignment * before * tr.update_norm)
-  return {"step": tr.step, "measured": tr.param_norm ** 2 - tr.norm0 ** 2, "misaligned": mis,
-          "aligned": ali, "weight": w}
+  return {
+      "step": tr.step,
+      "measured": tr.param_norm**2 - tr.norm0**2,
+      "misaligned": mis,
+      "aligned": ali,
+      "weight": w,
+  }
 
 
 def growth_factors(tr: run_reader.Trajectory) -> dict[str, float]:
@@ -367,12 +447,19 @@ def to_json(tr: run_reader.Trajectory) -> dict:
   """What a figure's JSON keeps of a trajectory (grid only; per-step series are binned)."""
   g = tr.grid
   clean = lambda a: [None if not np.isfinite(x) else float(x) for x in np.asarray(a, float)]
-  return {"label": tr.label, "source": tr.source, "grid_source": tr.grid_source,
-          "norm0": tr.norm0, "grid": {
-              "step": [int(s) for s in g["step"]], "param_norm": clean(g["param_norm"]),
-              "layers": {k: clean(v) for k, v in g["layers"].items()},
-              "direction_cos": clean(g["direction_cos"]),
-              "direction_angle": clean(g["direction_angle"]),
-              "update_norm": clean(g["update_norm"]), "alignment": clean(g["alignment"]),
-              "layer_cos": {k: clean(v) for k, v in g["layer_cos"].items()}}}
-
+  return {
+      "label": tr.label,
+      "source": tr.source,
+      "grid_source": tr.grid_source,
+      "norm0": tr.norm0,
+      "grid": {
+          "step": [int(s) for s in g["step"]],
+          "param_norm": clean(g["param_norm"]),
+          "layers": {k: clean(v) for k, v in g["layers"].items()},
+          "direction_cos": clean(g["direction_cos"]),
+          "direction_angle": clean(g["direction_angle"]),
+          "update_norm": clean(g["update_norm"]),
+          "alignment": clean(g["alignment"]),
+          "layer_cos": {k: clean(v) for k, v in g["layer_cos"].items()},
+      },
+  }

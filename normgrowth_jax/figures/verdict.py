@@ -35,14 +35,19 @@ class Criterion:
     ours: the number (or short text) we measured.
     paper: the paper's number (or short text), None if the paper gives none.
   """
+
   text: str
   passed: Optional[bool]
   ours: Any = None
   paper: Any = None
 
   def to_json(self) -> dict:
-    return {"text": self.text, "passed": self.passed, "ours": _plain(self.ours),
-            "paper": _plain(self.paper)}
+    return {
+        "text": self.text,
+        "passed": self.passed,
+        "ours": _plain(self.ours),
+        "paper": _plain(self.paper),
+    }
 
 
 def _plain(x):

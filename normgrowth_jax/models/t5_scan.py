@@ -39,58 +39,58 @@ _LAYER = re.compile(r"layers_(\d+)$")
 
 
 def _xp(tree):
-    """np if every leaf of `tree` is a NumPy array, else jnp."""
-    leaves = jax.tree_util.tree_leaves(tree)
-    return np if all(isinstance(a, np.ndarray) for a in leaves) else jnp
+  """np if every leaf of `tree` is a NumPy array, else jnp."""
+  leaves = jax.tree_util.tree_leaves(tree)
+  return np if all(isinstance(a, np.ndarray) for a in leaves) else jnp
 
 
 def is_scanned(params: Mapping[str, Any]) -> bool:
-    """Whether a T5 parameter tree holds scanned stacks (`encoder/layers`).
+  """Whether a T5 parameter tree holds scanned stacks (`encoder/layers`).
 
-    Example:
-        >>> is_scanned({"encoder": {"layers": {}}}), is_scanned({"encoder": {"layers_0": {}}})
-        (True, False)
-    """
-    return any(SCANNED in params.get(stack, {}) for stack in STACKS)
+  Example:
+      >>> is_scanned({"encoder": {"layers": {}}}), is_scanned({"encoder": {"layers_0": {}}})
+      (True, False)
+  """
+  return any(SCANNED in params.get(stack, {}) for stack in STACKS)
 
 
 def scan_params(params: Mapping[str, Any]) -> dict:
-    """Unrolled T5 params (`encoder/layers_{i}`) -> scanned (`encoder/layers`, axis 0).
+  """Unrolled T5 params (`encoder/layers_{i}`) -> scanned (`encoder/layers`, axis 0).
 
-    Raises:
-        ValueError: if a stack is already scanned or its layer indices are not 0..n-1.
-    """
-    out = dict(params)
-    for stack in STACKS:
-        if stack not in params:
-            continue
-        tree = dict(params[stack])
-        if SCANNED in tree:
-            raise ValueError(f"{stack}/{SCANNED} is already scanned.")
-        index = {int(m.group(1)): k for k in tree if (m := _LAYER.match(k))}
-        if sorted(index) != list(range(len(index))):
-            raise ValueError(f"{stack} has layers {sorted(index)}; expected 0..n-1.")
-        if index:
-            layers = [tree.pop(index[i]) for i in range(len(index))]
-            xp = _xp(layers)
-            tree[SCANNED] = jax.tree_util.tree_map(lambda *a: xp.stack(a), *layers)
-        out[stack] = tree
-    return out
+  Raises:
+      ValueError: if a stack is already scanned or its layer indices are not 0..n-1.
+  """
+  out = dict(params)
+  for stack in STACKS:
+    if stack not in params:
+      continue
+    tree = dict(params[stack])
+    if SCANNED in tree:
+      raise ValueError(f"{stack}/{SCANNED} is already scanned.")
+    index = {int(m.group(1)): k for k in tree if (m := _LAYER.match(k))}
+    if sorted(index) != list(range(len(index))):
+      raise ValueError(f"{stack} has layers {sorted(index)}; expected 0..n-1.")
+    if index:
+      layers = [tree.pop(index[i]) for i in range(len(index))]
+      xp = _xp(layers)
+      tree[SCANNED] = jax.tree_util.tree_map(lambda *a: xp.stack(a), *layers)
+    out[stack] = tree
+  return out
 
 
 def unscan_params(params: Mapping[str, Any]) -> dict:
-    """Scanned T5 params (`encoder/layers`, axis 0) -> unrolled (`encoder/layers_{i}`).
+  """Scanned T5 params (`encoder/layers`, axis 0) -> unrolled (`encoder/layers_{i}`).
 
-    Stacks that are not scanned are returned as they are.
-    """
-    out = dict(params)
-    for stack in STACKS:
-        if SCANNED not in params.get(stack, {}):
-            continue
-        tree = dict(params[stack])
-        stacked = tree.pop(SCANNED)
-        num_layers = jax.tree_util.tree_leaves(stacked)[0].shape[0]
-        for i in range(num_layers):
-            tree[f"layers_{i}"] = jax.tree_util.tree_map(lambda a: a[i], stacked)
-        out[stack] = tree
-    return out
+  Stacks that are not scanned are returned as they are.
+  """
+  out = dict(params)
+  for stack in STACKS:
+    if SCANNED not in params.get(stack, {}):
+      continue
+    tree = dict(params[stack])
+    stacked = tree.pop(SCANNED)
+    num_layers = jax.tree_util.tree_leaves(stacked)[0].shape[0]
+    for i in range(num_layers):
+      tree[f"layers_{i}"] = jax.tree_util.tree_map(lambda a: a[i], stacked)
+    out[stack] = tree
+  return out

@@ -34,10 +34,10 @@ INSTALL_HINT = (
     "  pip install --no-deps ./t5x ./airio ./jestimator\n"
     "  pip install chex fiddle jaxtyping cached_property tensorboard grain\n"
     "(the verified steps: README.md, 'Pod-scale runs with T5X'; on a TPU VM see "
-    "experiments/t5x_tpu/README.md).")
+    "experiments/t5x_tpu/README.md)."
+)
 
-_LAZY = {"NormMetricsComputer": "metrics", "last_value": "metrics",
-         "TrackedOptimizer": "optimizer"}
+_LAZY = {"NormMetricsComputer": "metrics", "last_value": "metrics", "TrackedOptimizer": "optimizer"}
 
 __all__ = ["step_quantities", "t5x_available", "INSTALL_HINT", *_LAZY]
 

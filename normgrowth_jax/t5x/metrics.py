@@ -46,9 +46,14 @@ class NormMetricsComputer(t5x_trainer.WeightMetricsComputer):
     include_default_metrics: also return T5X's own per-parameter RMS metrics (many tags).
   """
 
-  def __init__(self, param_filter: Any = "paper", groups: Any = "layers",
-               learning_rate_fn: Optional[Callable[[Any], Any]] = None,
-               prefix: str = "norms", include_default_metrics: bool = False):
+  def __init__(
+      self,
+      param_filter: Any = "paper",
+      groups: Any = "layers",
+      learning_rate_fn: Optional[Callable[[Any], Any]] = None,
+      prefix: str = "norms",
+      include_default_metrics: bool = False,
+  ):
     self.param_filter = param_filter
     self.groups = groups
     self.learning_rate_fn = learning_rate_fn
@@ -59,8 +64,9 @@ class NormMetricsComputer(t5x_trainer.WeightMetricsComputer):
     metrics = {}
     if self.include_default_metrics:
       metrics.update(super().compute_metrics(gradients, old_train_state, new_train_state))
-    q = step_quantities(old_train_state.params, new_train_state.params,
-                        self.param_filter, self.groups)
+    q = step_quantities(
+        old_train_state.params, new_train_state.params, self.param_filter, self.groups
+    )
     if self.learning_rate_fn is not None:
       q["learning_rate"] = self.learning_rate_fn(old_train_state.step)
     metrics.update({f"{self.prefix}/{k}": last_value(v) for k, v in q.items()})

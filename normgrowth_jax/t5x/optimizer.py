@@ -41,13 +41,24 @@ class TrackedOptimizer(t5x_optimizers.OptimizerDef):
       ``history_size`` rows are kept (a ring buffer); 524,288 steps at every=64 fit in 8192.
   """
 
-  def __init__(self, base: t5x_optimizers.OptimizerDef, param_filter: Any = "paper",
-               groups: Any = "layers", every: int = 64, history_size: int = 8192,
-               anchor_every: Optional[int] = None):
+  def __init__(
+      self,
+      base: t5x_optimizers.OptimizerDef,
+      param_filter: Any = "paper",
+      groups: Any = "layers",
+      every: int = 64,
+      history_size: int = 8192,
+      anchor_every: Optional[int] = None,
+  ):
     # No super().__init__: hyper_params are the base's (Adafactor's set_param_axes mutates them).
     self.base = base
-    self.tracker = tracking.track_norms(param_filter=param_filter, groups=groups, every=every,
-                                        history_size=history_size, anchor_every=anchor_every)
+    self.tracker = tracking.track_norms(
+        param_filter=param_filter,
+        groups=groups,
+        every=every,
+        history_size=history_size,
+        anchor_every=anchor_every,
+    )
 
   @property
   def hyper_params(self):
@@ -59,16 +70,19 @@ class TrackedOptimizer(t5x_optimizers.OptimizerDef):
 
   def init_state(self, params):
     base_state = self.base.init_state(params)
-    return OptimizerState(step=base_state.step, param_states={
-        "base": base_state.param_states, "norm_trace": self.tracker.init(params)})
+    return OptimizerState(
+        step=base_state.step,
+        param_states={"base": base_state.param_states, "norm_trace": self.tracker.init(params)},
+    )
 
   def apply_gradient(self, hyper_params, params, state, grads):
     base_state = OptimizerState(state.step, state.param_states["base"])
     new_params, new_base = self.base.apply_gradient(hyper_params, params, base_state, grads)
     updates = jax.tree_util.tree_map(lambda n, o: n - o, new_params, params)
     _, trace = self.tracker.update(updates, state.param_states["norm_trace"], params)
-    return new_params, OptimizerState(new_base.step, {"base": new_base.param_states,
-                                                      "norm_trace": trace})
+    return new_params, OptimizerState(
+        new_base.step, {"base": new_base.param_states, "norm_trace": trace}
+    )
 
   def set_param_axes(self, param_logical_axes):
     if hasattr(self.base, "set_param_axes"):
@@ -76,14 +90,20 @@ class TrackedOptimizer(t5x_optimizers.OptimizerDef):
 
   def derive_logical_axes(self, optimizer, param_logical_axes):
     if not hasattr(self.base, "derive_logical_axes"):
-      raise ValueError(f"Optimizer {type(self.base).__name__} has no derive_logical_axes; "
-                       "T5X cannot partition it, so TrackedOptimizer cannot either.")
+      raise ValueError(
+          f"Optimizer {type(self.base).__name__} has no derive_logical_axes; "
+          "T5X cannot partition it, so TrackedOptimizer cannot either."
+      )
     state = optimizer.state
     base_opt = t5x_optimizers.Optimizer(
-        self.base, OptimizerState(state.step, state.param_states["base"]), optimizer.target)
+        self.base, OptimizerState(state.step, state.param_states["base"]), optimizer.target
+    )
     base_axes = self.base.derive_logical_axes(base_opt, param_logical_axes)
     trace_axes = jax.tree_util.tree_map(lambda _: None, state.param_states["norm_trace"])
     return t5x_optimizers.Optimizer(
-        self, OptimizerState(base_axes.state.step, {"base": base_axes.state.param_states,
-                                                    "norm_trace": trace_axes}),
-        base_axes.target)
+        self,
+        OptimizerState(
+            base_axes.state.step, {"base": base_axes.state.param_states, "norm_trace": trace_axes}
+        ),
+        base_axes.target,
+    )

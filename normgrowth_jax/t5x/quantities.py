@@ -26,8 +26,9 @@ import jax
 from normgrowth_jax import tracking
 
 
-def step_quantities(old_params: Any, new_params: Any, param_filter="paper",
-                    groups="layers") -> dict[str, jax.Array]:
+def step_quantities(
+    old_params: Any, new_params: Any, param_filter="paper", groups="layers"
+) -> dict[str, jax.Array]:
   """``track_norms``'s row for the update that took ``old_params`` to ``new_params``.
 
   Args:
@@ -42,5 +43,6 @@ def step_quantities(old_params: Any, new_params: Any, param_filter="paper",
     ||theta_{t+1}||; nonfinite is 1.0 when delta_t, an unfiltered leaf of theta_t or a value
     is not finite. Traceable (use inside jit).
   """
-  return tracking.step_row(old_params, new_params=new_params, param_filter=param_filter,
-                           groups=groups)
+  return tracking.step_row(
+      old_params, new_params=new_params, param_filter=param_filter, groups=groups
+  )
