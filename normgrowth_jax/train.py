@@ -108,6 +108,19 @@ def encoder_decoder_loss(
   return init_fn, loss_fn
 
 
+def run_rngs(seed) -> tuple[jax.Array, jax.Array]:
+  """(init_rng, step_rng) of the run of ``seed``: the parameters' and the steps' keys."""
+  init_rng, step_rng = jax.random.split(jax.random.PRNGKey(seed))
+  return init_rng, step_rng
+
+
+def initial_params(init_fn: Callable, seed, feature_lengths: Mapping[str, int], batch_size: int):
+  """The parameters :func:`train` starts the run of ``seed`` from: ``init_fn`` at the run's
+  init key on a dummy batch of its shapes (traceable in ``seed``, so one compile serves every
+  seed). Figures use it to get a run's initialisation without training it."""
+  return jax.jit(init_fn)(run_rngs(seed)[0], dummy_batch(feature_lengths, batch_size))
+
+
 def dummy_batch(feature_lengths: Mapping[str, int], batch_size: int) -> dict:
   """All-ones int32 batch with T5X feature names, for shape-only initialisation."""
   ones = lambda n: np.ones((batch_size, n), np.int32)  # noqa: E731
@@ -625,8 +638,8 @@ def train(
     run_checks.check_resume_config(
         model_dir, gin.operative_config_str(), allow_config_change, early=True
     )
-  init_rng, step_rng = jax.random.split(jax.random.PRNGKey(seed))
-  params = jax.jit(init_fn)(init_rng, dummy_batch(feature_lengths, batch_size))
+  _, step_rng = run_rngs(seed)
+  params = initial_params(init_fn, seed, feature_lengths, batch_size)
   state = {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
   state = jax.device_put(state, NamedSharding(mesh, P()))
   ckpt = checkpoints.Checkpointer(

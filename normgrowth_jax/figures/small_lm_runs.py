@@ -227,8 +227,7 @@ def init_params(run: RunConfig, norm: str, mask: str, seed: int):
   from normgrowth_jax import causal_lm, train  # pylint: disable=g-import-not-at-top
 
   init_fn, _ = causal_lm.loss_adapter(run_model(run, norm, mask))
-  init_rng, _ = jax.random.split(jax.random.PRNGKey(seed))
-  return jax.jit(init_fn)(init_rng, train.dummy_batch({"targets": run.max_len}, run.batch_size))
+  return train.initial_params(init_fn, seed, {"targets": run.max_len}, run.batch_size)
 
 
 def restore_params(run_dir: Path, step: int):

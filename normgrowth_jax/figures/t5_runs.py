@@ -253,13 +253,11 @@ def _jitted_init(cfg: T5RunConfig):
 
   init_fn, _ = train.encoder_decoder_loss(t5.Transformer(model_config(cfg)))
   lengths = {"inputs": cfg.inputs_length, "targets": cfg.targets_length}
-  batch = train.dummy_batch(lengths, cfg.batch_size)
-  return jax.jit(lambda seed: init_fn(jax.random.split(jax.random.PRNGKey(seed))[0], batch))
+  return jax.jit(lambda seed: train.initial_params(init_fn, seed, lengths, cfg.batch_size))
 
 
 def init_params(cfg: T5RunConfig, seed: int):
-  """The parameters the trainer starts the run of ``seed`` from (``train.train``'s init:
-  ``split(PRNGKey(seed))[0]`` on a dummy batch of the run's shapes)."""
+  """The parameters the trainer starts the run of ``seed`` from (``train.initial_params``)."""
   return _jitted_init(dataclasses.replace(cfg, seeds=()))(seed)
 
 
