@@ -44,8 +44,9 @@ import time
 
 CORES = os.cpu_count() or 1
 if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                             f" --xla_force_host_platform_device_count={CORES}").strip()
+  os.environ["XLA_FLAGS"] = (
+      os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={CORES}"
+  ).strip()
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
@@ -69,10 +70,17 @@ def setup(steps: int, cells: int):
   params = jax.jit(init_fn)(jax.random.PRNGKey(cfg.init_seed), {causal_lm.TOKENS: batches[0]})
   block = min(cfg.block_steps, steps)
   one = {"devices": jax.local_devices()[:1]}
-  options = {"mapped": one, "vmapped": dict(one, vmap_width=None), "sharded": {},
-             "separate": one, "reused": one}
-  trainers = {v: grid.GridTrainer(loss_fn, track_every=cfg.track_every, block_steps=block, **o)
-              for v, o in options.items()}
+  options = {
+      "mapped": one,
+      "vmapped": dict(one, vmap_width=None),
+      "sharded": {},
+      "separate": one,
+      "reused": one,
+  }
+  trainers = {
+      v: grid.GridTrainer(loss_fn, track_every=cfg.track_every, block_steps=block, **o)
+      for v, o in options.items()
+  }
   return cfg, batches, lr[:cells], wd[:cells], params, block, trainers
 
 
@@ -111,7 +119,7 @@ def main():
   parser.add_argument("--json", default=None, help="also write the numbers here")
   parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
   args = parser.parse_args()
-  cells = args.cells or 10 ** 9
+  cells = args.cells or 10**9
   if args.memory_child:
     memory_child(args.memory_child, args.steps, cells)
     return
@@ -120,11 +128,14 @@ def main():
   variants = [v for v in VARIANTS if v != "sharded" or len(jax.local_devices()) > 1]
   runs, total, first, rest = {}, dict.fromkeys(variants, 0.0), {}, dict.fromkeys(variants, 0.0)
   blocks = list(range(0, args.steps, block))
-  print(f"{len(lr)} cells x {args.steps} steps in blocks of {block}; {len(jax.local_devices())} "
-        f"{jax.default_backend()} device(s), {CORES} cores", flush=True)
+  print(
+      f"{len(lr)} cells x {args.steps} steps in blocks of {block}; {len(jax.local_devices())} "
+      f"{jax.default_backend()} device(s), {CORES} cores",
+      flush=True,
+  )
   for i, b0 in enumerate(blocks):
-    chunk = batches[b0:b0 + block]
-    order = variants[i % len(variants):] + variants[:i % len(variants)]
+    chunk = batches[b0 : b0 + block]
+    order = variants[i % len(variants) :] + variants[: i % len(variants)]
     for v in order:
       t0 = time.perf_counter()
       if v not in runs:
@@ -137,44 +148,56 @@ def main():
         first[v] = dt
       else:
         rest[v] += dt
-    print(f"block {i + 1}/{len(blocks)}: " +
-          ", ".join(f"{v} {total[v]:.0f} s" for v in variants), flush=True)
+    print(
+        f"block {i + 1}/{len(blocks)}: " + ", ".join(f"{v} {total[v]:.0f} s" for v in variants),
+        flush=True,
+    )
 
-  results = {v: grid.concat_results(
-      [r.result() for r in runs[v]]) for v in variants}
+  results = {v: grid.concat_results([r.result() for r in runs[v]]) for v in variants}
   timed = max(args.steps - block, 1)
   quick = cfg.steps
   rows = {}
   for v in variants:
     n = len(lr) if v in GRIDS else 1
     xla = trainers[v].memory_analysis(params, n, batches[:block])["total"]
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--memory-child", v,
-                          "--steps", str(args.steps)] + (["--cells", str(args.cells)]
-                                                         if args.cells else []),
-                         capture_output=True, text=True, check=False)
-    rss = [float(line.split()[1]) for line in out.stdout.splitlines()
-           if line.startswith("RSS_MB")]
+    out = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--memory-child", v, "--steps", str(args.steps)]
+        + (["--cells", str(args.cells)] if args.cells else []),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    rss = [float(line.split()[1]) for line in out.stdout.splitlines() if line.startswith("RSS_MB")]
     rows[v] = {
         "programs": len(runs[v]) if v == "separate" else 1,
         "devices": len(trainers[v].devices) if v == "sharded" else 1,
-        "wall_s": total[v], "compile_s": first[v], "per_step_s": rest[v] / timed,
+        "wall_s": total[v],
+        "compile_s": first[v],
+        "per_step_s": rest[v] / timed,
         "extrapolated_s": first[v] + (quick - block) * rest[v] / timed,
-        "xla_block_mb": xla / 2 ** 20,
-        "state_mb": sum(r.state_bytes() for r in runs[v]) / 2 ** 20,
+        "xla_block_mb": xla / 2**20,
+        "state_mb": sum(r.state_bytes() for r in runs[v]) / 2**20,
         "peak_rss_mb": rss[-1] if rss else None,
-        "norm_final": results[v].norm_final.tolist()}
+        "norm_final": results[v].norm_final.tolist(),
+    }
 
-  print(f"\nFig. 6 quick grid: {len(lr)} cells x {args.steps} steps (blocks of {block}), "
-        f"interleaved; load average {os.getloadavg()[0]:.1f} on {CORES} cores")
-  head = (f"{'variant':9s} {'programs':>8s} {'devices':>7s} {'total s':>8s} {'compile s':>9s} "
-          f"{'per step s':>10s} {f'at {quick} steps':>13s} {'XLA MB':>7s} {'state MB':>8s} "
-          f"{'peak RSS MB':>11s}")
+  print(
+      f"\nFig. 6 quick grid: {len(lr)} cells x {args.steps} steps (blocks of {block}), "
+      f"interleaved; load average {os.getloadavg()[0]:.1f} on {CORES} cores"
+  )
+  head = (
+      f"{'variant':9s} {'programs':>8s} {'devices':>7s} {'total s':>8s} {'compile s':>9s} "
+      f"{'per step s':>10s} {f'at {quick} steps':>13s} {'XLA MB':>7s} {'state MB':>8s} "
+      f"{'peak RSS MB':>11s}"
+  )
   print(head + "\n" + "-" * len(head))
   for v, r in rows.items():
     rss = f"{r['peak_rss_mb']:11.0f}" if r["peak_rss_mb"] else f"{'?':>11s}"
-    print(f"{v:9s} {r['programs']:8d} {r['devices']:7d} {r['wall_s']:8.1f} "
-          f"{r['compile_s']:9.1f} {r['per_step_s']:10.3f} {r['extrapolated_s']:12.0f}s "
-          f"{r['xla_block_mb']:7.1f} {r['state_mb']:8.1f} {rss}")
+    print(
+        f"{v:9s} {r['programs']:8d} {r['devices']:7d} {r['wall_s']:8.1f} "
+        f"{r['compile_s']:9.1f} {r['per_step_s']:10.3f} {r['extrapolated_s']:12.0f}s "
+        f"{r['xla_block_mb']:7.1f} {r['state_mb']:8.1f} {rss}"
+    )
   print()
   for fast in [v for v in GRIDS if v in rows]:
     f = rows[fast]
@@ -182,16 +205,31 @@ def main():
       r = rows[slow]
       diff = np.abs(np.asarray(r["norm_final"]) - np.asarray(f["norm_final"]))
       diff = float(np.nanmax(diff / np.asarray(f["norm_final"])))
-      per_step = (f"{r['per_step_s'] / f['per_step_s']:.1f}x" if f["per_step_s"] > 0
-                  else "n/a (one block only)")
-      print(f"{fast} over {slow}: {r['wall_s'] / f['wall_s']:.1f}x measured ({args.steps} "
-            f"steps), {per_step} per step after compilation, "
-            f"{r['extrapolated_s'] / f['extrapolated_s']:.1f}x at {quick} steps; final norms "
-            f"agree to {diff:.1e} (relative)")
+      per_step = (
+          f"{r['per_step_s'] / f['per_step_s']:.1f}x"
+          if f["per_step_s"] > 0
+          else "n/a (one block only)"
+      )
+      print(
+          f"{fast} over {slow}: {r['wall_s'] / f['wall_s']:.1f}x measured ({args.steps} "
+          f"steps), {per_step} per step after compilation, "
+          f"{r['extrapolated_s'] / f['extrapolated_s']:.1f}x at {quick} steps; final norms "
+          f"agree to {diff:.1e} (relative)"
+      )
   if args.json:
     with open(args.json, "w") as fh:
-      json.dump({"cells": len(lr), "steps": args.steps, "block": block, "quick_steps": quick,
-                 "load_average": os.getloadavg()[0], "rows": rows}, fh, indent=1)
+      json.dump(
+          {
+              "cells": len(lr),
+              "steps": args.steps,
+              "block": block,
+              "quick_steps": quick,
+              "load_average": os.getloadavg()[0],
+              "rows": rows,
+          },
+          fh,
+          indent=1,
+      )
 
 
 if __name__ == "__main__":

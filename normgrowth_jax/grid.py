@@ -68,6 +68,7 @@ TOKENS = "decoder_target_tokens"
 
 # ----------------------------------------------------------------------------- the grid
 
+
 def log_grid(lo: float = 1e-5, hi: float = 1e-1, n: int = 20) -> np.ndarray:
   """``n`` values from ``lo`` to ``hi``, evenly spaced in log10, ascending (float64, rounded
   to 12 significant digits).
@@ -84,8 +85,9 @@ def log_grid(lo: float = 1e-5, hi: float = 1e-1, n: int = 20) -> np.ndarray:
   return np.asarray([float(f"{v:.12g}") for v in values])  # 1e-3, not 0.0009999999999999998
 
 
-def cells(lrs: Sequence[float], wds: Sequence[float],
-          extra: Sequence[tuple[float, float]] = ()) -> tuple[np.ndarray, np.ndarray]:
+def cells(
+    lrs: Sequence[float], wds: Sequence[float], extra: Sequence[tuple[float, float]] = ()
+) -> tuple[np.ndarray, np.ndarray]:
   """Per-cell (learning rate, weight decay): the product ``lrs x wds`` (lr-major), then each
   ``extra`` pair that is not already on the grid (e.g. PyTorch's default cell).
 
@@ -97,8 +99,7 @@ def cells(lrs: Sequence[float], wds: Sequence[float],
   lr = [float(a) for a in lrs for _ in wds]
   wd = [float(b) for _ in lrs for b in wds]
   for a, b in extra:
-    if not any(np.isclose(a, x, rtol=1e-9) and np.isclose(b, y, rtol=1e-9)
-               for x, y in zip(lr, wd)):
+    if not any(np.isclose(a, x, rtol=1e-9) and np.isclose(b, y, rtol=1e-9) for x, y in zip(lr, wd)):
       lr.append(float(a))
       wd.append(float(b))
   return np.asarray(lr, np.float64), np.asarray(wd, np.float64)
@@ -123,6 +124,7 @@ def find_cell(lr: np.ndarray, wd: np.ndarray, at_lr: float, at_wd: float) -> Opt
 
 # ----------------------------------------------------------------------------- results
 
+
 @dataclasses.dataclass
 class GridResult:
   """What :meth:`GridTrainer.run` returns, one entry per cell (in the order given).
@@ -141,6 +143,7 @@ class GridResult:
       distinct program (compile + one block).
     chunk_cells: the cells per compiled program.
   """
+
   lr: np.ndarray
   wd: np.ndarray
   norm_init: np.ndarray
@@ -174,14 +177,18 @@ def concat_results(parts: Sequence[GridResult]) -> GridResult:
   if all(p.final_params is not None for p in parts):
     params = jax.tree.map(lambda *xs: np.concatenate(xs), *[p.final_params for p in parts])
   return GridResult(
-      lr=np.concatenate([p.lr for p in parts]), wd=np.concatenate([p.wd for p in parts]),
+      lr=np.concatenate([p.lr for p in parts]),
+      wd=np.concatenate([p.wd for p in parts]),
       norm_init=np.concatenate([p.norm_init for p in parts]),
       norm_final=np.concatenate([p.norm_final for p in parts]),
       losses=np.concatenate([p.losses for p in parts], axis=1),
       diverged_at=np.concatenate([p.diverged_at for p in parts]),
-      traces=[t for p in parts for t in p.traces], final_params=params,
-      wall_s=sum(p.wall_s for p in parts), compile_s=sum(p.compile_s for p in parts),
-      chunk_cells=max(p.chunk_cells for p in parts))
+      traces=[t for p in parts for t in p.traces],
+      final_params=params,
+      wall_s=sum(p.wall_s for p in parts),
+      compile_s=sum(p.compile_s for p in parts),
+      chunk_cells=max(p.chunk_cells for p in parts),
+  )
 
 
 def cell_slice(tree, i: int):
@@ -194,8 +201,9 @@ def cell_traces(opt_state, n: Optional[int] = None) -> list[dict]:
   opt_state = jax.device_get(opt_state)
   found = tracking.find_traces(opt_state)
   if len(found) != 1:
-    raise ValueError(f"Expected one NormTrace in the grid's optimizer state, found "
-                     f"{[p for p, _ in found]}.")
+    raise ValueError(
+        f"Expected one NormTrace in the grid's optimizer state, found " f"{[p for p, _ in found]}."
+    )
   trace = found[0][1]
   total = int(np.shape(trace.count)[0]) if np.ndim(trace.count) else 1
   return [tracking.read_trace(cell_slice(trace, i)) for i in range(n or total)]
@@ -207,6 +215,7 @@ def _first_nonfinite(opt_state) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- the trainer
+
 
 def _batch_dict(batch) -> dict:
   return dict(batch) if isinstance(batch, Mapping) else {TOKENS: batch}
@@ -270,14 +279,24 @@ class GridTrainer:
       None elsewhere. See :func:`resolve_vmap_width`.
   """
 
-  def __init__(self, loss_fn: Callable, base: Callable = optimizers.adamw_paper, *,
-               track_every: int = 1, param_filter="paper", groups=None, block_steps: int = 16,
-               history_size: Optional[int] = None, rng_seed: int = 0,
-               devices: Optional[Sequence[Any]] = None,
-               vmap_width: Union[int, str, None] = "auto"):
+  def __init__(
+      self,
+      loss_fn: Callable,
+      base: Callable = optimizers.adamw_paper,
+      *,
+      track_every: int = 1,
+      param_filter="paper",
+      groups=None,
+      block_steps: int = 16,
+      history_size: Optional[int] = None,
+      rng_seed: int = 0,
+      devices: Optional[Sequence[Any]] = None,
+      vmap_width: Union[int, str, None] = "auto",
+  ):
     if block_steps < 1 or track_every < 1:
-      raise ValueError(f"block_steps ({block_steps}) and track_every ({track_every}) must be "
-                       ">= 1.")
+      raise ValueError(
+          f"block_steps ({block_steps}) and track_every ({track_every}) must be " ">= 1."
+      )
     self.loss_fn = loss_fn
     self.base = base
     self.track_every = track_every
@@ -289,8 +308,8 @@ class GridTrainer:
     self.devices = list(devices) if devices is not None else jax.local_devices()
     self.vmap_width = resolve_vmap_width(vmap_width, self.devices[0].platform)
     self.mesh = Mesh(np.asarray(self.devices), ("cells",))
-    self._programs: dict = {}   # (steps, vmapped, consts, sharded) -> jitted (init, block, norms)
-    self._memory: dict = {}     # (cells, steps, batch shapes) -> XLA's byte counts
+    self._programs: dict = {}  # (steps, vmapped, consts, sharded) -> jitted (init, block, norms)
+    self._memory: dict = {}  # (cells, steps, batch shapes) -> XLA's byte counts
 
   # -- one cell ------------------------------------------------------------------------------
 
@@ -298,9 +317,13 @@ class GridTrainer:
     """One cell's optimizer: ``make_optimizer(base(wd), lr)``; lr and wd may be traced."""
     history = self.history_size or (steps // self.track_every + 2)
     return optimizers.make_optimizer(
-        base=functools.partial(self.base, weight_decay=wd), learning_rate=lr,
-        param_filter=self.param_filter, groups=self.groups, track_every=self.track_every,
-        history_size=history)
+        base=functools.partial(self.base, weight_decay=wd),
+        learning_rate=lr,
+        param_filter=self.param_filter,
+        groups=self.groups,
+        track_every=self.track_every,
+        history_size=history,
+    )
 
   def _init_cell(self, params, lr, wd, steps):
     tx = self.optimizer(lr, wd, steps)
@@ -312,9 +335,11 @@ class GridTrainer:
 
   def _block_cell(self, state, lr, wd, batches, steps):
     """One cell through a block of steps (``lax.scan``): (state, losses [k])."""
+
     def body(s, b):
       s, m = self._step_cell(s, lr, wd, b, steps)
       return s, m["loss"]
+
     return jax.lax.scan(body, state, batches)
 
   def _block_cells(self, state, lr, wd, batches, steps):
@@ -330,8 +355,9 @@ class GridTrainer:
 
   # -- compiled programs ---------------------------------------------------------------------
 
-  def _program(self, steps: int, vmapped: bool, consts: Optional[tuple] = None,
-               sharded: bool = False):
+  def _program(
+      self, steps: int, vmapped: bool, consts: Optional[tuple] = None, sharded: bool = False
+  ):
     """(init, block, norms) jitted. ``vmapped``: over a [cells] axis with traced lr, wd (split
     over ``self.mesh`` if ``sharded``); otherwise one cell with lr, wd the Python constants
     ``consts`` (compiled for those values)."""
@@ -339,13 +365,18 @@ class GridTrainer:
     if key in self._programs:
       return self._programs[key]
     if vmapped:
+
       def init(params, lr, wd):
         return jax.vmap(lambda a, b: self._init_cell(params, a, b, steps))(lr, wd)
 
       block = functools.partial(self._block_cells, steps=steps)
       if sharded:
-        block = jax.shard_map(block, mesh=self.mesh, in_specs=(P("cells"),) * 3 + (P(),),
-                              out_specs=(P("cells"), P(None, "cells")))
+        block = jax.shard_map(
+            block,
+            mesh=self.mesh,
+            in_specs=(P("cells"),) * 3 + (P(),),
+            out_specs=(P("cells"), P(None, "cells")),
+        )
     else:
       c_lr, c_wd = consts
 
@@ -373,22 +404,29 @@ class GridTrainer:
     """
     steps = _num_steps(batches)
     k = min(self.block_steps, steps)
-    b = jax.tree.map(lambda x: jax.ShapeDtypeStruct((k,) + np.shape(x)[1:], np.asarray(x).dtype),
-                     _batch_dict(batches))
+    b = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct((k,) + np.shape(x)[1:], np.asarray(x).dtype),
+        _batch_dict(batches),
+    )
     key = (n_cells, steps, tuple(sorted((n, x.shape) for n, x in b.items())))
     if key not in self._memory:
       init, block, _ = self._program(steps, True)
       lr = jnp.full((n_cells,), 1e-3, jnp.float32)
       state = jax.eval_shape(init, params, lr, lr)
       m = block.lower(state, lr, lr, b).compile().memory_analysis()
-      out = {"argument": m.argument_size_in_bytes, "output": m.output_size_in_bytes,
-             "temp": m.temp_size_in_bytes, "alias": m.alias_size_in_bytes}
+      out = {
+          "argument": m.argument_size_in_bytes,
+          "output": m.output_size_in_bytes,
+          "temp": m.temp_size_in_bytes,
+          "alias": m.alias_size_in_bytes,
+      }
       out["total"] = out["argument"] + out["output"] + out["temp"] - out["alias"]
       self._memory[key] = out
     return dict(self._memory[key])
 
-  def cells_that_fit(self, params, batches, budget_bytes: Optional[int] = None,
-                     max_cells: Optional[int] = None) -> int:
+  def cells_that_fit(
+      self, params, batches, budget_bytes: Optional[int] = None, max_cells: Optional[int] = None
+  ) -> int:
     """How many cells one program may hold within ``budget_bytes`` (default: half the memory).
 
     Extrapolates XLA's accounting of 1- and 2-cell programs (two small compilations).
@@ -403,8 +441,9 @@ class GridTrainer:
 
   # -- running -------------------------------------------------------------------------------
 
-  def start(self, params, lr, wd, steps: int, *, vmapped: bool = True,
-            n_real: Optional[int] = None) -> "GridRun":
+  def start(
+      self, params, lr, wd, steps: int, *, vmapped: bool = True, n_real: Optional[int] = None
+  ) -> "GridRun":
     """A run of the cells (lr[i], wd[i]) for ``steps`` steps, advanced block by block with
     :meth:`GridRun.advance` (what :meth:`run` does; benchmarks interleave runs this way).
 
@@ -422,11 +461,19 @@ class GridTrainer:
         progress(stop - start)
     return run.result(keep_params)
 
-  def run(self, params, lr: Sequence[float], wd: Sequence[float], batches, *,
-          chunk_cells: Union[int, str, None] = None, keep_params: bool = False,
-          progress: Optional[Callable[[int], None]] = None,
-          on_chunk: Optional[Callable[[int, GridResult], None]] = None,
-          done_chunks: Optional[Mapping[int, GridResult]] = None) -> GridResult:
+  def run(
+      self,
+      params,
+      lr: Sequence[float],
+      wd: Sequence[float],
+      batches,
+      *,
+      chunk_cells: Union[int, str, None] = None,
+      keep_params: bool = False,
+      progress: Optional[Callable[[int], None]] = None,
+      on_chunk: Optional[Callable[[int, GridResult], None]] = None,
+      done_chunks: Optional[Mapping[int, GridResult]] = None,
+  ) -> GridResult:
     """Trains every cell (lr[i], wd[i]) from ``params`` on ``batches``, in one program.
 
     Args:
@@ -447,8 +494,9 @@ class GridTrainer:
     lr = np.asarray(lr, np.float64).reshape(-1)
     wd = np.asarray(wd, np.float64).reshape(-1)
     if lr.shape != wd.shape or not lr.size:
-      raise ValueError(f"lr and wd must be non-empty and of one length, got {lr.shape}, "
-                       f"{wd.shape}.")
+      raise ValueError(
+          f"lr and wd must be non-empty and of one length, got {lr.shape}, " f"{wd.shape}."
+      )
     n = lr.size
     if chunk_cells == "auto":
       chunk_cells = self.cells_that_fit(params, batches, max_cells=n)
@@ -463,16 +511,23 @@ class GridTrainer:
       real = min(size, n - start)
       # every chunk padded to the first chunk's size, then to a multiple of the devices
       pad = start + padded_cells(size, len(self.devices)).clip(max=real - 1)
-      part = self._run_program(params, lr[pad], wd[pad], batches, True, keep_params,
-                               progress, real)
+      part = self._run_program(params, lr[pad], wd[pad], batches, True, keep_params, progress, real)
       if on_chunk is not None:
         on_chunk(c, part)
       parts.append(part)
     return concat_results(parts)
 
-  def run_separately(self, params, lr: Sequence[float], wd: Sequence[float], batches, *,
-                     keep_params: bool = False, traced: bool = False,
-                     progress: Optional[Callable[[int], None]] = None) -> GridResult:
+  def run_separately(
+      self,
+      params,
+      lr: Sequence[float],
+      wd: Sequence[float],
+      batches,
+      *,
+      keep_params: bool = False,
+      traced: bool = False,
+      progress: Optional[Callable[[int], None]] = None,
+  ) -> GridResult:
     """The original's way: one run per cell, each its own program, in a loop.
 
     With ``traced=False`` (the default) lr and wd are compiled in as constants, so every cell
@@ -483,8 +538,9 @@ class GridTrainer:
     wd = np.asarray(wd, np.float64).reshape(-1)
     parts = []
     for a, b in zip(lr, wd):
-      part = self._run_program(params, np.asarray([a]), np.asarray([b]), batches, traced,
-                               keep_params, progress, 1)
+      part = self._run_program(
+          params, np.asarray([a]), np.asarray([b]), batches, traced, keep_params, progress, 1
+      )
       if not traced:  # do not keep 400 compiled programs alive
         self._programs.pop((_num_steps(batches), False, (float(a), float(b)), False), None)
       parts.append(part)
@@ -500,8 +556,9 @@ class GridRun:
     block length (the calls that compile).
   """
 
-  def __init__(self, trainer: GridTrainer, params, lr, wd, steps: int, vmapped: bool,
-               n_real: Optional[int]):
+  def __init__(
+      self, trainer: GridTrainer, params, lr, wd, steps: int, vmapped: bool, n_real: Optional[int]
+  ):
     t0 = time.perf_counter()
     self.trainer, self.steps, self.vmapped, self.step = trainer, int(steps), vmapped, 0
     self.lr = np.asarray(lr, np.float64).reshape(-1)
@@ -510,7 +567,8 @@ class GridRun:
     consts = None if vmapped else (float(self.lr[0]), float(self.wd[0]))
     sharded = vmapped and len(trainer.devices) > 1 and self.lr.size % len(trainer.devices) == 0
     self._init, self._block, self._norms = trainer._program(  # pylint: disable=protected-access
-        self.steps, vmapped, consts, sharded)
+        self.steps, vmapped, consts, sharded
+    )
     self._lr = jnp.asarray(self.lr, jnp.float32)
     self._wd = jnp.asarray(self.wd, jnp.float32)
     self._put = lambda x: x
@@ -534,8 +592,9 @@ class GridRun:
     k = _num_steps(block)
     if self.step + k > self.steps:
       raise ValueError(f"{k} more steps exceed the run's {self.steps} (at {self.step}).")
-    self.state, loss = self._block(self.state, self._lr, self._wd,
-                                   self._put({n: np.asarray(v) for n, v in block.items()}))
+    self.state, loss = self._block(
+        self.state, self._lr, self._wd, self._put({n: np.asarray(v) for n, v in block.items()})
+    )
     self._losses.append(np.asarray(jax.device_get(loss)).reshape(k, -1))
     self.step += k
     dt = time.perf_counter() - t0
@@ -555,13 +614,22 @@ class GridRun:
       opt_state = jax.tree.map(lambda x: np.asarray(x)[None], jax.device_get(opt_state))
     final = None
     if keep_params:
-      final = jax.tree.map(lambda x: np.asarray(x).reshape((-1,) + np.shape(x)[vm:])[:n],
-                           jax.device_get(self.state["params"]))
+      final = jax.tree.map(
+          lambda x: np.asarray(x).reshape((-1,) + np.shape(x)[vm:])[:n],
+          jax.device_get(self.state["params"]),
+      )
     out = GridResult(
-        lr=self.lr[:n], wd=self.wd[:n], norm_init=self.norm0[:n], norm_final=norm_final[:n],
+        lr=self.lr[:n],
+        wd=self.wd[:n],
+        norm_init=self.norm0[:n],
+        norm_final=norm_final[:n],
         losses=np.concatenate(self._losses)[:, :n] if self._losses else np.zeros((0, n)),
-        diverged_at=_first_nonfinite(opt_state)[:n], traces=cell_traces(opt_state, n),
-        final_params=final, compile_s=self.compile_s, chunk_cells=int(self.lr.size))
+        diverged_at=_first_nonfinite(opt_state)[:n],
+        traces=cell_traces(opt_state, n),
+        final_params=final,
+        compile_s=self.compile_s,
+        chunk_cells=int(self.lr.size),
+    )
     self.wall_s += time.perf_counter() - t0
     out.wall_s = self.wall_s
     return out
@@ -572,6 +640,7 @@ class GridRun:
 
 
 # ----------------------------------------------------------------------------- thresholds
+
 
 @dataclasses.dataclass(frozen=True)
 class Threshold:
@@ -586,6 +655,7 @@ class Threshold:
       "diverged" (fewer than two finite cells).
     sign_changes: how many times the sign changes along weight decay (1 = a clean threshold).
   """
+
   lr: float
   wd: Optional[float]
   kind: str
@@ -602,8 +672,9 @@ class Threshold:
     return None
 
 
-def threshold_along_wd(wds: Sequence[float], log_ratio: Sequence[float],
-                       lr: float = float("nan")) -> Threshold:
+def threshold_along_wd(
+    wds: Sequence[float], log_ratio: Sequence[float], lr: float = float("nan")
+) -> Threshold:
   """The weight decay where ``log_ratio`` (log ||theta_T|| / ||theta_0||) turns from > 0 to
   <= 0, linearly interpolated in log10(wd); non-finite cells (diverged) are skipped.
 
@@ -640,7 +711,8 @@ def thresholds(result: GridResult, lrs: Sequence[float], wds: Sequence[float]) -
   out = []
   for a in lrs:
     idx = [find_cell(result.lr, result.wd, a, b) for b in wds]
-    y = [np.log(result.ratio[i]) if i is not None and not result.diverged[i] else np.nan
-         for i in idx]
+    y = [
+        np.log(result.ratio[i]) if i is not None and not result.diverged[i] else np.nan for i in idx
+    ]
     out.append(threshold_along_wd(wds, y, a))
   return out
