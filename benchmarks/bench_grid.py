@@ -20,16 +20,21 @@ sentences), trained from the same initialisation on the same batches, five ways:
 The variants are timed side by side in one process, interleaved block by block (every variant
 trains the same block of steps in turn, the order rotating), so drifting machine load hits them
 alike. ``compile`` is each variant's initialisation plus its first block per program (the calls
-that compile); ``per step`` is the time to advance all cells by one step after that. Memory:
+that compile); ``per step`` is the time to advance all cells by one step after that, the
+median over the later blocks, and a per-step ratio is the median over those blocks of the two
+variants' ratio in the same block (adjacent in time, so a load spike hits one block, not the
+ratio). Memory:
 XLA's accounting of one compiled block program (arguments + outputs + temporaries), the live
 state of all cells, and the peak resident memory of a fresh process running one block of the
 variant (``VmHWM`` of /proc/self/status; for ``separate``: one cell, as one process per cell
 would). Not ``ru_maxrss``: Linux carries it across fork + exec, so every child would report
 this parent's peak.
 The default ``--steps 64`` keeps the loop affordable on 2 cores; the totals are extrapolated to
-the quick profile's steps (compile + steps x per step) as well. Final norms are compared: they
-agree to float32 rounding except where the attention key biases (exact gradient 0) take Adam
-steps of rounding noise, i.e. at large learning rates.
+the quick profile's steps (compile + steps x per step) as well. Final norms are compared:
+``mapped`` and ``reused`` run the separate runs' per-cell program and match them exactly;
+``vmapped`` and ``sharded`` (other programs) agree to float32 rounding except where the
+attention key biases (exact gradient 0) take Adam steps of rounding noise, i.e. at learning
+rates from ~5e-3 up.
 
 Usage:
   python benchmarks/bench_grid.py [--steps 64] [--cells N] [--json PATH]
@@ -126,7 +131,8 @@ def main():
 
   cfg, batches, lr, wd, params, block, trainers = setup(args.steps, cells)
   variants = [v for v in VARIANTS if v != "sharded" or len(jax.local_devices()) > 1]
-  runs, total, first, rest = {}, dict.fromkeys(variants, 0.0), {}, dict.fromkeys(variants, 0.0)
+  runs, total, first = {}, dict.fromkeys(variants, 0.0), {}
+  rest = {v: [] for v in variants}  # seconds per step of each block after the first
   blocks = list(range(0, args.steps, block))
   print(
       f"{len(lr)} cells x {args.steps} steps in blocks of {block}; {len(jax.local_devices())} "
@@ -147,14 +153,13 @@ def main():
       if i == 0:
         first[v] = dt
       else:
-        rest[v] += dt
+        rest[v].append(dt / len(chunk))
     print(
         f"block {i + 1}/{len(blocks)}: " + ", ".join(f"{v} {total[v]:.0f} s" for v in variants),
         flush=True,
     )
 
   results = {v: grid.concat_results([r.result() for r in runs[v]]) for v in variants}
-  timed = max(args.steps - block, 1)
   quick = cfg.steps
   rows = {}
   for v in variants:
@@ -168,13 +173,15 @@ def main():
         check=False,
     )
     rss = [float(line.split()[1]) for line in out.stdout.splitlines() if line.startswith("RSS_MB")]
+    per_step = float(np.median(rest[v])) if rest[v] else 0.0
     rows[v] = {
         "programs": len(runs[v]) if v == "separate" else 1,
         "devices": len(trainers[v].devices) if v == "sharded" else 1,
         "wall_s": total[v],
         "compile_s": first[v],
-        "per_step_s": rest[v] / timed,
-        "extrapolated_s": first[v] + (quick - block) * rest[v] / timed,
+        "per_step_s": per_step,
+        "block_step_s": rest[v],
+        "extrapolated_s": first[v] + (quick - block) * per_step,
         "xla_block_mb": xla / 2**20,
         "state_mb": sum(r.state_bytes() for r in runs[v]) / 2**20,
         "peak_rss_mb": rss[-1] if rss else None,
@@ -205,11 +212,8 @@ def main():
       r = rows[slow]
       diff = np.abs(np.asarray(r["norm_final"]) - np.asarray(f["norm_final"]))
       diff = float(np.nanmax(diff / np.asarray(f["norm_final"])))
-      per_step = (
-          f"{r['per_step_s'] / f['per_step_s']:.1f}x"
-          if f["per_step_s"] > 0
-          else "n/a (one block only)"
-      )
+      paired = np.asarray(r["block_step_s"]) / np.asarray(f["block_step_s"])
+      per_step = f"{np.median(paired):.2f}x" if paired.size else "n/a (one block only)"
       print(
           f"{fast} over {slow}: {r['wall_s'] / f['wall_s']:.1f}x measured ({args.steps} "
           f"steps), {per_step} per step after compilation, "

@@ -202,7 +202,7 @@ def cell_traces(opt_state, n: Optional[int] = None) -> list[dict]:
   found = tracking.find_traces(opt_state)
   if len(found) != 1:
     raise ValueError(
-        f"Expected one NormTrace in the grid's optimizer state, found " f"{[p for p, _ in found]}."
+        f"Expected one NormTrace in the grid's optimizer state, found {[p for p, _ in found]}."
     )
   trace = found[0][1]
   total = int(np.shape(trace.count)[0]) if np.ndim(trace.count) else 1
@@ -294,9 +294,7 @@ class GridTrainer:
       vmap_width: Union[int, str, None] = "auto",
   ):
     if block_steps < 1 or track_every < 1:
-      raise ValueError(
-          f"block_steps ({block_steps}) and track_every ({track_every}) must be " ">= 1."
-      )
+      raise ValueError(f"block_steps ({block_steps}) and track_every ({track_every}) must be >= 1.")
     self.loss_fn = loss_fn
     self.base = base
     self.track_every = track_every
@@ -371,11 +369,13 @@ class GridTrainer:
 
       block = functools.partial(self._block_cells, steps=steps)
       if sharded:
+        # no collectives inside; check_vma=False lets the hook's lax.cond return constants
         block = jax.shard_map(
             block,
             mesh=self.mesh,
             in_specs=(P("cells"),) * 3 + (P(),),
             out_specs=(P("cells"), P(None, "cells")),
+            check_vma=False,
         )
     else:
       c_lr, c_wd = consts
@@ -495,7 +495,7 @@ class GridTrainer:
     wd = np.asarray(wd, np.float64).reshape(-1)
     if lr.shape != wd.shape or not lr.size:
       raise ValueError(
-          f"lr and wd must be non-empty and of one length, got {lr.shape}, " f"{wd.shape}."
+          f"lr and wd must be non-empty and of one length, got {lr.shape}, {wd.shape}."
       )
     n = lr.size
     if chunk_cells == "auto":

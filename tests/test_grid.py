@@ -285,15 +285,15 @@ init_fn, loss_fn = causal_lm.loss_adapter(model)
 b = np.random.default_rng(0).integers(1, 20, (4, 4, 6)).astype(np.int32)
 params = init_fn(jax.random.PRNGKey(0), {"decoder_target_tokens": b[0]})
 lr, wd = np.array([1e-3, 1e-1, 1e-2]), np.array([1e-4, 1e-2, 0.0])
-two = grid.GridTrainer(loss_fn, block_steps=4).run(params, lr, wd, b)
-one = grid.GridTrainer(loss_fn, block_steps=4, devices=jax.local_devices()[:1]).run(
-    params, lr, wd, b)
-vmapped = grid.GridTrainer(loss_fn, block_steps=4, vmap_width=None).run(params, lr, wd, b)
+kw = dict(block_steps=4, track_every=2)  # every > 1: the hook's lax.cond inside shard_map
+two = grid.GridTrainer(loss_fn, **kw).run(params, lr, wd, b)
+one = grid.GridTrainer(loss_fn, devices=jax.local_devices()[:1], **kw).run(params, lr, wd, b)
+vmapped = grid.GridTrainer(loss_fn, vmap_width=None, **kw).run(params, lr, wd, b)
 assert len(jax.local_devices()) == 2 and two.chunk_cells == 4 and one.chunk_cells == 3
 for r in (two, vmapped):
   np.testing.assert_allclose(r.norm_final, one.norm_final, rtol=1e-5)
   np.testing.assert_allclose(r.losses, one.losses, rtol=1e-5)
-assert [t["step"].tolist() for t in two.traces] == [[1, 2, 3, 4]] * 3
+assert [t["step"].tolist() for t in two.traces] == [[2, 4]] * 3
 print("OK")
 """
 

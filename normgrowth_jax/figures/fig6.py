@@ -6,7 +6,8 @@ statements: growth depends on the weight decay, with a threshold between 1e-3 an
 PyTorch's defaults (lr 1e-3, wd 1e-2) still grow.
 
 Here the whole grid (plus PyTorch's default cell, when it is not on the grid) is trained as one
-vmapped program (:mod:`normgrowth_jax.grid`): every cell starts from the same initialisation
+compiled program (:mod:`normgrowth_jax.grid`: cells one after another in ``lax.map`` on a
+CPU, vmapped on an accelerator): every cell starts from the same initialisation
 and sees the same batches; each has its own params, Adam state and norm trace. On a CPU the
 program runs on one core unless JAX sees several host devices: ``XLA_FLAGS=
 --xla_force_host_platform_device_count=2 python -m normgrowth_jax.figures fig6 ...`` shards the
@@ -380,7 +381,7 @@ def _notes(st: dict, prefix: str = "") -> list:
   return notes
 
 
-run_specs = core.no_runs  # the grid is trained by make() (one vmapped program, cached)
+run_specs = core.no_runs  # the grid is trained by make() (one compiled program, cached)
 
 
 def make(ctx: core.FigureContext, cfg: Fig6Config) -> core.FigureResult:
@@ -468,7 +469,7 @@ def _setup(cfg: Fig6Config, settings: list[dict]) -> list[str]:
     run = st["info"]
     setup.append(
         (f"{st['label']}: " if st["label"] else "")
-        + f"trained as one vmapped program ({run.get('chunks', 1)} chunk(s) of "
+        + f"trained as one compiled program ({run.get('chunks', 1)} chunk(s) of "
         f"{run.get('chunk_cells', st['result'].lr.size)} cells, cell axis on "
         f"{run.get('devices', 1)} device(s)), "
         + (

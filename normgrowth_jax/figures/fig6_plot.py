@@ -190,7 +190,7 @@ def plot(stem, settings) -> list:
       f"{NORM_NAMES[cfg.norm]} small LM ({cfg.arch.num_layers} layers, d_model {cfg.arch.d_model}) on "
       f"{info['corpus']}, AdamW, {info['steps']} steps of {cfg.batch_size} sentences "
       f"({info['steps'] / info['epoch_steps']:.2g} epoch); {len(lrs(cfg))} x {len(wds(cfg))} "
-      "grid, one vmapped program" + rows,
+      "grid, one compiled program" + rows,
       fontsize=7,
       y=1.03,
   )
