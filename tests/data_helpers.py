@@ -64,3 +64,16 @@ def reconstruct_spans(inputs, targets, vocab_size):
   for t in inputs:
     out.extend(spans[int(t)] if is_sentinel(t) else [int(t)])
   return np.array(out)
+
+
+# The tiny T5 of the trainer's resume tests: botchan span corruption, batch 2 x (16 + 8),
+# warm-up 2, a checkpoint every 3 steps.
+TINY_T5_GIN = "gin_configs/local/t5_tiny_bbc_adafactor.gin"
+TINY_T5_BINDINGS = (
+    "MIXTURE_OR_TASK_NAME='ng_span_corruption_botchan_bytes'",
+    "BATCH_SIZE=2",
+    "TASK_FEATURE_LENGTHS={'inputs': 16, 'targets': 8}",
+    "WARMUP_STEPS=2",
+    "CHECKPOINT_PERIOD=3",
+    "LOG_EVERY=1",
+)

@@ -16,18 +16,12 @@ import optax
 import pytest
 
 from data_helpers import data_cache  # noqa: F401  (session fixture)
+from data_helpers import TINY_T5_BINDINGS, TINY_T5_GIN
 from normgrowth_jax import gin_utils, optimizers, sinks, tracking, train
 from normgrowth_jax.analysis import run_reader, trajectory
 
-TINY = "gin_configs/local/t5_tiny_bbc_adafactor.gin"
-BASE = [
-    "MIXTURE_OR_TASK_NAME='ng_span_corruption_botchan_bytes'",
-    "BATCH_SIZE=2",
-    "TASK_FEATURE_LENGTHS={'inputs': 16, 'targets': 8}",
-    "WARMUP_STEPS=2",
-    "CHECKPOINT_PERIOD=3",
-    "LOG_EVERY=1",
-]
+TINY = TINY_T5_GIN
+BASE = [*TINY_T5_BINDINGS]
 
 
 def _params():

@@ -11,18 +11,11 @@ import gin
 import pytest
 
 from data_helpers import data_cache  # noqa: F401  (session fixture)
+from data_helpers import TINY_T5_BINDINGS, TINY_T5_GIN
 from normgrowth_jax import gin_utils, train
 
-TINY = "gin_configs/local/t5_tiny_bbc_adafactor.gin"
-BASE = [
-    "MIXTURE_OR_TASK_NAME='ng_span_corruption_botchan_bytes'",
-    "BATCH_SIZE=2",
-    "TASK_FEATURE_LENGTHS={'inputs': 16, 'targets': 8}",
-    "WARMUP_STEPS=2",
-    "CHECKPOINT_PERIOD=3",
-    "LOG_EVERY=1",
-    "TRAIN_STEPS=3",
-]
+TINY = TINY_T5_GIN
+BASE = [*TINY_T5_BINDINGS, "TRAIN_STEPS=3"]
 
 
 def _run(model_dir, *bindings):
