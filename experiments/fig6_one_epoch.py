@@ -4,8 +4,10 @@ Does the missing weight-decay threshold of the quick profile come from its short
 epoch: decoupled decay removes only lr * wd * T = 2.6e-3 of the norm at PyTorch's defaults)?
 This trains the same 7 x 7 (+ default) grid for one epoch of the BBC word-level sentences (2,638
 steps, lr * wd * T = 0.026 at the defaults), the cells sharded over the host's cores, and writes
-``fig6.png``, ``fig6.pdf``, ``fig6.json`` and a report into ``--out``. About 47 minutes on 2 CPU
-cores. Runs are cached under ``--runs`` like the figures pipeline's.
+``fig6.png``, ``fig6.pdf``, ``fig6.json`` and a report into ``--out``. The quick profile trains the
+original script's setting beside ours, so this does too: 47 minutes on 2 CPU cores for ours
+alone (the run in README), about twice that for both. Runs are cached under ``--runs`` like the
+figures pipeline's.
 
 Usage:
   python experiments/fig6_one_epoch.py [--out figures/fig6_one_epoch] [--runs runs/figures]

@@ -1,7 +1,9 @@
 """Fig. 6: the criteria on both sides, the heat-map matrices, the grid cache, the data."""
 
 import dataclasses
+import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ import pytest
 from data_helpers import data_cache  # noqa: F401  (fixture)
 from normgrowth_jax import grid
 from normgrowth_jax.data import corpora, word_lm
-from normgrowth_jax.figures import core, fig6, fig6_plot, grid_runs
+from normgrowth_jax.figures import core, fig6, fig6_plot, grid_runs, small_lm_runs
 from normgrowth_jax.grid import Threshold
 
 WDS = list(grid.log_grid(1e-5, 1e-1, 5))
@@ -177,3 +179,41 @@ def test_make_judges_the_original_setting_beside_ours(tmp_path, data_cache):  # 
   assert sum(lab.startswith("original setting: threshold") for lab in labels) == TINY.n_lr
   assert labels[-1] == "verdict in the original setting (the same criteria)"
   assert both.rows[-1].ours.startswith(numbers["original_setting"]["verdict"])
+
+
+def test_full_profile_is_the_papers_grid_in_both_settings():
+  cfg = fig6.CONFIGS["full"]
+  arch = (cfg.arch.num_layers, cfg.arch.d_model, cfg.arch.d_ff, cfg.arch.num_heads)
+  assert arch == (12, 768, 512, 12) and (cfg.n_lr, cfg.n_wd, cfg.steps) == (20, 20, None)
+  assert cfg.original == fig6.original_setting(cfg) and cfg.original.arch.d_ff == 2048
+
+
+def test_paper_size_experiment_is_the_full_profile_on_a_5x5_grid():
+  spec = importlib.util.spec_from_file_location(
+      "fig6_paper_size", Path(__file__).parents[1] / "experiments" / "fig6_paper_size.py"
+  )
+  experiment = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(experiment)
+  full, small = fig6.CONFIGS["full"], experiment.paper_size()
+  assert (small.n_lr, small.n_wd, small.arch, small.steps) == (5, 5, full.arch, None)
+  assert small.original == fig6.original_setting(small)
+  # decade points: the paper's threshold interval (1e-3, 1e-2) has grid points at both ends
+  assert {1e-3, 1e-2} <= set(np.round(grid_runs.wds(small), 12).tolist())
+  assert experiment.paper_size(full=True, steps=3) == dataclasses.replace(
+      full, steps=3, original=dataclasses.replace(full.original, steps=3)
+  )
+
+
+def test_training_flops_counts_matmuls_and_attention():
+  cfg = dataclasses.replace(
+      fig6.CONFIGS["smoke"],
+      arch=small_lm_runs.Architecture(num_layers=3, d_model=8, d_ff=24, num_heads=2),
+  )
+  cells = grid_runs.grid_cells(cfg)[0].size
+  # by hand: per layer q, k, v, o (4 x 8 x 8) and the MLP (2 x 8 x 24); the output layer
+  matmul = 3 * (4 * 64 + 2 * 8 * 24) + 8 * cfg.vocab_words
+  attention = 12 * 3 * cfg.max_len * 8  # QK^T and AV, forward and backward, per token
+  tokens = cfg.batch_size * cfg.max_len
+  expected = np.float64(cells) * 5 * tokens * (6 * matmul + attention)
+  assert grid_runs.training_flops(cfg, steps=5) == expected
+  assert grid_runs.training_flops(cfg) == grid_runs.training_flops(cfg, steps=cfg.steps)

@@ -89,18 +89,44 @@ def batches(data: word_lm.WordLMData, cfg: Fig6Config) -> np.ndarray:
   return np.concatenate(out)[:steps]
 
 
+def cell_steps(cfg: Fig6Config) -> int:
+  """Training steps of one cell (an epoch is estimated when the data is not loaded)."""
+  if cfg.steps is not None:
+    return cfg.steps
+  try:
+    data = word_lm.load(corpus(cfg), cfg.vocab_words, cfg.max_len)
+    return epoch_steps(data, cfg)
+  except Exception:  # pylint: disable=broad-except  (no data yet: make() will say so)
+    return 1000
+
+
 def training_steps(cfg: Fig6Config) -> int:
   """Training steps of all chunks (an epoch is estimated when the data is not loaded)."""
-  steps = cfg.steps
-  if steps is None:
-    try:
-      data = word_lm.load(corpus(cfg), cfg.vocab_words, cfg.max_len)
-      steps = epoch_steps(data, cfg)
-    except Exception:  # pylint: disable=broad-except  (no data yet: make() will say so)
-      steps = 1000
   n = grid_cells(cfg)[0].size
   chunks = math.ceil(n / cfg.chunk_cells) if isinstance(cfg.chunk_cells, int) else 1
-  return steps * chunks
+  return cell_steps(cfg) * chunks
+
+
+def training_flops(cfg: Fig6Config, steps: int | None = None) -> float:
+  """Model FLOPs of training one setting's grid: every cell, ``steps`` steps (default
+  :func:`cell_steps`), each 6 x matmul parameters x tokens plus attention's score and
+  value products (forward and backward: 12 x layers x length x d_model per token).
+
+  Matmul parameters are the layers' attention (4 d^2) and MLP (2 d d_ff) weights and the
+  output projection (d x vocab_words); the embedding lookup does no matmul.
+
+  Example:
+    >>> from normgrowth_jax.figures import fig6
+    >>> f"{training_flops(fig6.CONFIGS['full'], steps=1) / 401:.3g}"  # one cell, one step
+    '3.74e+11'
+  """
+  a = cfg.arch
+  matmul_params = a.num_layers * (4 * a.d_model**2 + 2 * a.d_model * a.d_ff)
+  matmul_params += a.d_model * cfg.vocab_words
+  tokens = cfg.batch_size * cfg.max_len
+  per_token = 6 * matmul_params + 12 * a.num_layers * cfg.max_len * a.d_model
+  cells = grid_cells(cfg)[0].size
+  return float(cells * (cell_steps(cfg) if steps is None else steps) * tokens * per_token)
 
 
 def model_for(cfg: Fig6Config, vocab_size: int) -> SmallLM:
