@@ -57,8 +57,8 @@ def unfiltered_probes_off():
 
   def ordered_filtered(uleaves, others, probes, zero):
     del probes
-    tied = ordered(uleaves, [], [], zero)
-    return [u if j in set(others) else t for j, (u, t) in enumerate(zip(uleaves, tied))]
+    untied, tied = set(others), ordered(uleaves, [], [], zero)
+    return [u if j in untied else t for j, (u, t) in enumerate(zip(uleaves, tied))]
 
   tracking._measure, tracking._ordered_after_reads = measure_filtered, ordered_filtered  # pylint: disable=protected-access
   try:
