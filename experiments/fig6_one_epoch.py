@@ -5,8 +5,8 @@ epoch: decoupled decay removes only lr * wd * T = 2.6e-3 of the norm at PyTorch'
 This trains the same 7 x 7 (+ default) grid for one epoch of the BBC word-level sentences (2,638
 steps, lr * wd * T = 0.026 at the defaults), the cells sharded over the host's cores, and writes
 ``fig6.png``, ``fig6.pdf``, ``fig6.json`` and a report into ``--out``. The quick profile trains the
-original script's setting beside ours, so this does too: 47 minutes on 2 CPU cores for ours
-alone (the run in README), about twice that for both. Runs are cached under ``--runs`` like the
+original script's setting beside ours, so this does too, with the same budget: 17 and 19 minutes
+on 2 CPU cores (2026-12-08). Runs are cached under ``--runs`` like the
 figures pipeline's.
 
 Usage:
