@@ -54,9 +54,10 @@ def main():
   args = parser.parse_args()
   cfg = paper_size(args.full, args.steps)
   for label, c in (("ours", cfg), ("original setting", cfg.original)):
-    flops = grid_runs.training_flops(c)
+    steps = grid_runs.cell_steps(c)  # loads the corpus to count an epoch
+    flops = grid_runs.training_flops(c, steps)
     print(
-        f"{label}: {grid_runs.grid_cells(c)[0].size} cells x {grid_runs.cell_steps(c)} steps, "
+        f"{label}: {grid_runs.grid_cells(c)[0].size} cells x {steps} steps, "
         f"{flops:.3g} model FLOPs, ~{flops / SUSTAINED_FLOPS / 60:.1f} min at "
         f"{SUSTAINED_FLOPS / 1e12:.0f} TFLOP/s",
         flush=True,

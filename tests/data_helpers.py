@@ -10,6 +10,7 @@ temporary directory (``-p no:cacheprovider``). It is never the user's ``~/.cache
 """
 
 import fcntl
+import importlib.util
 import os
 from pathlib import Path
 
@@ -77,3 +78,12 @@ TINY_T5_BINDINGS = (
     "CHECKPOINT_PERIOD=3",
     "LOG_EVERY=1",
 )
+
+
+def load_experiment(name: str):
+  """The module ``experiments/<name>.py`` (the folder is not a package)."""
+  path = Path(__file__).parents[1] / "experiments" / f"{name}.py"
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module

@@ -2,16 +2,14 @@
 and the smoke profile through the pipeline (train, measure every checkpoint, plot, report)."""
 
 import dataclasses
-import importlib.util
 import json
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from data_helpers import data_cache  # noqa: F401  (fixture)
+from data_helpers import data_cache, load_experiment  # noqa: F401  (fixture)
 from normgrowth_jax import attention_logits as al
 from normgrowth_jax.figures import fig3, fig3_long, fig3_long_plot, pipeline, registry, small_lm_runs
 from normgrowth_jax.models.small_lm import causal_attention_mask
@@ -106,11 +104,7 @@ def test_full_profile_is_the_papers_model_for_five_epochs():
 
 
 def test_wider_experiment_changes_only_the_size_masks_and_seeds():
-  spec = importlib.util.spec_from_file_location(
-      "fig3_long_wider", Path(__file__).parents[1] / "experiments" / "fig3_long_wider.py"
-  )
-  wider = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(wider)
+  wider = load_experiment("fig3_long_wider")
   run, quick = wider.config().run, fig3_long.CONFIGS["quick"].run
   assert (run.arch.num_layers, run.arch.d_model, run.masks) == (6, 128, ("causal",))
   assert dataclasses.replace(run, **{k: getattr(quick, k) for k in wider.WIDER}) == quick

@@ -1,15 +1,13 @@
 """Fig. 6: the criteria on both sides, the heat-map matrices, the grid cache, the data."""
 
 import dataclasses
-import importlib.util
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from data_helpers import data_cache  # noqa: F401  (fixture)
+from data_helpers import data_cache, load_experiment  # noqa: F401  (fixture)
 from normgrowth_jax import grid
 from normgrowth_jax.data import corpora, word_lm
 from normgrowth_jax.figures import core, fig6, fig6_plot, grid_runs, small_lm_runs
@@ -189,17 +187,8 @@ def test_full_profile_is_the_papers_grid_in_both_settings():
   assert cfg.original == fig6.original_setting(cfg) and cfg.original.arch.d_ff == 2048
 
 
-def _experiment(name):
-  spec = importlib.util.spec_from_file_location(
-      name, Path(__file__).parents[1] / "experiments" / f"{name}.py"
-  )
-  experiment = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(experiment)
-  return experiment
-
-
 def test_paper_size_experiment_is_the_full_profile_on_a_5x5_grid():
-  experiment = _experiment("fig6_paper_size")
+  experiment = load_experiment("fig6_paper_size")
   full, small = fig6.CONFIGS["full"], experiment.paper_size()
   assert (small.n_lr, small.n_wd, small.arch, small.steps) == (5, 5, full.arch, None)
   assert small.original == fig6.original_setting(small)
@@ -228,7 +217,7 @@ def test_training_flops_counts_matmuls_and_attention():
 def test_one_epoch_experiment_gives_the_original_setting_the_same_budget(monkeypatch):
   # the script sets XLA_FLAGS if unset: keep it from leaking into later subprocesses
   monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))
-  cfg, quick = _experiment("fig6_one_epoch").one_epoch_config(), fig6.CONFIGS["quick"]
+  cfg, quick = load_experiment("fig6_one_epoch").one_epoch_config(), fig6.CONFIGS["quick"]
   assert (cfg.steps, cfg.track_every) == (cfg.original.steps, cfg.original.track_every)
   assert (cfg.steps, cfg.track_every) == (None, 16)
   assert dataclasses.replace(cfg.original, steps=256, track_every=4) == quick.original
